@@ -1,0 +1,222 @@
+"""The ImageGroup aggregate, its Image entities, and the one transition table they obey."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+from domain.errors import InvalidStateTransitionError, StaleResultError
+from domain.values import ImageGroupId, ImageGroupStatus, RoleName, StageName, StageOutcome
+
+S = ImageGroupStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StageFlow:
+    """Where a stage may start, the status it runs in, and where its outcomes lead."""
+
+    stage: StageName
+    start_from: frozenset[ImageGroupStatus]
+    running: ImageGroupStatus
+    success: ImageGroupStatus
+    failure: ImageGroupStatus
+
+    def target(self, outcome: StageOutcome) -> ImageGroupStatus:
+        return self.success if outcome is StageOutcome.SUCCEEDED else self.failure
+
+
+STAGE_FLOW: Mapping[StageName, StageFlow] = MappingProxyType(
+    {
+        StageName.DEPLOY: StageFlow(
+            StageName.DEPLOY, frozenset({S.BUILT, S.FAILED}), S.DEPLOYING, S.DEPLOYED, S.FAILED
+        ),
+        StageName.PXE_BOOT: StageFlow(
+            StageName.PXE_BOOT, frozenset({S.DEPLOYED}), S.RESTARTING, S.RESTARTED, S.FAILED
+        ),
+        StageName.VALIDATE: StageFlow(
+            StageName.VALIDATE, frozenset({S.RESTARTED}), S.VALIDATING, S.PASSED, S.FAILED
+        ),
+    }
+)
+
+#: Cleanup is refused while a stage runs (its result is still due) and once cleaned.
+CLEANABLE: frozenset[ImageGroupStatus] = frozenset(
+    {S.BUILT, S.DEPLOYED, S.RESTARTED, S.PASSED, S.FAILED}
+)
+
+#: The happy path; a status later in it has "already passed" the earlier ones.
+FLOW_ORDER: tuple[ImageGroupStatus, ...] = (
+    S.BUILT, S.DEPLOYING, S.DEPLOYED, S.RESTARTING, S.RESTARTED, S.VALIDATING, S.PASSED,
+)
+
+
+def _derive_allowed() -> Mapping[ImageGroupStatus, frozenset[ImageGroupStatus]]:
+    moves: dict[ImageGroupStatus, set[ImageGroupStatus]] = {status: set() for status in S}
+    for flow in STAGE_FLOW.values():
+        for origin in flow.start_from:
+            moves[origin].add(flow.running)
+        moves[flow.running] |= {flow.success, flow.failure}
+    for origin in CLEANABLE:
+        moves[origin].add(S.CLEANED)
+    return MappingProxyType({status: frozenset(to) for status, to in moves.items()})
+
+
+#: Every legal move, derived from STAGE_FLOW and CLEANABLE so the two can never disagree.
+ALLOWED_TRANSITIONS = _derive_allowed()
+
+
+def next_stage(status: ImageGroupStatus) -> StageName | None:
+    """The stage that follows a successful one (never a redeploy: FAILED waits for an operator)."""
+    for flow in STAGE_FLOW.values():
+        if status in flow.start_from and status is not S.FAILED:
+            return flow.stage
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """One image of a group; entity identity is its id."""
+
+    id: str
+    role: RoleName
+    image_name: str
+
+    def __post_init__(self) -> None:
+        if not self.image_name or self.image_name != self.image_name.strip():
+            raise ValueError(f"image_name for role {self.role} must be non-empty and trimmed")
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One recorded status change of a group; `from_status` is None for its creation."""
+
+    image_group_id: ImageGroupId
+    from_status: ImageGroupStatus | None
+    to_status: ImageGroupStatus
+    event_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StageRequest:
+    """The group entered a stage's running status: that stage must be asked for."""
+
+    stage: StageName
+    attempt: int
+
+
+@dataclass(eq=False)
+class ImageGroup:
+    """Aggregate root: the group's status changes only through its named methods."""
+
+    id: ImageGroupId
+    job_id: str
+    status: ImageGroupStatus
+    images: tuple[Image, ...]
+    created_at: datetime
+    updated_at: datetime
+    attempt: int = 1
+    new_transitions: list[Transition] = field(default_factory=list)
+    new_requests: list[StageRequest] = field(default_factory=list)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ImageGroup) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @classmethod
+    def create(
+        cls,
+        group_id: ImageGroupId,
+        job_id: str,
+        images: Sequence[Image],
+        *,
+        event_id: str,
+        at: datetime,
+    ) -> ImageGroup:
+        if not images:
+            raise ValueError(f"image group {group_id} needs at least one image")
+        group = cls(group_id, job_id, S.BUILT, tuple(images), created_at=at, updated_at=at)
+        group.new_transitions.append(Transition(group_id, None, S.BUILT, event_id, at))
+        return group
+
+    # Named transitions -------------------------------------------------------------------
+    def start_deploy(self, *, event_id: str, at: datetime) -> None:
+        self.start(StageName.DEPLOY, event_id=event_id, at=at)
+
+    def start_pxe_boot(self, *, event_id: str, at: datetime) -> None:
+        self.start(StageName.PXE_BOOT, event_id=event_id, at=at)
+
+    def start_validate(self, *, event_id: str, at: datetime) -> None:
+        self.start(StageName.VALIDATE, event_id=event_id, at=at)
+
+    def succeed(
+        self, stage: StageName, *, attempt: int | None, event_id: str, at: datetime
+    ) -> None:
+        self.finish(stage, StageOutcome.SUCCEEDED, attempt=attempt, event_id=event_id, at=at)
+
+    def fail(self, stage: StageName, *, attempt: int | None, event_id: str, at: datetime) -> None:
+        self.finish(stage, StageOutcome.FAILED, attempt=attempt, event_id=event_id, at=at)
+
+    def clean(self, *, event_id: str, at: datetime) -> None:
+        self._move(S.CLEANED, event_id, at)
+
+    # Table-driven core --------------------------------------------------------------------
+    def start(self, stage: StageName, *, event_id: str, at: datetime) -> None:
+        flow = _flow_of(stage)
+        redeploy = self.status is S.FAILED
+        self._move(flow.running, event_id, at)
+        if redeploy:
+            self.attempt += 1
+        self.new_requests.append(StageRequest(stage, self.attempt))
+
+    def finish(
+        self,
+        stage: StageName,
+        outcome: StageOutcome,
+        *,
+        attempt: int | None,
+        event_id: str,
+        at: datetime,
+    ) -> None:
+        """Apply a stage result; raise StaleResultError for one the group no longer waits for."""
+        flow = _flow_of(stage)
+        target = flow.target(outcome)
+        if attempt is not None and attempt < self.attempt:
+            raise StaleResultError(
+                str(self.id), self.status, stage,
+                f"attempt {attempt} is older than current attempt {self.attempt}",
+            )
+        if attempt is not None and attempt > self.attempt:
+            raise InvalidStateTransitionError(
+                str(self.id), self.status, target, ALLOWED_TRANSITIONS[self.status],
+                f"attempt {attempt} was never requested (current attempt {self.attempt})",
+            )
+        if self.status is not flow.running and self._has_left(flow.running):
+            raise StaleResultError(
+                str(self.id), self.status, stage, f"the group already left {flow.running}"
+            )
+        self._move(target, event_id, at)
+
+    def _has_left(self, status: ImageGroupStatus) -> bool:
+        if self.status.is_terminal():
+            return True
+        return FLOW_ORDER.index(self.status) > FLOW_ORDER.index(status)
+
+    def _move(self, target: ImageGroupStatus, event_id: str, at: datetime) -> None:
+        allowed = ALLOWED_TRANSITIONS[self.status]
+        if target not in allowed:
+            raise InvalidStateTransitionError(str(self.id), self.status, target, allowed)
+        self.new_transitions.append(Transition(self.id, self.status, target, event_id, at))
+        self.status = target
+        self.updated_at = at
+
+
+def _flow_of(stage: StageName) -> StageFlow:
+    try:
+        return STAGE_FLOW[stage]
+    except KeyError:
+        raise ValueError(f"{stage} is not a stage of an existing group") from None

@@ -1,0 +1,154 @@
+"""Ports: what the handlers need from storage, as protocols the adapters implement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol
+
+from domain.catalog import CatalogReservation
+from domain.model import Image, ImageGroup, Transition
+from domain.records import (
+    DeadLetter,
+    DeadLetterStatus,
+    JobRecord,
+    OutboxMessage,
+    Page,
+    StageRecord,
+)
+from domain.values import ImageGroupId, ImageGroupStatus
+
+
+class ImageGroupRepository(Protocol):
+    def save(self, group: ImageGroup) -> None:
+        """Insert a new group; DuplicateImageGroupError if its id or job already has one."""
+
+    def update_status(self, group: ImageGroup) -> None:
+        """Write the group's status, attempt and updated_at."""
+
+    def find_by_id(self, group_id: ImageGroupId) -> ImageGroup | None: ...
+
+    def find_by_job_id(self, job_id: str) -> ImageGroup | None: ...
+
+    def find_by_job_id_for_update(self, job_id: str) -> ImageGroup | None:
+        """Load the group and hold its row lock until the unit of work ends."""
+
+    def find_by_id_for_update(self, group_id: ImageGroupId) -> ImageGroup | None: ...
+
+    def list_by_status(
+        self, status: ImageGroupStatus | None, *, limit: int, offset: int
+    ) -> Page[ImageGroup]: ...
+
+    def exists(self, group_id: ImageGroupId) -> bool: ...
+
+    def count_by_status(self) -> dict[ImageGroupStatus, int]: ...
+
+    def delete(self, group_id: ImageGroupId) -> None: ...
+
+
+class ImageRepository(Protocol):
+    def save_batch(self, group_id: ImageGroupId, images: Sequence[Image]) -> None: ...
+
+    def find_by_image_group_id(self, group_id: ImageGroupId) -> list[Image]: ...
+
+
+class CatalogRepository(Protocol):
+    def reserve(self, reservation: CatalogReservation) -> CatalogReservation:
+        """Claim the id for the job race-free; return the reservation that holds it now.
+
+        The returned reservation is the caller's when it won or already held it; when the id
+        or the job is held otherwise the caller sees who holds it and decides.
+        """
+
+    def find_by_job_id(self, job_id: str) -> CatalogReservation | None: ...
+
+
+class JobRepository(Protocol):
+    def upsert(self, job: JobRecord, at: datetime) -> None: ...
+
+    def find(self, job_id: str) -> JobRecord | None: ...
+
+
+class StageRepository(Protocol):
+    def upsert(self, record: StageRecord) -> None: ...
+
+    def find(self, job_id: str) -> list[StageRecord]: ...
+
+
+class HistoryRepository(Protocol):
+    def add(self, transitions: Sequence[Transition]) -> None: ...
+
+    def list_for_group(self, group_id: ImageGroupId) -> list[Transition]: ...
+
+
+class InboxRepository(Protocol):
+    def claim(self, event_id: str, task_name: str, outcome: str, at: datetime) -> bool:
+        """Record the event as processed; False when it already was (a duplicate)."""
+
+    def set_outcome(self, event_id: str, outcome: str) -> None: ...
+
+    def count_by_outcome(self) -> dict[str, int]: ...
+
+
+class OutboxRepository(Protocol):
+    def add(self, message: OutboxMessage) -> None: ...
+
+    def claim_unsent(
+        self, *, created_before: datetime, lease_until: datetime, now: datetime, limit: int
+    ) -> list[OutboxMessage]:
+        """Lease unsent rows nobody else holds (SKIP LOCKED) so several relays never collide."""
+
+    def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None: ...
+
+    def pending(self) -> tuple[int, datetime | None]:
+        """How many rows are unsent, and when the oldest was written."""
+
+    def list_for_group(self, group_id: str) -> list[OutboxMessage]: ...
+
+
+class DeliveryRepository(Protocol):
+    def record_delivery(self, key: str, at: datetime) -> int:
+        """Count one more delivery of an event and return the count so far."""
+
+    def reset(self, key: str) -> None: ...
+
+
+class DeadLetterRepository(Protocol):
+    def add(self, letter: DeadLetter) -> int: ...
+
+    def get(self, letter_id: int) -> DeadLetter | None: ...
+
+    def list(self, status: DeadLetterStatus | None = None) -> list[DeadLetter]: ...
+
+    def set_status(self, letter_id: int, status: DeadLetterStatus, at: datetime) -> None: ...
+
+    def count(self, status: DeadLetterStatus) -> int: ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction; nothing is stored unless `commit` is called."""
+
+    groups: ImageGroupRepository
+    images: ImageRepository
+    catalogs: CatalogRepository
+    jobs: JobRepository
+    stages: StageRepository
+    history: HistoryRepository
+    inbox: InboxRepository
+    outbox: OutboxRepository
+    deliveries: DeliveryRepository
+    dead_letters: DeadLetterRepository
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...

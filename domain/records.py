@@ -1,0 +1,107 @@
+"""Plain records the worker keeps beside the aggregate: stages, outbox, dead letters, jobs."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from domain.values import ImageGroupStatus, PipelinePhase, StageName
+
+
+T = TypeVar("T")
+
+
+class StageState(enum.StrEnum):
+    REQUESTED = "requested"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    job_id: str
+    pipeline_phase: PipelinePhase
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """The latest state of one stage of one job."""
+
+    job_id: str
+    stage: StageName
+    state: StageState
+    attempt: int
+    event_id: str
+    updated_at: datetime
+    result_detail: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_summary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A follow-on event written in the transition's transaction, published after commit."""
+
+    event_id: str
+    task_name: str
+    queue: str
+    body: dict[str, Any]
+    image_group_id: str
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+class DeadLetterStatus(enum.StrEnum):
+    DEAD = "dead"
+    REPLAYED = "replayed"
+    DISCARDED = "discarded"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event the worker gave up on, kept whole so an operator can fix the cause and replay."""
+
+    id: int | None
+    task_name: str
+    event_id: str | None
+    body: str
+    content_type: str | None
+    error_type: str
+    error_message: str
+    traceback: str | None
+    attempts: int
+    status: DeadLetterStatus
+    first_failed_at: datetime
+    last_failed_at: datetime
+    replay_of: int | None = None
+    replayed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one incoming event came to; returned by the task so Flower shows it."""
+
+    outcome: str
+    event_id: str
+    image_group_id: str | None = None
+    status: ImageGroupStatus | None = None
+    detail: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "event_id": self.event_id,
+            "image_group_id": self.image_group_id,
+            "status": None if self.status is None else self.status.value,
+            "detail": self.detail,
+        }
