@@ -29,8 +29,8 @@ from domain.records import (
     DeadLetter,
     DeadLetterStatus,
     JobRecord,
-    Outcome,
     OutboxMessage,
+    Outcome,
     Page,
     StageRecord,
     StageState,
@@ -79,6 +79,7 @@ __all__ = [
     "StageRecord",
     "StageRequest",
     "StageState",
+    "StaleResultError",
     "Transition",
     "next_stage",
 ]

@@ -8,7 +8,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from domain.model import Image
-from domain.values import ImageGroupId, RoleName
+from domain.values import ImageGroupId, InvalidValueError, RoleName
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +25,13 @@ class CatalogReservation:
 
     def __post_init__(self) -> None:
         if not self.roles:
-            raise ValueError("a catalog needs at least one role")
+            raise InvalidValueError("a catalog needs at least one role")
         names = [r.value for r in self.roles]
         if len(set(names)) != len(names):
-            raise ValueError(f"roles must be unique: {names}")
+            raise InvalidValueError(f"roles must be unique: {names}")
         unknown = sorted(set(self.role_images) - set(names))
         if unknown:
-            raise ValueError(f"role_images names roles that are not in roles: {unknown}")
+            raise InvalidValueError(f"role_images names roles that are not in roles: {unknown}")
         object.__setattr__(self, "role_images", MappingProxyType(dict(self.role_images)))
 
     def image_name(self, role: RoleName) -> str:

@@ -33,9 +33,7 @@ class ImageGroupMismatchError(DomainError):
         self.job_id = job_id
         self.expected = expected
         self.given = given
-        super().__init__(
-            f"job {job_id} belongs to image group {expected!r}, not {given!r}"
-        )
+        super().__init__(f"job {job_id} belongs to image group {expected!r}, not {given!r}")
 
 
 class InvalidStateTransitionError(DomainError):

@@ -8,7 +8,14 @@ from datetime import datetime
 from types import MappingProxyType
 
 from domain.errors import InvalidStateTransitionError, StaleResultError
-from domain.values import ImageGroupId, ImageGroupStatus, RoleName, StageName, StageOutcome
+from domain.values import (
+    ImageGroupId,
+    ImageGroupStatus,
+    InvalidValueError,
+    RoleName,
+    StageName,
+    StageOutcome,
+)
 
 S = ImageGroupStatus
 
@@ -48,7 +55,13 @@ CLEANABLE: frozenset[ImageGroupStatus] = frozenset(
 
 #: The happy path; a status later in it has "already passed" the earlier ones.
 FLOW_ORDER: tuple[ImageGroupStatus, ...] = (
-    S.BUILT, S.DEPLOYING, S.DEPLOYED, S.RESTARTING, S.RESTARTED, S.VALIDATING, S.PASSED,
+    S.BUILT,
+    S.DEPLOYING,
+    S.DEPLOYED,
+    S.RESTARTING,
+    S.RESTARTED,
+    S.VALIDATING,
+    S.PASSED,
 )
 
 
@@ -75,7 +88,7 @@ def next_stage(status: ImageGroupStatus) -> StageName | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Image:
     """One image of a group; entity identity is its id."""
 
@@ -85,7 +98,15 @@ class Image:
 
     def __post_init__(self) -> None:
         if not self.image_name or self.image_name != self.image_name.strip():
-            raise ValueError(f"image_name for role {self.role} must be non-empty and trimmed")
+            raise InvalidValueError(
+                f"image_name for role {self.role} must be non-empty and trimmed"
+            )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Image) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,17 +208,30 @@ class ImageGroup:
         target = flow.target(outcome)
         if attempt is not None and attempt < self.attempt:
             raise StaleResultError(
-                str(self.id), self.status, stage,
+                str(self.id),
+                self.status,
+                stage,
                 f"attempt {attempt} is older than current attempt {self.attempt}",
             )
         if attempt is not None and attempt > self.attempt:
             raise InvalidStateTransitionError(
-                str(self.id), self.status, target, ALLOWED_TRANSITIONS[self.status],
+                str(self.id),
+                self.status,
+                target,
+                ALLOWED_TRANSITIONS[self.status],
                 f"attempt {attempt} was never requested (current attempt {self.attempt})",
             )
-        if self.status is not flow.running and self._has_left(flow.running):
-            raise StaleResultError(
-                str(self.id), self.status, stage, f"the group already left {flow.running}"
+        if self.status is not flow.running:
+            if self._has_left(flow.running):
+                raise StaleResultError(
+                    str(self.id), self.status, stage, f"the group already left {flow.running}"
+                )
+            raise InvalidStateTransitionError(
+                str(self.id),
+                self.status,
+                target,
+                ALLOWED_TRANSITIONS[self.status],
+                f"a {stage} result needs {flow.running}, which the group has not reached",
             )
         self._move(target, event_id, at)
 

@@ -54,14 +54,17 @@ class ImageRepository(Protocol):
 
 
 class CatalogRepository(Protocol):
-    def reserve(self, reservation: CatalogReservation) -> CatalogReservation:
-        """Claim the id for the job race-free; return the reservation that holds it now.
+    def reserve(self, reservation: CatalogReservation) -> bool:
+        """Claim the id for the job race-free; True when newly claimed, False when already ours.
 
-        The returned reservation is the caller's when it won or already held it; when the id
-        or the job is held otherwise the caller sees who holds it and decides.
+        DuplicateImageGroupError when another job holds the id; ImageGroupMismatchError when
+        the job already holds a different id (one job has at most one image group).
         """
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None: ...
+
+    def find_by_job_id_for_update(self, job_id: str) -> CatalogReservation | None:
+        """Load the job's reservation and hold its row lock (serialises group creation)."""
 
 
 class JobRepository(Protocol):

@@ -9,7 +9,6 @@ from typing import Any, Generic, TypeVar
 
 from domain.values import ImageGroupStatus, PipelinePhase, StageName
 
-
 T = TypeVar("T")
 
 

@@ -74,9 +74,7 @@ class ImageGroupStatus(enum.StrEnum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset(
-    {ImageGroupStatus.PASSED, ImageGroupStatus.FAILED, ImageGroupStatus.CLEANED}
-)
+_TERMINAL = frozenset({ImageGroupStatus.PASSED, ImageGroupStatus.FAILED, ImageGroupStatus.CLEANED})
 
 
 class PipelinePhase(enum.StrEnum):
@@ -106,7 +104,9 @@ class StageName(enum.StrEnum):
             return cls(text)
         except ValueError:
             known = ", ".join(s.value for s in cls)
-            raise InvalidValueError(f"unknown stage {text!r}; expected one of {known}, restart")
+            raise InvalidValueError(
+                f"unknown stage {text!r}; expected one of {known}, restart"
+            ) from None
 
     def is_build(self) -> bool:
         return self in _BUILD_STAGES

@@ -1,0 +1,137 @@
+"""Row <-> entity mappers: ORM rows never leave the persistence package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from domain import (
+    CatalogReservation,
+    DeadLetter,
+    DeadLetterStatus,
+    Image,
+    ImageGroup,
+    ImageGroupId,
+    ImageGroupStatus,
+    OutboxMessage,
+    RoleName,
+    Transition,
+)
+from persistence.models import (
+    CatalogReservationRow,
+    DeadLetterRow,
+    ImageGroupRow,
+    ImageRow,
+    OutboxRow,
+    TransitionRow,
+)
+
+
+def group_to_entity(row: ImageGroupRow, images: Iterable[ImageRow]) -> ImageGroup:
+    return ImageGroup(
+        id=ImageGroupId(row.id),
+        job_id=row.job_id,
+        status=ImageGroupStatus(row.status),
+        images=tuple(image_to_entity(i) for i in sorted(images, key=lambda i: i.role)),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        attempt=row.attempt,
+    )
+
+
+def group_values(group: ImageGroup) -> dict[str, object]:
+    return {
+        "id": group.id.value,
+        "job_id": group.job_id,
+        "status": group.status.value,
+        "attempt": group.attempt,
+        "created_at": group.created_at,
+        "updated_at": group.updated_at,
+    }
+
+
+def image_to_entity(row: ImageRow) -> Image:
+    return Image(id=str(row.id), role=RoleName(row.role), image_name=row.image_name)
+
+
+def image_values(group_id: ImageGroupId, image: Image) -> dict[str, object]:
+    return {
+        "id": image.id,
+        "image_group_id": group_id.value,
+        "role": image.role.value,
+        "image_name": image.image_name,
+    }
+
+
+def reservation_to_entity(row: CatalogReservationRow) -> CatalogReservation:
+    return CatalogReservation(
+        image_group_id=ImageGroupId(row.image_group_id),
+        job_id=row.job_id,
+        roles=tuple(RoleName(r) for r in row.roles),
+        role_images=dict(row.role_images),
+        catalog_name=row.catalog_name,
+        catalog_version=row.catalog_version,
+        created_at=row.created_at,
+    )
+
+
+def reservation_values(reservation: CatalogReservation) -> dict[str, object]:
+    return {
+        "image_group_id": reservation.image_group_id.value,
+        "job_id": reservation.job_id,
+        "roles": [r.value for r in reservation.roles],
+        "role_images": dict(reservation.role_images),
+        "catalog_name": reservation.catalog_name,
+        "catalog_version": reservation.catalog_version,
+        "created_at": reservation.created_at,
+    }
+
+
+def transition_to_entity(row: TransitionRow) -> Transition:
+    return Transition(
+        image_group_id=ImageGroupId(row.image_group_id),
+        from_status=None if row.from_status is None else ImageGroupStatus(row.from_status),
+        to_status=ImageGroupStatus(row.to_status),
+        event_id=row.event_id,
+        at=row.at,
+    )
+
+
+def transition_values(t: Transition) -> dict[str, object]:
+    return {
+        "image_group_id": t.image_group_id.value,
+        "from_status": None if t.from_status is None else t.from_status.value,
+        "to_status": t.to_status.value,
+        "event_id": t.event_id,
+        "at": t.at,
+    }
+
+
+def outbox_to_entity(row: OutboxRow) -> OutboxMessage:
+    return OutboxMessage(
+        event_id=row.event_id,
+        task_name=row.task_name,
+        queue=row.queue,
+        body=dict(row.body),
+        image_group_id=row.image_group_id,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+    )
+
+
+def dead_letter_to_entity(row: DeadLetterRow) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        task_name=row.task_name,
+        event_id=row.event_id,
+        body=row.body,
+        content_type=row.content_type,
+        error_type=row.error_type,
+        error_message=row.error_message,
+        traceback=row.traceback,
+        attempts=row.attempts,
+        status=DeadLetterStatus(row.status),
+        first_failed_at=row.first_failed_at,
+        last_failed_at=row.last_failed_at,
+        replay_of=row.replay_of,
+        replayed_at=row.replayed_at,
+    )

@@ -1,0 +1,316 @@
+"""In-memory repositories that keep the same promises as the SQL ones (fakes, not mocks)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import TracebackType
+
+from domain import (
+    CatalogReservation,
+    DeadLetter,
+    DeadLetterStatus,
+    DuplicateImageGroupError,
+    Image,
+    ImageGroup,
+    ImageGroupId,
+    ImageGroupMismatchError,
+    ImageGroupStatus,
+    JobRecord,
+    OutboxMessage,
+    Page,
+    StageRecord,
+    Transition,
+)
+
+
+@dataclass
+class MemoryState:
+    groups: dict[str, ImageGroup] = field(default_factory=dict)
+    reservations: dict[str, CatalogReservation] = field(default_factory=dict)
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    stages: dict[tuple[str, str], StageRecord] = field(default_factory=dict)
+    history: list[Transition] = field(default_factory=list)
+    inbox: dict[str, str] = field(default_factory=dict)
+    outbox: dict[str, OutboxMessage] = field(default_factory=dict)
+    leases: dict[str, datetime] = field(default_factory=dict)
+    deliveries: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[int, DeadLetter] = field(default_factory=dict)
+
+
+def _stored(group: ImageGroup) -> ImageGroup:
+    return replace(group, new_transitions=[], new_requests=[])
+
+
+class MemoryImageGroupRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def save(self, group: ImageGroup) -> None:
+        held = self.state.groups.get(group.id.value)
+        if held is not None:
+            raise DuplicateImageGroupError(group.id.value, group.job_id, held.job_id)
+        mine = self.find_by_job_id(group.job_id)
+        if mine is not None:
+            raise ImageGroupMismatchError(group.job_id, mine.id.value, group.id.value)
+        self.state.groups[group.id.value] = _stored(group)
+
+    def update_status(self, group: ImageGroup) -> None:
+        stored = self.state.groups[group.id.value]
+        self.state.groups[group.id.value] = replace(
+            stored, status=group.status, attempt=group.attempt, updated_at=group.updated_at
+        )
+
+    def find_by_id(self, group_id: ImageGroupId) -> ImageGroup | None:
+        group = self.state.groups.get(group_id.value)
+        return None if group is None else _stored(group)
+
+    find_by_id_for_update = find_by_id
+
+    def find_by_job_id(self, job_id: str) -> ImageGroup | None:
+        for group in self.state.groups.values():
+            if group.job_id == job_id:
+                return _stored(group)
+        return None
+
+    # The unit of work holds one lock for its whole life, which is at least a row lock.
+    find_by_job_id_for_update = find_by_job_id
+
+    def list_by_status(
+        self, status: ImageGroupStatus | None, *, limit: int, offset: int
+    ) -> Page[ImageGroup]:
+        matching = [g for g in self.state.groups.values() if status in (None, g.status)]
+        matching.sort(key=lambda g: (g.created_at, g.id.value), reverse=True)
+        items = [_stored(g) for g in matching[offset : offset + limit]]
+        return Page(items=items, total=len(matching), limit=limit, offset=offset)
+
+    def exists(self, group_id: ImageGroupId) -> bool:
+        return group_id.value in self.state.groups
+
+    def count_by_status(self) -> dict[ImageGroupStatus, int]:
+        return dict(Counter(g.status for g in self.state.groups.values()))
+
+    def delete(self, group_id: ImageGroupId) -> None:
+        # Cascade, like the foreign keys: images live inside the group, history goes too.
+        self.state.groups.pop(group_id.value, None)
+        self.state.history = [t for t in self.state.history if t.image_group_id != group_id]
+
+
+class MemoryImageRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def save_batch(self, group_id: ImageGroupId, images: Sequence[Image]) -> None:
+        group = self.state.groups[group_id.value]
+        roles = [i.role for i in group.images] + [i.role for i in images]
+        if len(set(roles)) != len(roles):
+            raise DuplicateImageGroupError(group_id.value, group.job_id, group.job_id)
+        self.state.groups[group_id.value] = replace(group, images=group.images + tuple(images))
+
+    def find_by_image_group_id(self, group_id: ImageGroupId) -> list[Image]:
+        group = self.state.groups.get(group_id.value)
+        return [] if group is None else sorted(group.images, key=lambda i: i.role.value)
+
+
+class MemoryCatalogRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def reserve(self, reservation: CatalogReservation) -> bool:
+        holder = self.state.reservations.get(reservation.image_group_id.value)
+        if holder is not None and holder.job_id != reservation.job_id:
+            raise DuplicateImageGroupError(
+                reservation.image_group_id.value, reservation.job_id, holder.job_id
+            )
+        if holder is not None:
+            return False
+        mine = self.find_by_job_id(reservation.job_id)
+        if mine is not None:
+            raise ImageGroupMismatchError(
+                reservation.job_id, mine.image_group_id.value, reservation.image_group_id.value
+            )
+        self.state.reservations[reservation.image_group_id.value] = reservation
+        return True
+
+    def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
+        for reservation in self.state.reservations.values():
+            if reservation.job_id == job_id:
+                return reservation
+        return None
+
+    find_by_job_id_for_update = find_by_job_id
+
+
+class MemoryJobRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def upsert(self, job: JobRecord, at: datetime) -> None:
+        self.state.jobs[job.job_id] = job
+
+    def find(self, job_id: str) -> JobRecord | None:
+        return self.state.jobs.get(job_id)
+
+
+class MemoryStageRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def upsert(self, record: StageRecord) -> None:
+        self.state.stages[(record.job_id, record.stage.value)] = record
+
+    def find(self, job_id: str) -> list[StageRecord]:
+        found = [r for (job, _), r in self.state.stages.items() if job == job_id]
+        return sorted(found, key=lambda r: r.updated_at)
+
+
+class MemoryHistoryRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def add(self, transitions: Sequence[Transition]) -> None:
+        self.state.history.extend(transitions)
+
+    def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:
+        return [t for t in self.state.history if t.image_group_id == group_id]
+
+
+class MemoryInboxRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def claim(self, event_id: str, task_name: str, outcome: str, at: datetime) -> bool:
+        if event_id in self.state.inbox:
+            return False
+        self.state.inbox[event_id] = outcome
+        return True
+
+    def set_outcome(self, event_id: str, outcome: str) -> None:
+        self.state.inbox[event_id] = outcome
+
+    def count_by_outcome(self) -> dict[str, int]:
+        return dict(Counter(self.state.inbox.values()))
+
+
+class MemoryOutboxRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def add(self, message: OutboxMessage) -> None:
+        if message.event_id in self.state.outbox:
+            raise ValueError(f"outbox already holds {message.event_id}")
+        self.state.outbox[message.event_id] = message
+
+    def claim_unsent(
+        self, *, created_before: datetime, lease_until: datetime, now: datetime, limit: int
+    ) -> list[OutboxMessage]:
+        free = [
+            m
+            for m in self.state.outbox.values()
+            if m.sent_at is None
+            and m.created_at < created_before
+            and self.state.leases.get(m.event_id, now) <= now
+        ]
+        claimed = sorted(free, key=lambda m: m.created_at)[:limit]
+        for message in claimed:
+            self.state.leases[message.event_id] = lease_until
+        return claimed
+
+    def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
+        for event_id in event_ids:
+            self.state.outbox[event_id] = replace(self.state.outbox[event_id], sent_at=at)
+            self.state.leases.pop(event_id, None)
+
+    def pending(self) -> tuple[int, datetime | None]:
+        unsent = [m.created_at for m in self.state.outbox.values() if m.sent_at is None]
+        return len(unsent), min(unsent, default=None)
+
+    def list_for_group(self, group_id: str) -> list[OutboxMessage]:
+        found = [m for m in self.state.outbox.values() if m.image_group_id == group_id]
+        return sorted(found, key=lambda m: (m.created_at, m.event_id))
+
+
+class MemoryDeliveryRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def record_delivery(self, key: str, at: datetime) -> int:
+        self.state.deliveries[key] = self.state.deliveries.get(key, 0) + 1
+        return self.state.deliveries[key]
+
+    def reset(self, key: str) -> None:
+        self.state.deliveries.pop(key, None)
+
+
+class MemoryDeadLetterRepository:
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    def add(self, letter: DeadLetter) -> int:
+        new_id = max(self.state.dead_letters, default=0) + 1
+        self.state.dead_letters[new_id] = replace(letter, id=new_id)
+        return new_id
+
+    def get(self, letter_id: int) -> DeadLetter | None:
+        return self.state.dead_letters.get(letter_id)
+
+    def list(self, status: DeadLetterStatus | None = None) -> list[DeadLetter]:
+        letters = sorted(self.state.dead_letters.values(), key=lambda d: d.id or 0)
+        return [d for d in letters if status in (None, d.status)]
+
+    def set_status(self, letter_id: int, status: DeadLetterStatus, at: datetime) -> None:
+        letter = self.state.dead_letters[letter_id]
+        replayed_at = at if status is DeadLetterStatus.REPLAYED else letter.replayed_at
+        self.state.dead_letters[letter_id] = replace(letter, status=status, replayed_at=replayed_at)
+
+    def count(self, status: DeadLetterStatus) -> int:
+        return sum(1 for d in self.state.dead_letters.values() if d.status is status)
+
+
+class MemoryUnitOfWork:
+    """Works on a private copy and swaps it in on commit; one lock makes it serialisable."""
+
+    _lock = threading.RLock()
+
+    def __init__(self, state: MemoryState | None = None) -> None:
+        self.committed_state = state if state is not None else MemoryState()
+        self.commits = 0
+
+    def __enter__(self) -> MemoryUnitOfWork:
+        self._lock.acquire()
+        self._begin()
+        return self
+
+    def _begin(self) -> None:
+        self.state = copy.deepcopy(self.committed_state)
+        self.groups = MemoryImageGroupRepository(self.state)
+        self.images = MemoryImageRepository(self.state)
+        self.catalogs = MemoryCatalogRepository(self.state)
+        self.jobs = MemoryJobRepository(self.state)
+        self.stages = MemoryStageRepository(self.state)
+        self.history = MemoryHistoryRepository(self.state)
+        self.inbox = MemoryInboxRepository(self.state)
+        self.outbox = MemoryOutboxRepository(self.state)
+        self.deliveries = MemoryDeliveryRepository(self.state)
+        self.dead_letters = MemoryDeadLetterRepository(self.state)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+
+    def commit(self) -> None:
+        for name in vars(self.committed_state):
+            setattr(self.committed_state, name, getattr(self.state, name))
+        self.commits += 1
+        self._begin()
+
+    def rollback(self) -> None:
+        self._begin()
