@@ -88,9 +88,7 @@ class Strict(BaseModel):
 class CatalogParsedPayload(Strict):
     image_group_id: GroupIdText
     roles: list[RoleText] = Field(min_length=1)
-    role_images: dict[RoleText, Annotated[StrictStr, StringConstraints(min_length=1)]] | None = (
-        None
-    )
+    role_images: dict[RoleText, Annotated[StrictStr, StringConstraints(min_length=1)]] | None = None
     catalog_name: StrictStr | None = None
     catalog_version: StrictStr | None = None
 

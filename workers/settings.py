@@ -12,9 +12,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     database_url: str = Field("sqlite:///imagegroups.db", validation_alias="DATABASE_URL")
-    celery_broker_url: str = Field(
-        "redis://localhost:6379/0", validation_alias="CELERY_BROKER_URL"
-    )
+    celery_broker_url: str = Field("redis://localhost:6379/0", validation_alias="CELERY_BROKER_URL")
     celery_result_backend: str = Field(
         "redis://localhost:6379/1", validation_alias="CELERY_RESULT_BACKEND"
     )

@@ -1,0 +1,47 @@
+"""Celery's own settings, derived from the typed settings object (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from workers.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.celery_broker_url
+result_backend = _settings.celery_result_backend
+
+# JSON only: pickle would let anyone who can publish run code in the worker.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# A message is acked only after its task ends; a killed worker's message comes back.
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+# Handlers take milliseconds; a small prefetch keeps redeliveries after a crash few.
+worker_prefetch_multiplier = 4
+
+# Redis re-delivers unacked messages after the visibility timeout. Celery reads it from
+# both option sets; retry delays (capped by IMAGEGROUPS_RETRY_BACKOFF_MAX) stay far below it.
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+broker_connection_retry_on_startup = True
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+# What Flower needs to show every task with its arguments and result.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+result_extended = True
+result_expires = 7 * 24 * 3600
+
+task_default_queue = "imagegroups.events"
+task_routes = {
+    "imagegroups.*": {"queue": "imagegroups.events"},
+    "pipeline.deploy": {"queue": "pipeline.deploy"},
+    "pipeline.pxe_boot": {"queue": "pipeline.pxe_boot"},
+    "pipeline.validate": {"queue": "pipeline.validate"},
+}
+# Undecodable, unknown and malformed messages are dead-lettered, not just logged.
+worker_consumer = "workers.consumer:DeadLetteringConsumer"

@@ -1,0 +1,68 @@
+"""A Celery consumer that dead-letters what Celery would only log and drop."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+from workers import dead_letters
+from workers.bootstrap import runtime, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class UndecodableMessageError(Exception):
+    """The body could not be decoded (not JSON, or a refused serializer such as pickle)."""
+
+
+class UnknownTaskError(Exception):
+    """No task of that name is registered in this worker."""
+
+
+class InvalidTaskMessageError(Exception):
+    """The message is not a well-formed Celery task message."""
+
+
+class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        error = UndecodableMessageError(f"{type(exc).__name__}: {exc}")
+        if _store(message, error):
+            message.ack()
+        # Not stored (database down): leave it unacked; Redis brings it back after the
+        # visibility timeout instead of losing it or spinning on it.
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _store(message, UnknownTaskError(f"unknown task {message.headers.get('task')!r}: {exc}"))
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _store(message, InvalidTaskMessageError(f"{type(exc).__name__}: {exc}"))
+        super().on_invalid_task(body, message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _store(message, InvalidTaskMessageError("message without a task name (not protocol 2)"))
+        super().on_unknown_message(body, message)
+
+
+def _store(message: Any, error: Exception) -> bool:
+    headers = message.headers or {}
+    raw = message.body
+    body = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
+    try:
+        letter_id = dead_letters.store(
+            runtime().new_uow,
+            task_name=str(headers.get("task") or "(unknown)"),
+            event_id=None,
+            body=body,
+            content_type=message.content_type,
+            exc=error,
+            attempts=1,
+            now=utcnow(),
+        )
+    except Exception:
+        log.critical("could not dead-letter an undecodable message: %s", error, exc_info=True)
+        return False
+    log.error("dead-lettered message task_id=%s as %d: %s", headers.get("id"), letter_id, error)
+    return True

@@ -1,0 +1,127 @@
+"""The dead-letter store's service side: keep a failed message whole, and send it again."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from domain import DeadLetter, DeadLetterStatus, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+REPLAY_HEADER = "imagegroups_replay_of"
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def protocol_body(args: Any, kwargs: Any) -> str:
+    """The Celery protocol-2 body [args, kwargs, embed] the task was called with, as JSON."""
+    return json.dumps([list(args), dict(kwargs), _EMBED], default=str)
+
+
+def store(
+    new_uow: Callable[[], UnitOfWork],
+    *,
+    task_name: str,
+    event_id: str | None,
+    body: str,
+    content_type: str | None,
+    exc: BaseException,
+    attempts: int,
+    now: datetime,
+    first_failed_at: datetime | None = None,
+    replay_of: int | None = None,
+) -> int:
+    letter = DeadLetter(
+        id=None,
+        task_name=task_name,
+        event_id=event_id,
+        body=body,
+        content_type=content_type,
+        error_type=type(exc).__name__,
+        error_message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        attempts=attempts,
+        status=DeadLetterStatus.DEAD,
+        first_failed_at=first_failed_at or now,
+        last_failed_at=now,
+        replay_of=replay_of,
+    )
+    with new_uow() as uow:
+        letter_id = uow.dead_letters.add(letter)
+        uow.commit()
+    return letter_id
+
+
+class ReplayRefusedError(Exception):
+    """The dead letter cannot be sent again as it is (not dead, or not a decodable task)."""
+
+
+def decode_call(letter: DeadLetter) -> tuple[list[Any], dict[str, Any]]:
+    """The args and kwargs of the stored call; refuse bodies that never were a JSON task."""
+    if letter.content_type not in (None, "application/json"):
+        raise ReplayRefusedError(
+            f"dead letter {letter.id} has content type {letter.content_type}; "
+            "only JSON task messages can be replayed (discard it instead)"
+        )
+    try:
+        decoded = json.loads(letter.body)
+    except ValueError:
+        raise ReplayRefusedError(
+            f"dead letter {letter.id} body is not JSON; it cannot be replayed (discard it)"
+        ) from None
+    if (
+        not isinstance(decoded, list)
+        or len(decoded) != 3
+        or not isinstance(decoded[0], list)
+        or not isinstance(decoded[1], dict)
+    ):
+        raise ReplayRefusedError(
+            f"dead letter {letter.id} body is not a Celery task body [args, kwargs, embed]"
+        )
+    return decoded[0], decoded[1]
+
+
+def replay(
+    letter_id: int,
+    *,
+    new_uow: Callable[[], UnitOfWork],
+    send: Callable[[str, list[Any], dict[str, Any], dict[str, Any]], None],
+    now: datetime,
+) -> DeadLetter:
+    """Send the stored call again (same event_id) and mark the letter replayed."""
+    with new_uow() as uow:
+        letter = _dead(uow, letter_id)
+        args, kwargs = decode_call(letter)
+        if letter.event_id is not None:
+            # A fresh count of deliveries: the replay must not inherit the exhausted budget.
+            uow.deliveries.reset(letter.event_id)
+        uow.commit()
+    # Send first, then mark: if marking fails the letter stays "dead" and a second replay
+    # is a duplicate the inbox absorbs; the other order could lose the replay.
+    send(letter.task_name, args, kwargs, {REPLAY_HEADER: letter_id})
+    with new_uow() as uow:
+        uow.dead_letters.set_status(letter_id, DeadLetterStatus.REPLAYED, now)
+        uow.commit()
+    log.info("replayed dead letter %s event_id=%s", letter_id, letter.event_id)
+    return letter
+
+
+def _dead(uow: UnitOfWork, letter_id: int) -> DeadLetter:
+    letter = uow.dead_letters.get(letter_id)
+    if letter is None:
+        raise LookupError(f"no dead letter with id {letter_id}")
+    if letter.status is not DeadLetterStatus.DEAD:
+        raise ReplayRefusedError(f"dead letter {letter_id} is {letter.status}, not dead")
+    return letter
+
+
+def discard(letter_id: int, *, new_uow: Callable[[], UnitOfWork], now: datetime) -> DeadLetter:
+    with new_uow() as uow:
+        letter = _dead(uow, letter_id)
+        uow.dead_letters.set_status(letter_id, DeadLetterStatus.DISCARDED, now)
+        uow.commit()
+    return letter

@@ -1,0 +1,58 @@
+"""Which failures are worth a retry, and how long to wait before it."""
+
+from __future__ import annotations
+
+import random
+
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from domain import CatalogNotParsedError, DomainError, GroupNotCreatedError, InvalidValueError
+
+# SQLSTATEs that mean "try again": serialization failure, deadlock, lock not available,
+# and the connection-loss / shutdown family.
+_TRANSIENT_SQLSTATES = {
+    "40001",
+    "40P01",
+    "55P03",
+    "57P01",
+    "57P02",
+    "57P03",
+    "08000",
+    "08003",
+    "08006",
+    "08001",
+    "08004",
+}
+
+
+class InvalidEventError(Exception):
+    """The message is not a valid event of the contract; retrying cannot help."""
+
+
+class DeadLetteredError(Exception):
+    """Raised by a task after it stored its event as a dead letter; Flower shows it failed."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, CatalogNotParsedError | GroupNotCreatedError):
+        return True  # the missing event may still be on its way
+    if isinstance(exc, DomainError | InvalidEventError | InvalidValueError):
+        return False
+    if isinstance(exc, OperationalError | PoolTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        state = getattr(exc.orig, "sqlstate", None)
+        return exc.connection_invalidated or state in _TRANSIENT_SQLSTATES
+    if isinstance(exc, KombuOperationalError | RedisConnectionError | RedisTimeoutError):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random, never above `cap`."""
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

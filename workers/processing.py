@@ -1,0 +1,161 @@
+"""What every event task does: count, validate, handle, publish; retry or dead-letter."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+from pydantic import ValidationError
+
+from workers import dead_letters
+from workers.bootstrap import Runtime, runtime, utcnow
+from workers.errors import DeadLetteredError, InvalidEventError, backoff, is_transient
+from workers.handlers import Result
+from workers.schemas import EnvelopeBase
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=EnvelopeBase)
+
+
+def process(
+    task: Any,
+    model: type[E],
+    handler: Callable[..., Result],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    rt = runtime()
+    request = task.request
+    event_id = _event_id_of(kwargs.get("event"))
+    attempts = request.retries + 1
+    try:
+        if _is_redelivery(request):
+            # Counted in its own transaction so a crash mid-handler still counts.
+            with rt.new_uow() as uow:
+                attempts = 1 + uow.deliveries.record_delivery(event_id or request.id, utcnow())
+                uow.commit()
+        if attempts > rt.settings.max_attempts:
+            raise AttemptsExhaustedError(
+                f"delivered {attempts} times; the limit is {rt.settings.max_attempts}"
+            )
+        envelope = parse(model, args, kwargs)
+        result = handler(envelope, deps=rt.deps)
+    except Exception as exc:
+        _fail(task, rt, exc, attempts, event_id, args, kwargs)
+    rt.relay.deliver(result.messages)
+    out = result.outcome
+    log.info(
+        "%s event_id=%s task_id=%s image_group_id=%s outcome=%s status=%s follow_ons=%d",
+        task.name,
+        out.event_id,
+        request.id,
+        out.image_group_id,
+        out.outcome,
+        out.status,
+        len(result.messages),
+    )
+    return out.as_dict()
+
+
+class AttemptsExhaustedError(Exception):
+    """The event was delivered more often than IMAGEGROUPS_MAX_ATTEMPTS allows."""
+
+
+def parse(model: type[E], args: tuple[Any, ...], kwargs: dict[str, Any]) -> E:
+    """Validate the call into the envelope model; any mismatch is an InvalidEventError."""
+    if args:
+        raise InvalidEventError(
+            "positional arguments are not accepted; send the envelope as keyword 'event'"
+        )
+    extra = sorted(set(kwargs) - {"event"})
+    if extra:
+        raise InvalidEventError(f"unexpected keyword arguments {extra}; only 'event' is accepted")
+    if "event" not in kwargs:
+        raise InvalidEventError("missing keyword argument 'event' (the envelope)")
+    event = kwargs["event"]
+    if not isinstance(event, dict):
+        raise InvalidEventError(f"event must be a JSON object, got {type(event).__name__}")
+    try:
+        return model.model_validate(event)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidEventError(f"invalid {model.__name__}: {problems}") from None
+
+
+def _fail(
+    task: Any,
+    rt: Runtime,
+    exc: Exception,
+    attempts: int,
+    event_id: str | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> NoReturn:
+    request = task.request
+    settings = rt.settings
+    delay = backoff(attempts, base=settings.retry_backoff_base, cap=settings.retry_backoff_max)
+    if is_transient(exc) and attempts < settings.max_attempts:
+        log.warning(
+            "%s event_id=%s task_id=%s attempt %d/%d failed (%s: %s); retrying in %.2fs",
+            task.name,
+            event_id,
+            request.id,
+            attempts,
+            settings.max_attempts,
+            type(exc).__name__,
+            exc,
+            delay,
+        )
+        raise task.retry(exc=exc, countdown=delay, max_retries=None)
+    try:
+        letter_id = dead_letters.store(
+            rt.new_uow,
+            task_name=task.name,
+            event_id=event_id,
+            body=dead_letters.protocol_body(args, kwargs),
+            content_type="application/json",
+            exc=exc,
+            attempts=attempts,
+            now=utcnow(),
+            replay_of=_replay_of(request),
+        )
+    except Exception:
+        # Without the store a dead letter would be lost: keep the message alive instead.
+        log.error("could not dead-letter event_id=%s; retrying", event_id, exc_info=True)
+        raise task.retry(exc=exc, countdown=delay, max_retries=None) from None
+    log.error(
+        "%s event_id=%s task_id=%s dead-lettered as %d after %d attempt(s): %s: %s",
+        task.name,
+        event_id,
+        request.id,
+        letter_id,
+        attempts,
+        type(exc).__name__,
+        exc,
+    )
+    raise DeadLetteredError(f"dead-lettered as {letter_id}: {type(exc).__name__}: {exc}") from exc
+
+
+def _is_redelivery(request: Any) -> bool:
+    redelivered = bool((request.delivery_info or {}).get("redelivered"))
+    return bool(request.retries) or redelivered
+
+
+def _replay_of(request: Any) -> int | None:
+    value = getattr(request, dead_letters.REPLAY_HEADER, None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get(dead_letters.REPLAY_HEADER)
+    return value if isinstance(value, int) else None
+
+
+def _event_id_of(event: Any) -> str | None:
+    if isinstance(event, dict):
+        value = event.get("event_id")
+        if isinstance(value, str) and 0 < len(value) <= 64:
+            return value
+    return None

@@ -1,0 +1,99 @@
+"""The outbox relay: publish committed follow-on events, and sweep up any left unsent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from domain import OutboxMessage, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(self, message: OutboxMessage) -> None:
+        """Send one follow-on event; its task id must equal its event_id."""
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        new_uow: Callable[[], UnitOfWork],
+        publisher: Publisher,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.new_uow = new_uow
+        self.publisher = publisher
+        self.clock = clock
+
+    def deliver(self, messages: Sequence[OutboxMessage]) -> int:
+        """Publish after commit; what fails stays unsent in the outbox for the sweep."""
+        sent: list[str] = []
+        for message in messages:
+            try:
+                self.publisher.publish(message)
+            except Exception:
+                log.warning(
+                    "publish of %s event_id=%s image_group_id=%s failed; the sweep retries it",
+                    message.task_name,
+                    message.event_id,
+                    message.image_group_id,
+                    exc_info=True,
+                )
+                break
+            sent.append(message.event_id)
+        if sent:
+            try:
+                with self.new_uow() as uow:
+                    uow.outbox.mark_sent(sent, self.clock())
+                    uow.commit()
+            except Exception:
+                # Sent but not marked: the sweep sends them again; consumers dedupe by event_id.
+                log.warning("could not mark %d outbox rows sent", len(sent), exc_info=True)
+        return len(sent)
+
+    def sweep(self, *, grace: float, lease: float = 60.0, limit: int = 200) -> int:
+        """Lease rows older than `grace` seconds that nobody sent, and send them."""
+        now = self.clock()
+        with self.new_uow() as uow:
+            claimed = uow.outbox.claim_unsent(
+                created_before=now - timedelta(seconds=grace),
+                lease_until=now + timedelta(seconds=lease),
+                now=now,
+                limit=limit,
+            )
+            uow.commit()
+        if claimed:
+            log.info("outbox sweep found %d unsent follow-on events", len(claimed))
+        return self.deliver(claimed)
+
+
+class OutboxSweeper:
+    """A daemon thread in the worker that runs the sweep every `interval` seconds."""
+
+    def __init__(self, relay: Callable[[], OutboxRelay], *, interval: float, grace: float) -> None:
+        self.relay = relay
+        self.interval = interval
+        self.grace = grace
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                while self.relay().sweep(grace=self.grace) > 0:
+                    pass
+            except Exception:
+                log.warning(
+                    "outbox sweep failed; trying again in %.1fs", self.interval, exc_info=True
+                )

@@ -1,0 +1,28 @@
+"""Celery tasks: thin adapters with stable names (CONTRACT.md §2); the logic is elsewhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from workers.handlers import (
+    CATALOG_PARSED,
+    STAGE_FINISHED,
+    handle_catalog_parsed,
+    handle_stage_finished,
+)
+from workers.processing import process
+from workers.schemas import CatalogParsedEvent, StageFinishedEvent
+
+_OPTIONS: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+
+
+@shared_task(name=CATALOG_PARSED, **_OPTIONS)
+def catalog_parsed(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return process(self, CatalogParsedEvent, handle_catalog_parsed, args, kwargs)
+
+
+@shared_task(name=STAGE_FINISHED, **_OPTIONS)
+def stage_finished(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return process(self, StageFinishedEvent, handle_stage_finished, args, kwargs)
