@@ -26,6 +26,18 @@ from domain import (
     StageRecord,
     Transition,
 )
+from domain.ports import (
+    CatalogRepository,
+    DeadLetterRepository,
+    DeliveryRepository,
+    HistoryRepository,
+    ImageGroupRepository,
+    ImageRepository,
+    InboxRepository,
+    JobRepository,
+    OutboxRepository,
+    StageRepository,
+)
 
 
 @dataclass
@@ -43,7 +55,9 @@ class MemoryState:
 
 
 def _stored(group: ImageGroup) -> ImageGroup:
-    return replace(group, new_transitions=[], new_requests=[])
+    # Images come back ordered by role, as the SQL mapper returns them.
+    images = tuple(sorted(group.images, key=lambda i: i.role.value))
+    return replace(group, images=images, new_transitions=[], new_requests=[])
 
 
 class MemoryImageGroupRepository:
@@ -213,12 +227,17 @@ class MemoryOutboxRepository:
             for m in self.state.outbox.values()
             if m.sent_at is None
             and m.created_at < created_before
-            and self.state.leases.get(m.event_id, now) <= now
+            and self._lease_over(m.event_id, now)
         ]
         claimed = sorted(free, key=lambda m: m.created_at)[:limit]
         for message in claimed:
             self.state.leases[message.event_id] = lease_until
         return claimed
+
+    def _lease_over(self, event_id: str, now: datetime) -> bool:
+        # Strictly before now, as in SQL: a lease ending exactly now still holds.
+        lease = self.state.leases.get(event_id)
+        return lease is None or lease < now
 
     def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
         for event_id in event_ids:
@@ -286,17 +305,20 @@ class MemoryUnitOfWork:
         return self
 
     def _begin(self) -> None:
-        self.state = copy.deepcopy(self.committed_state)
-        self.groups = MemoryImageGroupRepository(self.state)
-        self.images = MemoryImageRepository(self.state)
-        self.catalogs = MemoryCatalogRepository(self.state)
-        self.jobs = MemoryJobRepository(self.state)
-        self.stages = MemoryStageRepository(self.state)
-        self.history = MemoryHistoryRepository(self.state)
-        self.inbox = MemoryInboxRepository(self.state)
-        self.outbox = MemoryOutboxRepository(self.state)
-        self.deliveries = MemoryDeliveryRepository(self.state)
-        self.dead_letters = MemoryDeadLetterRepository(self.state)
+        # Reservations are immutable and hold a mappingproxy, which deepcopy cannot copy.
+        shared = dict(self.committed_state.reservations)
+        self.state = copy.deepcopy(replace(self.committed_state, reservations={}))
+        self.state.reservations = shared
+        self.groups: ImageGroupRepository = MemoryImageGroupRepository(self.state)
+        self.images: ImageRepository = MemoryImageRepository(self.state)
+        self.catalogs: CatalogRepository = MemoryCatalogRepository(self.state)
+        self.jobs: JobRepository = MemoryJobRepository(self.state)
+        self.stages: StageRepository = MemoryStageRepository(self.state)
+        self.history: HistoryRepository = MemoryHistoryRepository(self.state)
+        self.inbox: InboxRepository = MemoryInboxRepository(self.state)
+        self.outbox: OutboxRepository = MemoryOutboxRepository(self.state)
+        self.deliveries: DeliveryRepository = MemoryDeliveryRepository(self.state)
+        self.dead_letters: DeadLetterRepository = MemoryDeadLetterRepository(self.state)
 
     def __exit__(
         self,

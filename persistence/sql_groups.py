@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from domain import (
@@ -50,7 +50,7 @@ class SqlImageGroupRepository:
             raise ImageGroupMismatchError(group.job_id, mine, group.id.value)
         if group.images:
             self.session.execute(
-                ImageRow.__table__.insert(),
+                insert(ImageRow),
                 [mappers.image_values(group.id, i) for i in group.images],
             )
 
@@ -198,7 +198,7 @@ class SqlHistoryRepository:
     def add(self, transitions: Sequence[Transition]) -> None:
         if transitions:
             self.session.execute(
-                TransitionRow.__table__.insert(),
+                insert(TransitionRow),
                 [mappers.transition_values(t) for t in transitions],
             )
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from domain import (
@@ -119,7 +119,7 @@ class SqlOutboxRepository:
 
     def add(self, message: OutboxMessage) -> None:
         self.session.execute(
-            OutboxRow.__table__.insert().values(
+            insert(OutboxRow).values(
                 event_id=message.event_id,
                 task_name=message.task_name,
                 queue=message.queue,
@@ -193,9 +193,9 @@ class SqlDeliveryRepository:
         return int(self.session.execute(stmt.returning(DeliveryRow.attempts)).scalar_one())
 
     def reset(self, key: str) -> None:
-        row = self.session.get(DeliveryRow, key)
-        if row is not None:
-            self.session.delete(row)
+        # A statement, not session.delete(): autoflush is off, and a record_delivery later in
+        # this transaction must already count from one.
+        self.session.execute(delete(DeliveryRow).where(DeliveryRow.key == key))
 
 
 class SqlDeadLetterRepository:

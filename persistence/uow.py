@@ -6,6 +6,18 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain.ports import (
+    CatalogRepository,
+    DeadLetterRepository,
+    DeliveryRepository,
+    HistoryRepository,
+    ImageGroupRepository,
+    ImageRepository,
+    InboxRepository,
+    JobRepository,
+    OutboxRepository,
+    StageRepository,
+)
 from persistence.sql_groups import (
     SqlCatalogRepository,
     SqlHistoryRepository,
@@ -28,16 +40,16 @@ class SqlUnitOfWork:
 
     def __enter__(self) -> SqlUnitOfWork:
         self.session = session = self.session_factory()
-        self.groups = SqlImageGroupRepository(session)
-        self.images = SqlImageRepository(session)
-        self.catalogs = SqlCatalogRepository(session)
-        self.jobs = SqlJobRepository(session)
-        self.stages = SqlStageRepository(session)
-        self.history = SqlHistoryRepository(session)
-        self.inbox = SqlInboxRepository(session)
-        self.outbox = SqlOutboxRepository(session)
-        self.deliveries = SqlDeliveryRepository(session)
-        self.dead_letters = SqlDeadLetterRepository(session)
+        self.groups: ImageGroupRepository = SqlImageGroupRepository(session)
+        self.images: ImageRepository = SqlImageRepository(session)
+        self.catalogs: CatalogRepository = SqlCatalogRepository(session)
+        self.jobs: JobRepository = SqlJobRepository(session)
+        self.stages: StageRepository = SqlStageRepository(session)
+        self.history: HistoryRepository = SqlHistoryRepository(session)
+        self.inbox: InboxRepository = SqlInboxRepository(session)
+        self.outbox: OutboxRepository = SqlOutboxRepository(session)
+        self.deliveries: DeliveryRepository = SqlDeliveryRepository(session)
+        self.dead_letters: DeadLetterRepository = SqlDeadLetterRepository(session)
         return self
 
     def __exit__(

@@ -89,12 +89,15 @@ def replay(
     letter_id: int,
     *,
     new_uow: Callable[[], UnitOfWork],
-    send: Callable[[str, list[Any], dict[str, Any], dict[str, Any]], None],
+    send: Callable[[str, list[Any], dict[str, Any], dict[str, Any]], str],
     now: datetime,
-) -> DeadLetter:
-    """Send the stored call again (same event_id) and mark the letter replayed."""
+) -> tuple[DeadLetter, str]:
+    """Send the stored call again (same event_id), mark the letter replayed; return the task id.
+
+    A letter already replayed may be replayed again: the inbox makes the repeat a duplicate.
+    """
     with new_uow() as uow:
-        letter = _dead(uow, letter_id)
+        letter = _get(uow, letter_id, DeadLetterStatus.DEAD, DeadLetterStatus.REPLAYED)
         args, kwargs = decode_call(letter)
         if letter.event_id is not None:
             # A fresh count of deliveries: the replay must not inherit the exhausted budget.
@@ -102,26 +105,27 @@ def replay(
         uow.commit()
     # Send first, then mark: if marking fails the letter stays "dead" and a second replay
     # is a duplicate the inbox absorbs; the other order could lose the replay.
-    send(letter.task_name, args, kwargs, {REPLAY_HEADER: letter_id})
+    task_id = send(letter.task_name, args, kwargs, {REPLAY_HEADER: letter_id})
     with new_uow() as uow:
         uow.dead_letters.set_status(letter_id, DeadLetterStatus.REPLAYED, now)
         uow.commit()
-    log.info("replayed dead letter %s event_id=%s", letter_id, letter.event_id)
-    return letter
+    log.info("replayed dead letter %s event_id=%s as task %s", letter_id, letter.event_id, task_id)
+    return letter, task_id
 
 
-def _dead(uow: UnitOfWork, letter_id: int) -> DeadLetter:
+def _get(uow: UnitOfWork, letter_id: int, *allowed: DeadLetterStatus) -> DeadLetter:
     letter = uow.dead_letters.get(letter_id)
     if letter is None:
         raise LookupError(f"no dead letter with id {letter_id}")
-    if letter.status is not DeadLetterStatus.DEAD:
-        raise ReplayRefusedError(f"dead letter {letter_id} is {letter.status}, not dead")
+    if letter.status not in allowed:
+        wanted = " or ".join(s.value for s in allowed)
+        raise ReplayRefusedError(f"dead letter {letter_id} is {letter.status}, not {wanted}")
     return letter
 
 
 def discard(letter_id: int, *, new_uow: Callable[[], UnitOfWork], now: datetime) -> DeadLetter:
     with new_uow() as uow:
-        letter = _dead(uow, letter_id)
+        letter = _get(uow, letter_id, DeadLetterStatus.DEAD)
         uow.dead_letters.set_status(letter_id, DeadLetterStatus.DISCARDED, now)
         uow.commit()
     return letter

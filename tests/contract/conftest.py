@@ -1,0 +1,81 @@
+"""Backends for the repository contract: in-memory, PostgreSQL and SQLite, one suite for all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain import UnitOfWork
+from persistence.db import make_engine, make_session_factory
+from persistence.memory import MemoryState, MemoryUnitOfWork
+from persistence.migrate import upgrade
+from persistence.models import Base
+from persistence.uow import SqlUnitOfWork
+from tests.pg import fresh_database
+
+NewUow = Callable[[], UnitOfWork]
+
+#: Backends that really hold a lock while a unit of work is open: SQLite is left out because
+#: its only lock is the whole database, so "another unit of work meanwhile" cannot run.
+LOCKING_BACKENDS = ["memory", "postgresql"]
+ALL_BACKENDS = ["memory", "postgresql", "sqlite"]
+
+
+@pytest.fixture(scope="session")
+def postgresql_sessions() -> Iterator[sessionmaker[Session]]:
+    with fresh_database("contract") as url:
+        upgrade(url)
+        engine = make_engine(url, lock_timeout_ms=5000)
+        try:
+            yield make_session_factory(engine)
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
+    path: Path = tmp_path_factory.mktemp("contract") / "contract.db"
+    url = f"sqlite+pysqlite:///{path}"
+    upgrade(url)
+    engine = make_engine(url, lock_timeout_ms=5000)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def _emptied(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Start each test from empty tables (done before, so a failed test cannot leak rows)."""
+    tables = Base.metadata.sorted_tables
+    with sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            names = ", ".join(t.name for t in tables)
+            session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(tables):
+                session.execute(table.delete())
+    return sessions
+
+
+def _backend(request: pytest.FixtureRequest) -> NewUow:
+    name: str = request.param
+    if name == "memory":
+        state = MemoryState()
+        return lambda: MemoryUnitOfWork(state)
+    sessions = _emptied(request.getfixturevalue(f"{name}_sessions"))
+    return lambda: SqlUnitOfWork(sessions)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def new_uow(request: pytest.FixtureRequest) -> NewUow:
+    """Opens a fresh unit of work on this test's backend; all of them share one store."""
+    return _backend(request)
+
+
+@pytest.fixture(params=LOCKING_BACKENDS)
+def new_locking_uow(request: pytest.FixtureRequest) -> NewUow:
+    return _backend(request)

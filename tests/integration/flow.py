@@ -1,0 +1,48 @@
+"""Helpers that drive image groups through the worker, as a publisher would."""
+
+from __future__ import annotations
+
+import uuid
+
+from domain import ImageGroupId, ImageGroupStatus, OutboxMessage, Transition
+from tests.integration.stack import Stack, wait_for
+from workers import publishing
+
+HAPPY = [
+    (None, "BUILT"),
+    ("BUILT", "DEPLOYING"),
+    ("DEPLOYING", "DEPLOYED"),
+    ("DEPLOYED", "RESTARTING"),
+    ("RESTARTING", "RESTARTED"),
+    ("RESTARTED", "VALIDATING"),
+    ("VALIDATING", "PASSED"),
+]
+
+
+def new_job() -> str:
+    return str(uuid.uuid4())
+
+
+def start_group(s: Stack, group_id: str, job_id: str, roles: list[str] | None = None) -> None:
+    publishing.send(s.client, publishing.catalog_parsed(job_id, group_id, roles or ["compute"]))
+    publishing.send(s.client, publishing.stage_finished(job_id, "build-image", "succeeded"))
+
+
+def wait_status(s: Stack, group_id: str, status: str, timeout: float = 30) -> None:
+    def reached() -> bool:
+        group = s.group(group_id)
+        return group is not None and group.status == ImageGroupStatus(status)
+
+    wait_for(reached, timeout=timeout, what=f"{group_id} to reach {status}")
+
+
+def history(s: Stack, group_id: str) -> list[Transition]:
+    return s.query(lambda uow: uow.history.list_for_group(ImageGroupId(group_id)))
+
+
+def moves(s: Stack, group_id: str) -> list[tuple[str | None, str]]:
+    return [(t.from_status, t.to_status) for t in history(s, group_id)]
+
+
+def follow_ons(s: Stack, group_id: str) -> list[OutboxMessage]:
+    return s.query(lambda uow: uow.outbox.list_for_group(group_id))

@@ -1,0 +1,173 @@
+"""A real stack for integration tests: PostgreSQL database, Redis db, worker subprocesses."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+from celery import Celery
+
+from domain import ImageGroup, ImageGroupId, UnitOfWork
+from persistence.db import make_engine, make_session_factory
+from persistence.migrate import upgrade
+from persistence.uow import SqlUnitOfWork
+from tests.pg import fresh_database
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_HOST = "127.0.0.1:6379"
+# Each stack gets its own Redis database, so workers of one test never take another's messages.
+_redis_dbs = itertools.cycle(range(2, 12))
+WORKER = ["celery", "-A", "workers", "worker", "-l", "INFO"]
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float, what: str, every: float = 0.05) -> T:
+    """Poll until `predicate` returns something truthy; fail the test with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+@dataclass
+class Stack:
+    database_url: str
+    redis_db: int
+    tmp: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    processes: list[Process] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.broker_url = f"redis://{REDIS_HOST}/{self.redis_db}"
+        self.redis = redis.Redis.from_url(self.broker_url)
+        self.redis.flushdb()
+        self.engine = make_engine(self.database_url)
+        self.session_factory = make_session_factory(self.engine)
+        self.client = Celery("test-client", broker=self.broker_url, backend=self.result_url)
+        self.client.conf.update(
+            task_serializer="json", accept_content=["json"], result_accept_content=["json"]
+        )
+
+    @property
+    def result_url(self) -> str:
+        return f"redis://{REDIS_HOST}/{self.redis_db + 1 if self.redis_db < 15 else 0}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGROUPS_")}
+        env.update(
+            DATABASE_URL=self.database_url,
+            CELERY_BROKER_URL=self.broker_url,
+            CELERY_RESULT_BACKEND=self.result_url,
+            IMAGEGROUPS_RETRY_BACKOFF_BASE="0.05",
+            IMAGEGROUPS_RETRY_BACKOFF_MAX="0.5",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.settings)
+        env.update(overrides)
+        return env
+
+    def spawn(self, argv: list[str], name: str, **env: str) -> Process:
+        log = self.tmp / f"{name}.log"
+        with log.open("wb") as sink:
+            popen = subprocess.Popen(
+                argv, cwd=REPO, env=self.env(**env), stdout=sink, stderr=subprocess.STDOUT
+            )
+        process = Process(popen, log)
+        self.processes.append(process)
+        return process
+
+    def start_worker(self, *args: str, name: str = "worker", **env: str) -> Process:
+        process = self.spawn([*WORKER, *args], name, **env)
+        wait_for(
+            lambda: "ready." in process.output() or process.popen.poll() is not None,
+            timeout=30,
+            what=f"{name} to be ready",
+        )
+        assert process.popen.poll() is None, process.output()
+        return process
+
+    def start_simulator(self, *args: str) -> Process:
+        process = self.spawn(["imagegroups", "simulate", *args], "simulator")
+        wait_for(lambda: "ready." in process.output(), timeout=30, what="simulator to be ready")
+        return process
+
+    def run_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["imagegroups", *args], cwd=REPO, env=self.env(), capture_output=True, text=True,
+            timeout=60,
+        )
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    def uow(self) -> UnitOfWork:
+        return SqlUnitOfWork(self.session_factory)
+
+    def group(self, group_id: str) -> ImageGroup | None:
+        with self.uow() as uow:
+            return uow.groups.find_by_id(ImageGroupId(group_id))
+
+    def query(self, read: Callable[[UnitOfWork], T]) -> T:
+        with self.uow() as uow:
+            return read(uow)
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.stop()
+        self.engine.dispose()
+        self.redis.close()
+
+
+@contextmanager
+def stack(tmp: Path, prefix: str, **settings: str) -> Iterator[Stack]:
+    with fresh_database(prefix) as url:
+        upgrade(url)
+        running = Stack(url, next(_redis_dbs), tmp, settings)
+        try:
+            yield running
+        finally:
+            running.close()
+
+
+def python(*code: str) -> list[str]:
+    return [sys.executable, "-c", "\n".join(code)]
+
+
+def redis_messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    """The kombu messages waiting in a Redis list (a queue), oldest first."""
+    import json
+
+    raw = client.lrange(queue, 0, -1)
+    return [json.loads(item) for item in reversed(raw)]

@@ -1,0 +1,60 @@
+"""Operator commands: `request` the next stage of a group, and `cleanup` a group."""
+
+from __future__ import annotations
+
+import argparse
+
+from domain import StageName
+from workers import handlers
+from workers.bootstrap import runtime
+from workers.cli.output import print_json, print_warning
+
+#: The stages an operator may request, as the command line spells them.
+REQUESTABLE = {
+    "deploy": StageName.DEPLOY,
+    "pxe-boot": StageName.PXE_BOOT,
+    "validate": StageName.VALIDATE,
+}
+
+
+def request(args: argparse.Namespace) -> int:
+    rt = runtime()
+    result = handlers.request_stage(args.image_group_id, REQUESTABLE[args.stage], deps=rt.deps)
+    return _report(args, result)
+
+
+def cleanup(args: argparse.Namespace) -> int:
+    rt = runtime()
+    result = handlers.cleanup(args.image_group_id, deps=rt.deps)
+    return _report(args, result)
+
+
+def _report(args: argparse.Namespace, result: handlers.Result) -> int:
+    """Publish the committed follow-on now; what cannot be sent stays for the outbox sweep."""
+    sent = runtime().relay.deliver(result.messages)
+    unsent = [m.event_id for m in result.messages[sent:]]
+    if unsent:
+        print_warning(
+            f"the follow-on event(s) {', '.join(unsent)} could not be published yet; "
+            "they stay in the outbox and a running worker sends them"
+        )
+    status = None if result.outcome.status is None else result.outcome.status.value
+    follow_ons = [
+        {"task_name": m.task_name, "event_id": m.event_id, "sent": i < sent}
+        for i, m in enumerate(result.messages)
+    ]
+    if args.json:
+        print_json(
+            {
+                "image_group_id": result.outcome.image_group_id,
+                "status": status,
+                "command_id": result.outcome.event_id,
+                "follow_on": follow_ons,
+            }
+        )
+        return 0
+    print(f"{result.outcome.image_group_id}: {status}")
+    for follow_on in follow_ons:
+        state = "sent" if follow_on["sent"] else "pending in outbox"
+        print(f"  {follow_on['task_name']} {follow_on['event_id']} ({state})")
+    return 0
