@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from kombu.exceptions import ContentDisallowed, DecodeError
 
 from workers import dead_letters
 from workers.bootstrap import runtime, utcnow
@@ -26,30 +27,41 @@ class InvalidTaskMessageError(Exception):
 
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
-    def on_decode_error(self, message: Any, exc: Exception) -> None:
-        error = UndecodableMessageError(f"{type(exc).__name__}: {exc}")
-        if _store(message, error):
-            message.ack()
-        # Not stored (database down): leave it unacked; Redis brings it back after the
-        # visibility timeout instead of losing it or spinning on it.
+    """Each hook stores the message first; only a stored message is acked or rejected.
 
-    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        _store(message, UnknownTaskError(f"unknown task {message.headers.get('task')!r}: {exc}"))
-        super().on_unknown_task(body, message, exc)
+    If the store fails (database down) the message stays unacked and Redis brings it
+    back after the visibility timeout: nothing is lost, and nothing spins on it.
+    """
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        if _store(message, UndecodableMessageError(f"{type(exc).__name__}: {exc}")):
+            message.ack()
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        _store(message, InvalidTaskMessageError(f"{type(exc).__name__}: {exc}"))
-        super().on_invalid_task(body, message, exc)
+        if _store(message, _classify(exc)):
+            super().on_invalid_task(body, message, exc)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        task = message.headers.get("task")
+        if _store(message, UnknownTaskError(f"unknown task {task!r}: {exc}")):
+            super().on_unknown_task(body, message, exc)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        _store(message, InvalidTaskMessageError("message without a task name (not protocol 2)"))
-        super().on_unknown_message(body, message)
+        error = InvalidTaskMessageError("message without a task name (not protocol 2)")
+        if _store(message, error):
+            super().on_unknown_message(body, message)
+
+
+def _classify(exc: Exception) -> Exception:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ContentDisallowed | DecodeError):
+        return UndecodableMessageError(text)
+    return InvalidTaskMessageError(text)
 
 
 def _store(message: Any, error: Exception) -> bool:
     headers = message.headers or {}
-    raw = message.body
-    body = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
+    body = dead_letters.body_text(message.body)
     try:
         letter_id = dead_letters.store(
             runtime().new_uow,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import traceback
@@ -37,13 +38,13 @@ def store(
 ) -> int:
     letter = DeadLetter(
         id=None,
-        task_name=task_name,
-        event_id=event_id,
-        body=body,
+        task_name=_text(task_name),
+        event_id=None if event_id is None else _text(event_id),
+        body=_text(body),
         content_type=content_type,
         error_type=type(exc).__name__,
-        error_message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
+        error_message=_text(str(exc)),
+        traceback=_text("".join(traceback.format_exception(exc))),
         attempts=attempts,
         status=DeadLetterStatus.DEAD,
         first_failed_at=first_failed_at or now,
@@ -54,6 +55,24 @@ def store(
         letter_id = uow.dead_letters.add(letter)
         uow.commit()
     return letter_id
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; a dead letter must never fail to store because of it.
+    return value.replace("\x00", "\\x00")
+
+
+def body_text(raw: bytes | str) -> str:
+    """A message body as text: UTF-8 as is, anything else (pickle, binary) as base64."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        return "base64:" + base64.b64encode(raw).decode("ascii")
+    return text
 
 
 class ReplayRefusedError(Exception):

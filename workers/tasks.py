@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from workers.errors import DeadLetteredError
 from workers.handlers import (
     CATALOG_PARSED,
     STAGE_FINISHED,
@@ -15,7 +16,13 @@ from workers.handlers import (
 from workers.processing import process
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
-_OPTIONS: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+# `throws`: a dead-lettered event is an expected failure, logged without a second traceback.
+_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "throws": (DeadLetteredError,),
+}
 
 
 @shared_task(name=CATALOG_PARSED, **_OPTIONS)

@@ -1,0 +1,222 @@
+"""Faults: bad input, poison messages, a database outage, and replay of dead letters."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Producer
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from domain import DeadLetter, ImageGroupStatus
+from tests.integration.flow import HAPPY, follow_ons, moves, new_job, start_group, wait_status
+from tests.integration.stack import Stack, stack, wait_for
+from workers import publishing
+
+pytestmark = pytest.mark.integration
+
+STAGE = "imagegroups.stage_finished"
+CATALOG = "imagegroups.catalog_parsed"
+
+
+def _letters(s: Stack) -> list[DeadLetter]:
+    return s.query(lambda uow: uow.dead_letters.list())
+
+
+def _send_raw(s: Stack, body: bytes | str, content_type: str, task: str = STAGE) -> None:
+    with s.client.connection_for_write() as conn:
+        Producer(conn).publish(
+            body,
+            exchange="imagegroups.events",
+            routing_key="imagegroups.events",
+            content_type=content_type,
+            content_encoding="utf-8" if isinstance(body, str) else "binary",
+            headers={"task": task, "id": str(uuid.uuid4()), "lang": "py", "retries": 0},
+            declare=[],
+        )
+
+
+def _bad_events(job: str, group_id: str) -> list[tuple[str, Any, str]]:
+    good = publishing.stage_finished(job, "validate", "succeeded")
+    payload = good["payload"]
+    return [
+        (STAGE, [1, 2], "event must be a JSON object"),
+        (STAGE, {k: v for k, v in good.items() if k != "job_id"}, "job_id: Field required"),
+        (STAGE, {**good, "surprise": 1}, "surprise: Extra inputs are not permitted"),
+        (STAGE, {**good, "payload": {**payload, "attempt": "1"}}, "payload.attempt"),
+        (STAGE, {**good, "event_id": "not-a-uuid"}, "event_id: Input should be a valid UUID"),
+        (STAGE, {**good, "schema_version": 2}, "unsupported schema_version 2"),
+        (STAGE, {**good, "payload": {**payload, "stage": "reboot"}}, "payload.stage"),
+        (
+            STAGE,
+            {**good, "payload": {**payload, "result_detail": {"log": "x" * 70_000}}},
+            "result_detail is",
+        ),
+        (CATALOG, publishing.catalog_parsed(job, "g" * 129, ["compute"]), "at most 128"),
+        (CATALOG, publishing.catalog_parsed(job, "bad\x07id", ["compute"]), "image_group_id"),
+        # Valid envelopes the state machine or the reservations refuse:
+        (STAGE, good, "InvalidStateTransitionError"),
+        (
+            STAGE,
+            publishing.stage_finished(job, "deploy", "succeeded", image_group_id="other"),
+            "ImageGroupMismatchError",
+        ),
+        (
+            CATALOG,
+            publishing.catalog_parsed(new_job(), group_id, ["compute"]),
+            "DuplicateImageGroupError",
+        ),
+    ]
+
+
+def test_bad_input_is_dead_lettered_with_a_clear_reason_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    with stack(tmp_path, "badinput") as s:
+        s.start_worker("--concurrency", "2")
+        job = new_job()
+        start_group(s, "held-1", job)
+        wait_status(s, "held-1", "DEPLOYING")
+        before = moves(s, "held-1")
+
+        cases = _bad_events(job, "held-1")
+        for task, event, _ in cases:
+            s.client.send_task(task, kwargs={"event": event}, queue="imagegroups.events")
+        _send_raw(s, "{this is not json", "application/json")
+        import pickle
+
+        _send_raw(s, pickle.dumps(([], {"event": {}}, {})), "application/x-python-serialize")
+        expected = len(cases) + 2
+        letters = wait_for(
+            lambda: (found := _letters(s)) and len(found) >= expected and found,
+            timeout=30,
+            what=f"{expected} dead letters",
+        )
+        assert len(letters) == expected
+        for (_, _, reason), letter in zip(cases, _in_send_order(letters, cases), strict=True):
+            assert reason in f"{letter.error_type}: {letter.error_message}", letter
+            assert letter.attempts == 1
+        undecodable = [d for d in letters if not d.body.startswith("[")]
+        assert [d.error_type for d in undecodable] == ["UndecodableMessageError"] * 2
+        assert any("{this is not json" in d.body for d in undecodable)
+        assert {d.content_type for d in undecodable} == {
+            "application/json",
+            "application/x-python-serialize",
+        }
+
+        # Nothing changed, and the worker keeps going.
+        assert moves(s, "held-1") == before
+        group = s.group("held-1")
+        assert group is not None and group.status is ImageGroupStatus.DEPLOYING
+        start_group(s, "after-bad-1", new_job())
+        wait_status(s, "after-bad-1", "DEPLOYING")
+
+
+def _in_send_order(letters: list[DeadLetter], cases: list[Any]) -> list[DeadLetter]:
+    """Match letters to cases by their stored body (workers may finish out of order)."""
+    ordered = []
+    letters = [d for d in letters if d.body.startswith("[")]
+    for task, event, _ in cases:
+        body = json.dumps(event, default=str)
+        ordered.append(
+            next(
+                d
+                for d in letters
+                if d.task_name == task and json.dumps(json.loads(d.body)[1]["event"]) == body
+            )
+        )
+    return ordered
+
+
+def test_a_poison_message_is_dead_lettered_after_exactly_max_attempts(tmp_path: Path) -> None:
+    with stack(tmp_path, "poison", IMAGEGROUPS_MAX_ATTEMPTS="3") as s:
+        worker = s.start_worker("--concurrency", "2")
+        # A result for a job whose group never comes: transient every time.
+        poison = publishing.stage_finished(new_job(), "deploy", "succeeded")
+        publishing.send(s.client, poison)
+        start_group(s, "beside-poison", new_job())
+        letters = wait_for(lambda: _letters(s), timeout=30, what="the poison dead letter")
+        assert [(d.event_id, d.error_type, d.attempts) for d in letters] == [
+            (poison["event_id"], "GroupNotCreatedError", 3)
+        ]
+        deliveries = worker.output().count(f"event_id={poison['event_id']} task_id=")
+        assert deliveries == 3  # two "retrying" lines and one "dead-lettered" line
+        wait_status(s, "beside-poison", "DEPLOYING")
+
+
+def test_a_stage_result_before_its_catalog_is_replayed_to_completion(tmp_path: Path) -> None:
+    with stack(tmp_path, "replay", IMAGEGROUPS_MAX_ATTEMPTS="2") as s:
+        worker = s.start_worker("--concurrency", "1")
+        job = new_job()
+        early = publishing.stage_finished(job, "build-image", "succeeded")
+        publishing.send(s.client, early)
+        letters = wait_for(lambda: _letters(s), timeout=30, what="the early result to die")
+        assert letters[0].error_type == "CatalogNotParsedError"
+        assert letters[0].attempts == 2
+
+        publishing.send(s.client, publishing.catalog_parsed(job, "late-catalog", ["compute"]))
+        wait_for(
+            lambda: s.query(lambda u: u.catalogs.find_by_job_id(job)),
+            timeout=20,
+            what="the catalog",
+        )
+        s.run_cli("dead-letters", "replay", str(letters[0].id))
+        wait_status(s, "late-catalog", "DEPLOYING")
+        assert _letters(s)[0].status == "replayed"
+
+        s.run_cli("dead-letters", "replay", str(letters[0].id))
+        line = f"event_id={early['event_id']}"
+        wait_for(
+            lambda: any(
+                line in row and "outcome=duplicate" in row for row in worker.output().splitlines()
+            ),
+            timeout=20,
+            what="the second replay to be a duplicate",
+        )
+        assert len(_letters(s)) == 1
+        assert moves(s, "late-catalog") == HAPPY[:2]
+
+
+def _cut_database(url: str, allow: bool) -> None:
+    target = make_url(url)
+    admin = create_engine(
+        target.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    name = target.database
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}'))
+        if not allow:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+    admin.dispose()
+
+
+def test_a_database_outage_mid_flow_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
+    with stack(tmp_path, "outage", IMAGEGROUPS_MAX_ATTEMPTS="40") as s:
+        worker = s.start_worker("--concurrency", "2")
+        s.start_simulator("--delay", "0.1")
+        ids = [f"outage-{i}" for i in range(10)]
+        for group_id in ids:
+            start_group(s, group_id, new_job())
+        wait_status(s, ids[0], "DEPLOYING")
+        _cut_database(s.database_url, allow=False)
+        s.engine.dispose()
+        wait_for(
+            lambda: "OperationalError" in worker.output(),
+            timeout=20,
+            what="the worker to hit the outage",
+        )
+        _cut_database(s.database_url, allow=True)
+        for group_id in ids:
+            wait_status(s, group_id, "PASSED", timeout=60)
+            assert moves(s, group_id) == HAPPY
+            assert len(follow_ons(s, group_id)) == 3
+        assert "retrying in" in worker.output()
+        assert _letters(s) == []
