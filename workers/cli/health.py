@@ -80,8 +80,8 @@ def _print_human(document: dict[str, Any]) -> None:
     rows = [
         ["database", _state(document["database"]), document["database"]["error"]],
         ["broker", _state(document["broker"]), document["broker"]["error"]],
-        ["outbox", f"{document['outbox']['pending']} pending", _age(document["outbox"])],
-        ["dead letters", f"{document['dead_letters']['waiting']} waiting", None],
+        ["outbox", _count(document["outbox"]["pending"], "pending"), _age(document["outbox"])],
+        ["dead letters", _count(document["dead_letters"]["waiting"], "waiting"), None],
     ]
     print_table(["CHECK", "STATE", "DETAIL"], rows)
     print(f"\n{'healthy' if document['healthy'] else 'UNHEALTHY'}")
@@ -89,6 +89,10 @@ def _print_human(document: dict[str, Any]) -> None:
 
 def _state(check: dict[str, Any]) -> str:
     return "ok" if check["ok"] else "unreachable"
+
+
+def _count(value: int | None, what: str) -> str:
+    return "unknown" if value is None else f"{value} {what}"
 
 
 def _age(outbox: dict[str, Any]) -> str | None:

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        for check in getattr(args, "usage_checks", ()):
+            check(args)
     except SystemExit as stop:  # usage errors (2) and --help (0) end here
         return stop.code if isinstance(stop.code, int) else 2
     logging.basicConfig(
@@ -82,6 +84,11 @@ def _db_upgrade(_args: argparse.Namespace) -> int:
 def _add_publish(commands: Subparsers) -> None:
     publish = commands.add_parser("publish", help="send an incoming event")
     kinds = publish.add_subparsers(dest="event", required=True, metavar="EVENT")
+    _add_catalog_parsed(kinds)
+    _add_stage_finished(kinds)
+
+
+def _add_catalog_parsed(kinds: Subparsers) -> None:
     parsed = kinds.add_parser("catalog-parsed", help="send a catalog.parsed event")
     _event_options(parsed)
     source = parsed.add_mutually_exclusive_group(required=True)
@@ -90,7 +97,12 @@ def _add_publish(commands: Subparsers) -> None:
     parsed.add_argument(
         "--role", action="append", metavar="ROLE[=IMAGE]", help="repeat; only with --image-group-id"
     )
-    parsed.set_defaults(func=_catalog_parsed(parsed))
+    parsed.set_defaults(
+        func=publish_commands.catalog_parsed, usage_checks=[_roles_go_with_id(parsed)]
+    )
+
+
+def _add_stage_finished(kinds: Subparsers) -> None:
     finished = kinds.add_parser("stage-finished", help="send a stage.finished event")
     _event_options(finished)
     finished.add_argument("--stage", required=True)
@@ -110,17 +122,16 @@ def _event_options(parser: argparse.ArgumentParser) -> None:
     _json_flag(parser)
 
 
-def _catalog_parsed(parser: argparse.ArgumentParser) -> Command:
+def _roles_go_with_id(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
     """--role goes with --image-group-id only; argparse cannot say that by itself."""
 
-    def run(args: argparse.Namespace) -> int:
+    def check(args: argparse.Namespace) -> None:
         if args.catalog is not None and args.role:
             parser.error("--role cannot be used with --catalog")
         if args.image_group_id is not None and not args.role:
             parser.error("--image-group-id needs at least one --role")
-        return publish_commands.catalog_parsed(args)
 
-    return run
+    return check
 
 
 def _add_reads(commands: Subparsers) -> None:
@@ -130,7 +141,11 @@ def _add_reads(commands: Subparsers) -> None:
     status.set_defaults(func=read_commands.status)
     listing = commands.add_parser("list", help="image groups, newest first")
     listing.add_argument(
-        "--status", type=str.upper, choices=[s.value for s in ImageGroupStatus], metavar="S"
+        "--status",
+        type=str.upper,
+        choices=[s.value for s in ImageGroupStatus],
+        metavar="S",
+        help="only groups in this status: " + ", ".join(s.value for s in ImageGroupStatus),
     )
     listing.add_argument("--limit", type=_positive_int, default=50, metavar="N")
     listing.add_argument("--offset", type=_non_negative_int, default=0, metavar="N")
