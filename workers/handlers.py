@@ -116,7 +116,7 @@ def _apply_build_result(
     existing = uow.groups.find_by_job_id(job_id)
     if existing is not None:
         raise StaleResultError(existing.id.value, existing.status, stage, "group already built")
-    if event.payload.outcome == StageOutcome.FAILED:
+    if event.payload.outcome == StageOutcome.FAILED.value:
         return None
     group = ImageGroup.create(
         reservation.image_group_id,

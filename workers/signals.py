@@ -12,7 +12,6 @@ from workers.relay import OutboxRelay, OutboxSweeper
 _sweeper: OutboxSweeper | None = None
 
 
-@signals.worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     bootstrap.reset(after_fork=True)
 
@@ -21,7 +20,6 @@ def _relay() -> OutboxRelay:
     return bootstrap.runtime().relay
 
 
-@signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     global _sweeper
     settings = bootstrap.runtime().settings
@@ -31,9 +29,13 @@ def _start_sweeper(**_: Any) -> None:
     _sweeper.start()
 
 
-@signals.worker_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     global _sweeper
     if _sweeper is not None:
         _sweeper.stop()
         _sweeper = None
+
+
+signals.worker_process_init.connect(_after_fork, weak=False)
+signals.worker_ready.connect(_start_sweeper, weak=False)
+signals.worker_shutdown.connect(_stop_sweeper, weak=False)

@@ -46,11 +46,11 @@ behaviour = Behaviour()
 def answer(task_name: str, event: dict[str, Any], *, reply_app: Any) -> dict[str, Any]:
     """Validate one request and send the matching stage.finished (attempt and id echoed)."""
     stage, model = _STAGES[task_name]
-    request = model.model_validate(event)
+    request: Any = model.model_validate(event)  # every request has image_group_id, attempt
     if behaviour.delay:
         time.sleep(random.uniform(0.5, 1.5) * behaviour.delay)
     event_id, job_id = request.ids()
-    payload: Any = request.payload  # every request payload has image_group_id and attempt
+    payload = request.payload
     failed = behaviour.fails(event_id, stage)
     reply = stage_finished(
         job_id,

@@ -25,11 +25,11 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
-@shared_task(name=CATALOG_PARSED, **_OPTIONS)
+@shared_task(name=CATALOG_PARSED, **_OPTIONS)  # type: ignore[untyped-decorator]
 def catalog_parsed(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return process(self, CatalogParsedEvent, handle_catalog_parsed, args, kwargs)
 
 
-@shared_task(name=STAGE_FINISHED, **_OPTIONS)
+@shared_task(name=STAGE_FINISHED, **_OPTIONS)  # type: ignore[untyped-decorator]
 def stage_finished(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return process(self, StageFinishedEvent, handle_stage_finished, args, kwargs)
