@@ -29,10 +29,10 @@ result_backend_transport_options = {"visibility_timeout": _settings.visibility_t
 broker_connection_retry_on_startup = True
 worker_cancel_long_running_tasks_on_connection_loss = True
 
-# What Flower needs to show every task with its arguments and result.
+# What Flower needs to show every task with its arguments and result (it learns "started"
+# from the task-started event, so no STARTED write to the result backend per task).
 worker_send_task_events = True
 task_send_sent_event = True
-task_track_started = True
 result_extended = True
 result_expires = 7 * 24 * 3600
 

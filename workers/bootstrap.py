@@ -57,6 +57,14 @@ class Runtime:
 
 _runtime: Runtime | None = None
 _settings_override: Settings | None = None
+_batch_marks = False
+
+
+def batch_sent_marks() -> None:
+    """In a worker, mark follow-ons sent in batches (see OutboxRelay); CLI calls stay direct."""
+    global _batch_marks
+    _batch_marks = True
+    reset()
 
 
 def configure(settings: Settings | None) -> None:
@@ -69,6 +77,8 @@ def configure(settings: Settings | None) -> None:
 def reset(*, after_fork: bool = False) -> None:
     """Forget the process's engine; after fork, leave the parent's connections untouched."""
     global _runtime
+    if _runtime is not None and not after_fork:
+        _runtime.relay.flush()
     if _runtime is not None:
         _runtime.engine.dispose(close=not after_fork)
     _runtime = None
@@ -94,5 +104,10 @@ def _build(settings: Settings) -> Runtime:
         new_id=new_id,
         auto_advance=settings.auto_advance,
     )
-    relay = OutboxRelay(deps.new_uow, CeleryPublisher(app), utcnow)
+    relay = OutboxRelay(
+        deps.new_uow,
+        CeleryPublisher(app),
+        utcnow,
+        mark_every=settings.outbox_mark_interval if _batch_marks else None,
+    )
     return Runtime(settings, engine, deps, relay, os.getpid())

@@ -24,10 +24,16 @@ class OutboxRelay:
         new_uow: Callable[[], UnitOfWork],
         publisher: Publisher,
         clock: Callable[[], datetime],
+        *,
+        mark_every: float | None = None,
     ) -> None:
         self.new_uow = new_uow
         self.publisher = publisher
         self.clock = clock
+        # In the worker, "sent" marks are batched off the hot path: one short transaction per
+        # `mark_every` seconds instead of one per event. A mark lost in a crash only means the
+        # sweep sends that follow-on again, which consumers absorb by event_id.
+        self._marks = None if mark_every is None else SentMarks(self._mark, mark_every)
 
     def deliver(self, messages: Sequence[OutboxMessage]) -> int:
         """Publish after commit; what fails stays unsent in the outbox for the sweep."""
@@ -45,15 +51,24 @@ class OutboxRelay:
                 )
                 break
             sent.append(message.event_id)
-        if sent:
-            try:
-                with self.new_uow() as uow:
-                    uow.outbox.mark_sent(sent, self.clock())
-                    uow.commit()
-            except Exception:
-                # Sent but not marked: the sweep sends them again; consumers dedupe by event_id.
-                log.warning("could not mark %d outbox rows sent", len(sent), exc_info=True)
+        if sent and self._marks is not None:
+            self._marks.add(sent)
+        elif sent:
+            self._mark(sent)
         return len(sent)
+
+    def flush(self) -> None:
+        if self._marks is not None:
+            self._marks.flush()
+
+    def _mark(self, event_ids: Sequence[str]) -> None:
+        try:
+            with self.new_uow() as uow:
+                uow.outbox.mark_sent(event_ids, self.clock())
+                uow.commit()
+        except Exception:
+            # Sent but not marked: the sweep sends them again; consumers dedupe by event_id.
+            log.warning("could not mark %d outbox rows sent", len(event_ids), exc_info=True)
 
     def sweep(self, *, grace: float, lease: float = 60.0, limit: int = 200) -> int:
         """Lease rows older than `grace` seconds that nobody sent, and send them."""
@@ -97,3 +112,34 @@ class OutboxSweeper:
                 log.warning(
                     "outbox sweep failed; trying again in %.1fs", self.interval, exc_info=True
                 )
+
+
+class SentMarks:
+    """Event ids published but not yet marked sent, flushed by a timer thread in batches."""
+
+    def __init__(self, mark: Callable[[Sequence[str]], None], every: float) -> None:
+        self.mark = mark
+        self.every = every
+        self._ids: list[str] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, event_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._ids.extend(event_ids)
+            if self._thread is None or not self._thread.is_alive():
+                # Started lazily: in a forked pool process, threads of the parent are gone.
+                self._thread = threading.Thread(target=self._run, name="outbox-marks", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            ids, self._ids = self._ids, []
+        if ids:
+            self.mark(ids)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.every)
+            self.flush()

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         5.0, gt=0, validation_alias="IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL"
     )
     outbox_sweep_grace: float = Field(10.0, ge=0, validation_alias="IMAGEGROUPS_OUTBOX_SWEEP_GRACE")
+    outbox_mark_interval: float = Field(
+        0.2, gt=0, validation_alias="IMAGEGROUPS_OUTBOX_MARK_INTERVAL"
+    )
     visibility_timeout: int = Field(3600, ge=1, validation_alias="IMAGEGROUPS_VISIBILITY_TIMEOUT")
     max_result_detail_bytes: int = 64 * 1024
 

@@ -12,8 +12,16 @@ from workers.relay import OutboxRelay, OutboxSweeper
 _sweeper: OutboxSweeper | None = None
 
 
+def _on_worker_init(**_: Any) -> None:
+    bootstrap.batch_sent_marks()
+
+
 def _after_fork(**_: Any) -> None:
     bootstrap.reset(after_fork=True)
+
+
+def _before_exit(**_: Any) -> None:
+    bootstrap.reset()  # flushes the batched "sent" marks of this process
 
 
 def _relay() -> OutboxRelay:
@@ -36,6 +44,8 @@ def _stop_sweeper(**_: Any) -> None:
         _sweeper = None
 
 
+signals.worker_init.connect(_on_worker_init, weak=False)
 signals.worker_process_init.connect(_after_fork, weak=False)
 signals.worker_ready.connect(_start_sweeper, weak=False)
 signals.worker_shutdown.connect(_stop_sweeper, weak=False)
+signals.worker_process_shutdown.connect(_before_exit, weak=False)
