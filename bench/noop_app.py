@@ -10,6 +10,6 @@ app = Celery("bench-noop", broker=os.environ.get("CELERY_BROKER_URL", "redis://1
 app.conf.update(accept_content=["json"], task_serializer="json", task_default_queue="noop")
 
 
-@app.task(name="bench.noop")
+@app.task(name="bench.noop")  # type: ignore[untyped-decorator]
 def noop(event: object = None) -> None:
     return None

@@ -52,8 +52,9 @@ def _drain_rate(r: redis.Redis, queue: str, total: int, proc: subprocess.Popen[b
 
 
 def _run(argv: list[str], env: dict[str, str], r: redis.Redis, queue: str, n: int) -> float:
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         return _drain_rate(r, queue, n, proc)
     finally:
@@ -66,8 +67,20 @@ def bare(n: int, concurrency: int, broker: str, r: redis.Redis) -> float:
     client = _client(broker)
     for _ in range(n):
         client.send_task("bench.noop", kwargs={"event": {}}, queue="noop")
-    argv = ["celery", "-A", "bench.noop_app", "worker", "-c", str(concurrency), "-l", "WARNING",
-            "--without-mingle", "--without-gossip", "-Q", "noop"]
+    argv = [
+        "celery",
+        "-A",
+        "bench.noop_app",
+        "worker",
+        "-c",
+        str(concurrency),
+        "-l",
+        "WARNING",
+        "--without-mingle",
+        "--without-gossip",
+        "-Q",
+        "noop",
+    ]
     return _run(argv, {**os.environ, "CELERY_BROKER_URL": broker}, r, "noop", n)
 
 
@@ -79,10 +92,24 @@ def ours(n: int, concurrency: int, broker: str, r: redis.Redis, phase: str) -> f
     url = f"{PG}/{name}"
     try:
         upgrade(url)
-        env = {**os.environ, "DATABASE_URL": url, "CELERY_BROKER_URL": broker,
-               "CELERY_RESULT_BACKEND": broker.rsplit("/", 1)[0] + f"/{BROKER_DB + 1}"}
-        argv = ["celery", "-A", "workers", "worker", "-l", "WARNING", "-c", str(concurrency),
-                "--without-mingle", "--without-gossip"]
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "CELERY_BROKER_URL": broker,
+            "CELERY_RESULT_BACKEND": broker.rsplit("/", 1)[0] + f"/{BROKER_DB + 1}",
+        }
+        argv = [
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-l",
+            "WARNING",
+            "-c",
+            str(concurrency),
+            "--without-mingle",
+            "--without-gossip",
+        ]
         jobs = [(str(uuid.uuid4()), f"bench-{i}") for i in range(n)]
         client = _client(broker)
         rates = {}
@@ -115,8 +142,10 @@ def main() -> None:
     build = ours(args.events, args.concurrency, broker, r, "build")
     print(f"bare celery no-op : {base:8.0f} tasks/s")
     print(f"catalog.parsed    : {catalog:8.0f} events/s  ratio {catalog / base:.2f}")
-    print(f"build -> DEPLOYING: {build:8.0f} events/s  ratio {build / base:.2f}  "
-          "(group + images + history + outbox + follow-on publish)")
+    print(
+        f"build -> DEPLOYING: {build:8.0f} events/s  ratio {build / base:.2f}  "
+        "(group + images + history + outbox + follow-on publish)"
+    )
 
 
 if __name__ == "__main__":

@@ -54,5 +54,6 @@ def is_transient(exc: BaseException) -> bool:
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with equal jitter: half fixed, half random, never above `cap`."""
-    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    # The exponent is bounded so a large attempt count cannot overflow the float.
+    ceiling = min(cap, base * 2.0 ** min(max(attempt - 1, 0), 64))
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -25,14 +26,23 @@ from domain import ImageGroupId, RoleName
 SCHEMA_VERSION = 1
 MAX_RESULT_DETAIL_BYTES = 64 * 1024
 _NO_CONTROL = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+_TRIMMED = r"^\S(?:[\s\S]*\S)?$"
+# RFC 3339 section 5.6 `date-time` (T and Z may be lowercase; a missing offset is reported
+# below); ISO 8601 forms such as week dates, basic format or minute precision, which
+# fromisoformat also takes, are not it.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+)
 
 
 def _rfc3339(value: Any) -> Any:
     """Only an RFC 3339 string with an offset: no epoch numbers, no naive times."""
     if not isinstance(value, str):
         raise ValueError("must be an RFC 3339 timestamp string")
+    if not _RFC3339.fullmatch(value):
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from None
     if parsed.tzinfo is None:
@@ -70,6 +80,8 @@ RoleText = Annotated[
     StringConstraints(min_length=1, max_length=128, pattern=_NO_CONTROL),
     AfterValidator(_role),
 ]
+# Trimmed like the Image it becomes: a bad name must fail here, not at build time.
+ImageNameText = Annotated[StrictStr, StringConstraints(pattern=_TRIMMED)]
 StageText = Literal[
     "build-image",
     "build-image-x86_64",
@@ -87,8 +99,8 @@ class Strict(BaseModel):
 
 class CatalogParsedPayload(Strict):
     image_group_id: GroupIdText
-    roles: list[RoleText] = Field(min_length=1)
-    role_images: dict[RoleText, Annotated[StrictStr, StringConstraints(min_length=1)]] | None = None
+    roles: list[RoleText] = Field(min_length=1, json_schema_extra={"uniqueItems": True})
+    role_images: dict[RoleText, ImageNameText] | None = None
     catalog_name: StrictStr | None = None
     catalog_version: StrictStr | None = None
 

@@ -30,6 +30,8 @@ def _relay() -> OutboxRelay:
 
 def _start_sweeper(**_: Any) -> None:
     global _sweeper
+    if _sweeper is not None:
+        return  # one sweeper per process, however many embedded workers start
     settings = bootstrap.runtime().settings
     _sweeper = OutboxSweeper(
         _relay, interval=settings.outbox_sweep_interval, grace=settings.outbox_sweep_grace

@@ -125,7 +125,11 @@ class Stack:
 
     def run_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            ["imagegroups", *args], cwd=REPO, env=self.env(), capture_output=True, text=True,
+            ["imagegroups", *args],
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
             timeout=60,
         )
         if check:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Producer
+from kombu.messaging import Producer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -30,7 +30,7 @@ def _letters(s: Stack) -> list[DeadLetter]:
 
 def _send_raw(s: Stack, body: bytes | str, content_type: str, task: str = STAGE) -> None:
     with s.client.connection_for_write() as conn:
-        Producer(conn).publish(
+        Producer(conn).publish(  # type: ignore[no-untyped-call]
             body,
             exchange="imagegroups.events",
             routing_key="imagegroups.events",
@@ -92,11 +92,12 @@ def test_bad_input_is_dead_lettered_with_a_clear_reason_and_changes_nothing(
 
         _send_raw(s, pickle.dumps(([], {"event": {}}, {})), "application/x-python-serialize")
         expected = len(cases) + 2
-        letters = wait_for(
-            lambda: (found := _letters(s)) and len(found) >= expected and found,
+        wait_for(
+            lambda: len(_letters(s)) >= expected,
             timeout=30,
             what=f"{expected} dead letters",
         )
+        letters = _letters(s)
         assert len(letters) == expected
         for (_, _, reason), letter in zip(cases, _in_send_order(letters, cases), strict=True):
             assert reason in f"{letter.error_type}: {letter.error_message}", letter

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,7 +102,9 @@ def test_deploy_failure_then_redeploy_then_a_late_attempt_one_result_is_stale(
     group = s.group("redeploy-1")
     assert group is not None and (group.status, group.attempt) == ("DEPLOYING", 2)
     assert moves(s, "redeploy-1")[-3:] == [
-        ("BUILT", "DEPLOYING"), ("DEPLOYING", "FAILED"), ("FAILED", "DEPLOYING"),
+        ("BUILT", "DEPLOYING"),
+        ("DEPLOYING", "FAILED"),
+        ("FAILED", "DEPLOYING"),
     ]
 
 
@@ -135,13 +140,9 @@ def test_every_event_delivered_three_times_concurrently_applies_once(manual: Sta
         assert all(m["headers"]["id"] == _envelope(m)["event_id"] for m in sent)
 
 
-def _envelope(message: dict[str, object]) -> dict[str, object]:
-    import base64
-    import json
-
+def _envelope(message: dict[str, Any]) -> dict[str, Any]:
     body = message["body"]
-    assert isinstance(body, str)
-    decoded = json.loads(base64.b64decode(body)) if message.get("properties", {}).get(  # type: ignore[union-attr]
-        "body_encoding"
-    ) == "base64" else json.loads(body)
-    return decoded[1]["event"]  # type: ignore[no-any-return]
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    envelope: dict[str, Any] = json.loads(body)[1]["event"]
+    return envelope

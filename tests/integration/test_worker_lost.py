@@ -52,8 +52,11 @@ def test_a_killed_worker_process_redelivers_its_event_and_counts_the_delivery(
             publishing.send(s.client, deployed)
             wait_for(lambda: _lock_waiters(s.engine), timeout=20, what="a lock waiter")
             os.kill(child, signal.SIGKILL)
-            wait_for(lambda: "WorkerLostError" in worker.output() or "exited" in worker.output(),
-                     timeout=20, what="the worker to notice its lost process")
+            wait_for(
+                lambda: "WorkerLostError" in worker.output() or "exited" in worker.output(),
+                timeout=20,
+                what="the worker to notice its lost process",
+            )
             blocker.rollback()
 
         wait_status(s, "lost-1", "RESTARTING")

@@ -202,7 +202,7 @@ def _add_simulate(commands: Subparsers) -> None:
 
 def _add_demo(commands: Subparsers) -> None:
     demo_parser = commands.add_parser("demo", help="the whole flow in one process, no servers")
-    demo_parser.add_argument("--groups", type=_positive_int, default=5, metavar="N")
+    demo_parser.add_argument("--groups", type=_positive_int, default=10, metavar="N")
     demo_parser.set_defaults(func=demo)
 
 
