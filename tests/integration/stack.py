@@ -19,7 +19,6 @@ from celery import Celery
 
 from domain import ImageGroup, ImageGroupId, UnitOfWork
 from persistence.db import make_engine, make_session_factory
-from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
 
@@ -27,7 +26,13 @@ REPO = Path(__file__).resolve().parents[2]
 REDIS_HOST = "127.0.0.1:6379"
 # Each stack gets its own Redis database, so workers of one test never take another's messages.
 _redis_dbs = itertools.cycle(range(2, 12))
+# The commands docker-compose.yml runs; tests run them verbatim (see test_compose.py).
 WORKER = ["celery", "-A", "workers", "worker", "-l", "INFO"]
+WORKER_COMMAND = [*WORKER, "--concurrency", "2"]
+SIMULATOR_COMMAND = ["imagegroups", "simulate"]
+FLOWER_COMMAND = ["celery", "-A", "workers", "flower"]
+MIGRATE_COMMAND = ["imagegroups", "db", "upgrade"]
+HEALTH_COMMAND = ["imagegroups", "health", "--json"]
 T = TypeVar("T")
 
 
@@ -109,7 +114,7 @@ class Stack:
         return process
 
     def start_worker(self, *args: str, name: str = "worker", **env: str) -> Process:
-        process = self.spawn([*WORKER, *args], name, **env)
+        process = self.spawn([*WORKER, *args] if args else WORKER_COMMAND, name, **env)
         wait_for(
             lambda: "ready." in process.output() or process.popen.poll() is not None,
             timeout=30,
@@ -119,13 +124,13 @@ class Stack:
         return process
 
     def start_simulator(self, *args: str) -> Process:
-        process = self.spawn(["imagegroups", "simulate", *args], "simulator")
+        process = self.spawn([*SIMULATOR_COMMAND, *args], "simulator")
         wait_for(lambda: "ready." in process.output(), timeout=30, what="simulator to be ready")
         return process
 
-    def run_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            ["imagegroups", *args],
+            argv,
             cwd=REPO,
             env=self.env(),
             capture_output=True,
@@ -135,6 +140,9 @@ class Stack:
         if check:
             assert done.returncode == 0, done.stderr
         return done
+
+    def run_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run(["imagegroups", *args], check=check)
 
     def uow(self) -> UnitOfWork:
         return SqlUnitOfWork(self.session_factory)
@@ -157,9 +165,9 @@ class Stack:
 @contextmanager
 def stack(tmp: Path, prefix: str, **settings: str) -> Iterator[Stack]:
     with fresh_database(prefix) as url:
-        upgrade(url)
         running = Stack(url, next(_redis_dbs), tmp, settings)
         try:
+            running.run(MIGRATE_COMMAND)
             yield running
         finally:
             running.close()

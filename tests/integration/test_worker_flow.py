@@ -46,7 +46,7 @@ def test_twenty_groups_walk_from_catalog_to_passed_through_the_simulator(
     tmp_path: Path,
 ) -> None:
     with stack(tmp_path, "flow") as s:
-        s.start_worker("--concurrency", "2")
+        s.start_worker()  # exactly the docker-compose worker command
         s.start_simulator()
         ids = [f"flow-{i:02d}" for i in range(N_GROUPS)]
         started = time.monotonic()

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Test it: installs what the tests need, makes sure PostgreSQL and Redis answer, then runs
+# the linters and every test tier (unit, contract, integration, e2e) in one pytest run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh test 2>&1 | grep -v "^WARNING: Location" >&2 || true
+export PATH="$PWD/.venv/bin:$PATH"
+
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+wait_up() {  # wait_up NAME CHECK: up to 30 s for a service that is starting
+  for _ in $(seq 150); do "$2" && return 0; sleep 0.2; done
+  echo "test.sh: $1 did not come up on 127.0.0.1" >&2; return 1
+}
+install_missing() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "test.sh: please install $* (or point IMAGEGROUPS_TEST_PG at a server)" >&2; exit 1
+  fi
+}
+
+if ! pg_up; then
+  command -v pg_ctlcluster >/dev/null || install_missing postgresql
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  # A fresh cluster uses peer auth; tests connect over TCP as postgres without a password.
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if ! grep -q "^host all all 127.0.0.1/32 trust" "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  fi
+  wait_up PostgreSQL pg_up
+fi
+if ! redis_up; then
+  command -v redis-server >/dev/null || install_missing redis-server
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_up Redis redis_up
+fi
+
+# docker-compose.yml is validated with `docker-compose config` (no engine needed).
+if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
+  install_missing docker-compose
+fi
+
+echo "== lint: ruff, mypy --strict, event schemas"
+ruff check .
+ruff format --check .
+mypy
+python scripts/export_schemas.py --check
+
+echo "== tests: unit, contract, integration, e2e"
+exec python -m pytest -p no:cacheprovider tests "$@"

@@ -1,0 +1,78 @@
+"""docker-compose.yml is valid, and runs only commands the integration tests run verbatim."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.stack import (
+    FLOWER_COMMAND,
+    HEALTH_COMMAND,
+    MIGRATE_COMMAND,
+    SIMULATOR_COMMAND,
+    WORKER_COMMAND,
+)
+
+pytestmark = pytest.mark.integration
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+
+
+def _compose_cli() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return ["docker", "compose"]
+
+
+def _services() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())["services"]
+    return services
+
+
+def test_compose_file_is_valid_for_docker_compose() -> None:
+    done = subprocess.run(
+        [*_compose_cli(), "-f", str(COMPOSE), "config", "-q"],
+        env={"FLOWER_BASIC_AUTH": "ops:secret", "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_compose_refuses_to_start_flower_without_basic_auth() -> None:
+    done = subprocess.run(
+        [*_compose_cli(), "-f", str(COMPOSE), "config", "-q"],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in done.stderr
+
+
+def test_every_compose_command_is_one_the_tests_run() -> None:
+    services = _services()
+    assert services["migrate"]["command"] == MIGRATE_COMMAND
+    assert services["worker"]["command"] == WORKER_COMMAND
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", *HEALTH_COMMAND]
+    assert services["flower"]["command"] == FLOWER_COMMAND
+    assert services["simulator"]["command"] == SIMULATOR_COMMAND
+
+
+def test_compose_orders_start_up_on_health_and_a_finished_migration() -> None:
+    services = _services()
+    redis = services["redis"]["command"]
+    assert "--appendonly" in redis and redis[redis.index("--appendonly") + 1] == "yes"
+    assert redis[redis.index("--maxmemory-policy") + 1] == "noeviction"
+    worker = services["worker"]["depends_on"]
+    assert worker["migrate"]["condition"] == "service_completed_successfully"
+    assert worker["redis"]["condition"] == "service_healthy"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert all("healthcheck" in services[name] for name in ("redis", "postgres", "worker"))
