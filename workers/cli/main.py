@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="imagegroups", description="Operate the image-group worker (CONTRACT.md §4)."
+        prog="imagegroups", description="Operate the image-group worker."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_db(commands)
