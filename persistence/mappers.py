@@ -1,8 +1,12 @@
-"""Row <-> entity mappers: ORM rows never leave the persistence package."""
+"""Row <-> entity mappers: database rows never leave the persistence package.
+
+Rows are Core result rows (attribute access by column name), so `Any` is their type here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from domain import (
     CatalogReservation,
@@ -16,22 +20,14 @@ from domain import (
     RoleName,
     Transition,
 )
-from persistence.models import (
-    CatalogReservationRow,
-    DeadLetterRow,
-    ImageGroupRow,
-    ImageRow,
-    OutboxRow,
-    TransitionRow,
-)
 
 
-def group_to_entity(row: ImageGroupRow, images: Iterable[ImageRow]) -> ImageGroup:
+def group_to_entity(row: Any, images: Iterable[Image]) -> ImageGroup:
     return ImageGroup(
         id=ImageGroupId(row.id),
         job_id=row.job_id,
         status=ImageGroupStatus(row.status),
-        images=tuple(image_to_entity(i) for i in sorted(images, key=lambda i: i.role)),
+        images=tuple(sorted(images, key=lambda i: i.role.value)),
         created_at=row.created_at,
         updated_at=row.updated_at,
         attempt=row.attempt,
@@ -49,7 +45,7 @@ def group_values(group: ImageGroup) -> dict[str, object]:
     }
 
 
-def image_to_entity(row: ImageRow) -> Image:
+def image_to_entity(row: Any) -> Image:
     return Image(id=str(row.id), role=RoleName(row.role), image_name=row.image_name)
 
 
@@ -62,7 +58,7 @@ def image_values(group_id: ImageGroupId, image: Image) -> dict[str, object]:
     }
 
 
-def reservation_to_entity(row: CatalogReservationRow) -> CatalogReservation:
+def reservation_to_entity(row: Any) -> CatalogReservation:
     return CatalogReservation(
         image_group_id=ImageGroupId(row.image_group_id),
         job_id=row.job_id,
@@ -86,7 +82,7 @@ def reservation_values(reservation: CatalogReservation) -> dict[str, object]:
     }
 
 
-def transition_to_entity(row: TransitionRow) -> Transition:
+def transition_to_entity(row: Any) -> Transition:
     return Transition(
         image_group_id=ImageGroupId(row.image_group_id),
         from_status=None if row.from_status is None else ImageGroupStatus(row.from_status),
@@ -106,7 +102,7 @@ def transition_values(t: Transition) -> dict[str, object]:
     }
 
 
-def outbox_to_entity(row: OutboxRow) -> OutboxMessage:
+def outbox_to_entity(row: Any) -> OutboxMessage:
     return OutboxMessage(
         event_id=row.event_id,
         task_name=row.task_name,
@@ -118,7 +114,7 @@ def outbox_to_entity(row: OutboxRow) -> OutboxMessage:
     )
 
 
-def dead_letter_to_entity(row: DeadLetterRow) -> DeadLetter:
+def dead_letter_to_entity(row: Any) -> DeadLetter:
     return DeadLetter(
         id=row.id,
         task_name=row.task_name,

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 
-def dialect_insert(session: Session, model: Any) -> Any:
+def dialect_insert(conn: Connection, model: Any) -> Any:
     """An INSERT that knows ON CONFLICT (PostgreSQL and SQLite spell it the same)."""
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
     return module.insert(model)
 
 
-def insert_ignoring_conflicts(session: Session, model: Any) -> Any:
+def insert_ignoring_conflicts(conn: Connection, model: Any) -> Any:
     """INSERT … ON CONFLICT DO NOTHING: a conflict never aborts the surrounding transaction."""
-    return dialect_insert(session, model).on_conflict_do_nothing()
+    return dialect_insert(conn, model).on_conflict_do_nothing()

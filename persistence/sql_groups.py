@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import cache
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
 
 from domain import (
     CatalogReservation,
@@ -17,6 +16,7 @@ from domain import (
     ImageGroupMismatchError,
     ImageGroupStatus,
     Page,
+    RoleName,
     Transition,
 )
 from persistence import mappers
@@ -30,70 +30,66 @@ from persistence.sql_common import insert_ignoring_conflicts
 
 
 class SqlImageGroupRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def save(self, group: ImageGroup) -> None:
-        stmt = insert_ignoring_conflicts(self.session, ImageGroupRow)
-        inserted = self.session.execute(
+        stmt = insert_ignoring_conflicts(self.conn, ImageGroupRow)
+        inserted = self.conn.execute(
             stmt.values(**mappers.group_values(group)).returning(ImageGroupRow.id)
         ).first()
         if inserted is None:
-            held = self.session.scalar(
+            held = self.conn.scalar(
                 select(ImageGroupRow.job_id).where(ImageGroupRow.id == group.id.value)
             )
             if held is not None:
                 raise DuplicateImageGroupError(group.id.value, group.job_id, held)
-            mine = self.session.scalar(
+            mine = self.conn.scalar(
                 select(ImageGroupRow.id).where(ImageGroupRow.job_id == group.job_id)
             )
             raise ImageGroupMismatchError(group.job_id, mine, group.id.value)
         if group.images:
-            self.session.execute(
+            self.conn.execute(
                 insert(ImageRow),
                 [mappers.image_values(group.id, i) for i in group.images],
             )
 
     def update_status(self, group: ImageGroup) -> None:
-        self.session.execute(
+        self.conn.execute(
             update(ImageGroupRow)
             .where(ImageGroupRow.id == group.id.value)
             .values(status=group.status.value, attempt=group.attempt, updated_at=group.updated_at)
         )
 
-    def _load(self, where: Any, *, lock: bool) -> ImageGroup | None:
-        stmt = (
-            select(ImageGroupRow, ImageRow)
-            .outerjoin(ImageRow, ImageRow.image_group_id == ImageGroupRow.id)
-            .where(where)
-        )
-        if lock:
-            # FOR UPDATE OF image_groups: the outer join's nullable side cannot be locked.
-            stmt = stmt.with_for_update(of=ImageGroupRow)
-        rows = self.session.execute(stmt).all()
+    def _load(self, by: str, value: str, *, lock: bool) -> ImageGroup | None:
+        rows = self.conn.execute(_load_statement(by, lock), {"value": value}).all()
         if not rows:
             return None
-        images = [image for _, image in rows if image is not None]
-        return mappers.group_to_entity(rows[0][0], images)
+        images = [
+            Image(id=str(r.image_id), role=RoleName(r.role), image_name=r.image_name)
+            for r in rows
+            if r.image_id is not None
+        ]
+        return mappers.group_to_entity(rows[0], images)
 
     def find_by_id(self, group_id: ImageGroupId) -> ImageGroup | None:
-        return self._load(ImageGroupRow.id == group_id.value, lock=False)
+        return self._load("id", group_id.value, lock=False)
 
     def find_by_id_for_update(self, group_id: ImageGroupId) -> ImageGroup | None:
-        return self._load(ImageGroupRow.id == group_id.value, lock=True)
+        return self._load("id", group_id.value, lock=True)
 
     def find_by_job_id(self, job_id: str) -> ImageGroup | None:
-        return self._load(ImageGroupRow.job_id == job_id, lock=False)
+        return self._load("job_id", job_id, lock=False)
 
     def find_by_job_id_for_update(self, job_id: str) -> ImageGroup | None:
-        return self._load(ImageGroupRow.job_id == job_id, lock=True)
+        return self._load("job_id", job_id, lock=True)
 
     def list_by_status(
         self, status: ImageGroupStatus | None, *, limit: int, offset: int
     ) -> Page[ImageGroup]:
         where = [] if status is None else [ImageGroupRow.status == status.value]
-        total = self.session.scalar(select(func.count()).select_from(ImageGroupRow).where(*where))
-        rows = self.session.scalars(
+        total = self.conn.scalar(select(func.count()).select_from(ImageGroupRow).where(*where))
+        rows = self.conn.execute(
             select(ImageGroupRow)
             .where(*where)
             .order_by(ImageGroupRow.created_at.desc(), ImageGroupRow.id.desc())
@@ -101,46 +97,44 @@ class SqlImageGroupRepository:
             .offset(offset)
         ).all()
         ids = [r.id for r in rows]
-        images: dict[str, list[ImageRow]] = {i: [] for i in ids}
+        images: dict[str, list[Image]] = {i: [] for i in ids}
         if ids:
-            for image in self.session.scalars(
-                select(ImageRow).where(ImageRow.image_group_id.in_(ids))
+            for image in self.conn.execute(
+                select(ImageRow).where(ImageRow.image_group_id.in_(ids)).order_by(ImageRow.role)
             ):
-                images[image.image_group_id].append(image)
+                images[image.image_group_id].append(mappers.image_to_entity(image))
         items = [mappers.group_to_entity(r, images[r.id]) for r in rows]
         return Page(items=items, total=total or 0, limit=limit, offset=offset)
 
     def exists(self, group_id: ImageGroupId) -> bool:
-        found = self.session.scalar(
-            select(ImageGroupRow.id).where(ImageGroupRow.id == group_id.value)
-        )
+        found = self.conn.scalar(select(ImageGroupRow.id).where(ImageGroupRow.id == group_id.value))
         return found is not None
 
     def count_by_status(self) -> dict[ImageGroupStatus, int]:
-        rows = self.session.execute(
+        rows = self.conn.execute(
             select(ImageGroupRow.status, func.count()).group_by(ImageGroupRow.status)
         ).all()
         return {ImageGroupStatus(status): count for status, count in rows}
 
     def delete(self, group_id: ImageGroupId) -> None:
-        self.session.execute(delete(ImageGroupRow).where(ImageGroupRow.id == group_id.value))
+        self.conn.execute(delete(ImageGroupRow).where(ImageGroupRow.id == group_id.value))
 
 
 class SqlImageRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def save_batch(self, group_id: ImageGroupId, images: Sequence[Image]) -> None:
         if not images:
             return
-        stmt = insert_ignoring_conflicts(self.session, ImageRow)
+        stmt = insert_ignoring_conflicts(self.conn, ImageRow)
         values = [mappers.image_values(group_id, i) for i in images]
-        inserted = self.session.execute(stmt.values(values).returning(ImageRow.id)).all()
+        inserted = self.conn.execute(stmt.values(values).returning(ImageRow.id)).all()
         if len(inserted) != len(values):
             raise DuplicateImageGroupError(group_id.value, "", None)
 
     def find_by_image_group_id(self, group_id: ImageGroupId) -> list[Image]:
-        rows = self.session.scalars(
+        rows = self.conn.execute(
             select(ImageRow)
             .where(ImageRow.image_group_id == group_id.value)
             .order_by(ImageRow.role)
@@ -149,23 +143,23 @@ class SqlImageRepository:
 
 
 class SqlCatalogRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def reserve(self, reservation: CatalogReservation) -> bool:
-        stmt = insert_ignoring_conflicts(self.session, CatalogReservationRow)
+        stmt = insert_ignoring_conflicts(self.conn, CatalogReservationRow)
         values = mappers.reservation_values(reservation)
-        inserted = self.session.execute(
+        inserted = self.conn.execute(
             stmt.values(**values).returning(CatalogReservationRow.job_id)
         ).first()
         if inserted is not None:
             return True
         # Under READ COMMITTED this statement sees the winner once its insert has committed.
-        holder = self.session.scalar(
+        holder = self.conn.execute(
             select(CatalogReservationRow).where(
                 CatalogReservationRow.image_group_id == reservation.image_group_id.value
             )
-        )
+        ).first()
         if holder is not None and holder.job_id != reservation.job_id:
             raise DuplicateImageGroupError(
                 reservation.image_group_id.value, reservation.job_id, holder.job_id
@@ -180,8 +174,7 @@ class SqlCatalogRepository:
         return False
 
     def _find(self, job_id: str, *, lock: bool) -> CatalogReservation | None:
-        stmt = select(CatalogReservationRow).where(CatalogReservationRow.job_id == job_id)
-        row = self.session.scalar(stmt.with_for_update() if lock else stmt)
+        row = self.conn.execute(_reservation_statement(lock), {"job_id": job_id}).first()
         return None if row is None else mappers.reservation_to_entity(row)
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
@@ -192,20 +185,43 @@ class SqlCatalogRepository:
 
 
 class SqlHistoryRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def add(self, transitions: Sequence[Transition]) -> None:
         if transitions:
-            self.session.execute(
+            self.conn.execute(
                 insert(TransitionRow),
                 [mappers.transition_values(t) for t in transitions],
             )
 
     def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:
-        rows = self.session.scalars(
+        rows = self.conn.execute(
             select(TransitionRow)
             .where(TransitionRow.image_group_id == group_id.value)
             .order_by(TransitionRow.id)
         )
         return [mappers.transition_to_entity(r) for r in rows]
+
+
+@cache
+def _load_statement(by: str, lock: bool) -> Executable:
+    """The group with its images in one round trip; built once per shape, then reused."""
+    stmt = (
+        select(
+            ImageGroupRow,
+            ImageRow.id.label("image_id"),
+            ImageRow.role,
+            ImageRow.image_name,
+        )
+        .outerjoin(ImageRow, ImageRow.image_group_id == ImageGroupRow.id)
+        .where(getattr(ImageGroupRow, by) == bindparam("value"))
+    )
+    # FOR UPDATE OF image_groups: the outer join's nullable side cannot be locked.
+    return stmt.with_for_update(of=ImageGroupRow) if lock else stmt
+
+
+@cache
+def _reservation_statement(lock: bool) -> Executable:
+    stmt = select(CatalogReservationRow).where(CatalogReservationRow.job_id == bindparam("job_id"))
+    return stmt.with_for_update() if lock else stmt

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from domain import (
     DeadLetter,
@@ -32,14 +31,14 @@ from persistence.sql_common import dialect_insert, insert_ignoring_conflicts
 
 
 class SqlJobRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def upsert(self, job: JobRecord, at: datetime) -> None:
-        stmt = dialect_insert(self.session, JobRow).values(
+        stmt = dialect_insert(self.conn, JobRow).values(
             job_id=job.job_id, pipeline_phase=job.pipeline_phase.value, created_at=at, updated_at=at
         )
-        self.session.execute(
+        self.conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[JobRow.job_id],
                 set_={"pipeline_phase": stmt.excluded.pipeline_phase, "updated_at": at},
@@ -47,28 +46,28 @@ class SqlJobRepository:
         )
 
     def find(self, job_id: str) -> JobRecord | None:
-        row = self.session.get(JobRow, job_id)
+        row = self.conn.execute(select(JobRow).where(JobRow.job_id == job_id)).first()
         return None if row is None else JobRecord(row.job_id, PipelinePhase(row.pipeline_phase))
 
 
 class SqlStageRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def upsert(self, record: StageRecord) -> None:
         values = asdict(record)
         values["stage"] = record.stage.value
         values["state"] = record.state.value
-        stmt = dialect_insert(self.session, StageRow).values(**values)
+        stmt = dialect_insert(self.conn, StageRow).values(**values)
         changed = {k: getattr(stmt.excluded, k) for k in values if k not in ("job_id", "stage")}
-        self.session.execute(
+        self.conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[StageRow.job_id, StageRow.stage], set_=changed
             )
         )
 
     def find(self, job_id: str) -> list[StageRecord]:
-        rows = self.session.scalars(
+        rows = self.conn.execute(
             select(StageRow).where(StageRow.job_id == job_id).order_by(StageRow.updated_at)
         )
         return [
@@ -88,37 +87,37 @@ class SqlStageRepository:
 
 
 class SqlInboxRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def claim(self, event_id: str, task_name: str, outcome: str, at: datetime) -> bool:
         # A concurrent delivery of the same event waits here on the unique index until the
         # first commits, then finds the conflict: exactly one of them applies the event.
-        stmt = insert_ignoring_conflicts(self.session, ProcessedEventRow).values(
+        stmt = insert_ignoring_conflicts(self.conn, ProcessedEventRow).values(
             event_id=event_id, task_name=task_name, outcome=outcome, processed_at=at
         )
-        return self.session.execute(stmt.returning(ProcessedEventRow.event_id)).first() is not None
+        return self.conn.execute(stmt.returning(ProcessedEventRow.event_id)).first() is not None
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
-        self.session.execute(
+        self.conn.execute(
             update(ProcessedEventRow)
             .where(ProcessedEventRow.event_id == event_id)
             .values(outcome=outcome)
         )
 
     def count_by_outcome(self) -> dict[str, int]:
-        rows = self.session.execute(
+        rows = self.conn.execute(
             select(ProcessedEventRow.outcome, func.count()).group_by(ProcessedEventRow.outcome)
         ).all()
         return {outcome: count for outcome, count in rows}
 
 
 class SqlOutboxRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def add(self, message: OutboxMessage) -> None:
-        self.session.execute(
+        self.conn.execute(
             insert(OutboxRow).values(
                 event_id=message.event_id,
                 task_name=message.task_name,
@@ -146,31 +145,30 @@ class SqlOutboxRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        rows = self.session.scalars(
+        rows = self.conn.execute(
             update(OutboxRow)
             .where(OutboxRow.event_id.in_(candidates.scalar_subquery()))
             .values(lease_until=lease_until)
-            .returning(OutboxRow),
-            execution_options={"synchronize_session": False},
+            .returning(*OutboxRow.__table__.columns)
         ).all()
         return sorted((mappers.outbox_to_entity(r) for r in rows), key=lambda m: m.created_at)
 
     def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
         if event_ids:
-            self.session.execute(
+            self.conn.execute(
                 update(OutboxRow)
                 .where(OutboxRow.event_id.in_(list(event_ids)))
                 .values(sent_at=at, lease_until=None)
             )
 
     def pending(self) -> tuple[int, datetime | None]:
-        count, oldest = self.session.execute(
+        count, oldest = self.conn.execute(
             select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.sent_at.is_(None))
         ).one()
         return int(count), oldest
 
     def list_for_group(self, group_id: str) -> list[OutboxMessage]:
-        rows = self.session.scalars(
+        rows = self.conn.execute(
             select(OutboxRow)
             .where(OutboxRow.image_group_id == group_id)
             .order_by(OutboxRow.created_at, OutboxRow.event_id)
@@ -179,58 +177,56 @@ class SqlOutboxRepository:
 
 
 class SqlDeliveryRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def record_delivery(self, key: str, at: datetime) -> int:
-        stmt = dialect_insert(self.session, DeliveryRow).values(
+        stmt = dialect_insert(self.conn, DeliveryRow).values(
             key=key, attempts=1, first_at=at, last_at=at
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[DeliveryRow.key],
             set_={"attempts": DeliveryRow.attempts + 1, "last_at": at},
         )
-        return int(self.session.execute(stmt.returning(DeliveryRow.attempts)).scalar_one())
+        return int(self.conn.execute(stmt.returning(DeliveryRow.attempts)).scalar_one())
 
     def reset(self, key: str) -> None:
-        # A statement, not session.delete(): autoflush is off, and a record_delivery later in
-        # this transaction must already count from one.
-        self.session.execute(delete(DeliveryRow).where(DeliveryRow.key == key))
+        self.conn.execute(delete(DeliveryRow).where(DeliveryRow.key == key))
 
 
 class SqlDeadLetterRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     def add(self, letter: DeadLetter) -> int:
         values = asdict(letter)
         values.pop("id")
         values["status"] = letter.status.value
-        row = DeadLetterRow(**values)
-        self.session.add(row)
-        self.session.flush()
-        return row.id
+        inserted = self.conn.execute(
+            insert(DeadLetterRow).values(**values).returning(DeadLetterRow.id)
+        )
+        return int(inserted.scalar_one())
 
     def get(self, letter_id: int) -> DeadLetter | None:
-        row = self.session.get(DeadLetterRow, letter_id)
+        row = self.conn.execute(select(DeadLetterRow).where(DeadLetterRow.id == letter_id)).first()
         return None if row is None else mappers.dead_letter_to_entity(row)
 
     def list(self, status: DeadLetterStatus | None = None) -> list[DeadLetter]:
         stmt = select(DeadLetterRow).order_by(DeadLetterRow.id)
         if status is not None:
             stmt = stmt.where(DeadLetterRow.status == status.value)
-        return [mappers.dead_letter_to_entity(r) for r in self.session.scalars(stmt)]
+        return [mappers.dead_letter_to_entity(r) for r in self.conn.execute(stmt)]
 
     def set_status(self, letter_id: int, status: DeadLetterStatus, at: datetime) -> None:
         values: dict[str, object] = {"status": status.value}
         if status is DeadLetterStatus.REPLAYED:
             values["replayed_at"] = at
-        self.session.execute(
+        self.conn.execute(
             update(DeadLetterRow).where(DeadLetterRow.id == letter_id).values(**values)
         )
 
     def count(self, status: DeadLetterStatus) -> int:
-        total = self.session.scalar(
+        total = self.conn.scalar(
             select(func.count())
             .select_from(DeadLetterRow)
             .where(DeadLetterRow.status == status.value)

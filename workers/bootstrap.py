@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from domain import OutboxMessage, UnitOfWork
-from persistence.db import make_engine, make_session_factory
+from persistence.db import make_engine
 from persistence.uow import SqlUnitOfWork
 from workers.handlers import Deps
 from workers.relay import OutboxRelay
@@ -97,9 +97,8 @@ def _build(settings: Settings) -> Runtime:
     from workers.celery_app import app
 
     engine = make_engine(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms)
-    factory = make_session_factory(engine)
     deps = Deps(
-        new_uow=lambda: SqlUnitOfWork(factory),
+        new_uow=lambda: SqlUnitOfWork(engine),
         clock=utcnow,
         new_id=new_id,
         auto_advance=settings.auto_advance,

@@ -6,11 +6,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, text
 
 from domain import UnitOfWork
-from persistence.db import make_engine, make_session_factory
+from persistence.db import make_engine
 from persistence.memory import MemoryState, MemoryUnitOfWork
 from persistence.migrate import upgrade
 from persistence.models import Base
@@ -26,39 +25,39 @@ ALL_BACKENDS = ["memory", "postgresql", "sqlite"]
 
 
 @pytest.fixture(scope="session")
-def postgresql_sessions() -> Iterator[sessionmaker[Session]]:
+def postgresql_sessions() -> Iterator[Engine]:
     with fresh_database("contract") as url:
         upgrade(url)
         engine = make_engine(url, lock_timeout_ms=5000)
         try:
-            yield make_session_factory(engine)
+            yield engine
         finally:
             engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def sqlite_sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
+def sqlite_sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     path: Path = tmp_path_factory.mktemp("contract") / "contract.db"
     url = f"sqlite+pysqlite:///{path}"
     upgrade(url)
     engine = make_engine(url, lock_timeout_ms=5000)
     try:
-        yield make_session_factory(engine)
+        yield engine
     finally:
         engine.dispose()
 
 
-def _emptied(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+def _emptied(engine: Engine) -> Engine:
     """Start each test from empty tables (done before, so a failed test cannot leak rows)."""
     tables = Base.metadata.sorted_tables
-    with sessions() as session, session.begin():
-        if session.get_bind().dialect.name == "postgresql":
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
             names = ", ".join(t.name for t in tables)
-            session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         else:
             for table in reversed(tables):
-                session.execute(table.delete())
-    return sessions
+                conn.execute(table.delete())
+    return engine
 
 
 def _backend(request: pytest.FixtureRequest) -> NewUow:

@@ -18,7 +18,7 @@ import redis
 from celery import Celery
 
 from domain import ImageGroup, ImageGroupId, UnitOfWork
-from persistence.db import make_engine, make_session_factory
+from persistence.db import make_engine
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
 
@@ -79,7 +79,6 @@ class Stack:
         self.redis = redis.Redis.from_url(self.broker_url)
         self.redis.flushdb()
         self.engine = make_engine(self.database_url)
-        self.session_factory = make_session_factory(self.engine)
         self.client = Celery("test-client", broker=self.broker_url, backend=self.result_url)
         self.client.conf.update(
             task_serializer="json", accept_content=["json"], result_accept_content=["json"]
@@ -145,7 +144,7 @@ class Stack:
         return self.run(["imagegroups", *args], check=check)
 
     def uow(self) -> UnitOfWork:
-        return SqlUnitOfWork(self.session_factory)
+        return SqlUnitOfWork(self.engine)
 
     def group(self, group_id: str) -> ImageGroup | None:
         with self.uow() as uow:

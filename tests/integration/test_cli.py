@@ -20,7 +20,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from domain import DeadLetter, DeadLetterStatus, ImageGroupId, UnitOfWork
-from persistence.db import make_engine, make_session_factory
+from persistence.db import make_engine
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
 from workers import handlers, publishing
@@ -69,7 +69,7 @@ class Env:
         return run_cli(self.database_url, list(argv), **env)
 
     def uow(self) -> UnitOfWork:
-        return SqlUnitOfWork(make_session_factory(self.engine))
+        return SqlUnitOfWork(self.engine)
 
     def status(self, group_id: str) -> tuple[str, int]:
         with self.uow() as uow:
@@ -139,7 +139,7 @@ def queued(client: redis.Redis, queue: str) -> list[tuple[dict[str, Any], dict[s
 
 def seed(engine: Engine) -> dict[str, Seeded]:
     """Five groups, oldest first: FAILED, DEPLOYING, BUILT, PASSED, BUILT."""
-    clock, factory = Clock(), make_session_factory(engine)
+    clock, factory = Clock(), engine
 
     def deps(auto: bool) -> handlers.Deps:
         return handlers.Deps(lambda: SqlUnitOfWork(factory), clock, lambda: str(uuid.uuid4()), auto)

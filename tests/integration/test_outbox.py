@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from domain import OutboxMessage, UnitOfWork
-from persistence.db import make_engine, make_session_factory
+from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.integration.flow import follow_ons
@@ -42,7 +42,7 @@ def new_uow() -> Iterator[Callable[[], UnitOfWork]]:
     with fresh_database("outbox") as url:
         upgrade(url)
         engine = make_engine(url)
-        factory = make_session_factory(engine)
+        factory = engine
         yield lambda: SqlUnitOfWork(factory)
         engine.dispose()
 

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session, sessionmaker
 
 from domain import (
     CatalogReservation,
@@ -20,7 +19,7 @@ from domain import (
     ImageGroupId,
     RoleName,
 )
-from persistence.db import make_engine, make_session_factory
+from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
@@ -35,7 +34,7 @@ WAIT_LIMIT = 20.0
 @dataclass(frozen=True)
 class Database:
     engine: Engine
-    sessions: sessionmaker[Session]
+    sessions: Engine
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def db() -> Iterator[Database]:
         upgrade(url)
         engine = make_engine(url, pool_size=N)
         try:
-            yield Database(engine, make_session_factory(engine))
+            yield Database(engine, engine)
         finally:
             engine.dispose()
 
@@ -78,8 +77,8 @@ def race(db: Database, attempt: Callable[[SqlUnitOfWork, str], None]) -> Race:
 
     def contender(i: int) -> None:
         try:
+            # Entering connects already, so all threads start from the line together.
             with SqlUnitOfWork(db.sessions) as uow:
-                uow.session.connection()  # connected before the start, so all go together
                 start_line.wait(WAIT_LIMIT)
                 attempt(uow, jobs[i])
                 uow.commit()

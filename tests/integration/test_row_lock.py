@@ -14,7 +14,6 @@ import psycopg.errors
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from domain import (
     CatalogReservation,
@@ -24,7 +23,7 @@ from domain import (
     ImageGroupStatus,
     RoleName,
 )
-from persistence.db import make_engine, make_session_factory
+from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
@@ -42,7 +41,7 @@ WAIT_LIMIT = 10.0
 class Database:
     url: str
     engine: Engine
-    sessions: sessionmaker[Session]
+    sessions: Engine
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,7 @@ def db() -> Iterator[Database]:
         upgrade(url)
         engine = make_engine(url, lock_timeout_ms=5000)
         try:
-            yield Database(url, engine, make_session_factory(engine))
+            yield Database(url, engine, engine)
         finally:
             engine.dispose()
 
@@ -136,7 +135,7 @@ def holder(db: Database, timeline: Timeline, work: Callable[[SqlUnitOfWork], Non
 def waiter(db: Database, timeline: Timeline, work: Callable[[SqlUnitOfWork], T]) -> T:
     """Thread B: take the same lock in `work` (which must wait for A) and note when it got it."""
     with SqlUnitOfWork(db.sessions) as uow:
-        timeline.b_pid = uow.session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        timeline.b_pid = uow.connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
         timeline.b_asking.set()
         timeline.b_started = time.monotonic()
         seen = work(uow)
@@ -245,7 +244,7 @@ def test_a_lock_held_too_long_fails_with_lock_not_available_instead_of_hanging(
     try:
         with SqlUnitOfWork(db.sessions) as holding:
             assert LOCKS[lock](holding, job.job_id) is not None
-            with SqlUnitOfWork(make_session_factory(impatient)) as other:
+            with SqlUnitOfWork(impatient) as other:
                 started = time.monotonic()
                 with pytest.raises(OperationalError) as refused:
                     LOCKS[lock](other, job.job_id)
