@@ -76,6 +76,9 @@ class JobRepository(Protocol):
 class StageRepository(Protocol):
     def upsert(self, record: StageRecord) -> None: ...
 
+    def upsert_many(self, records: Sequence[StageRecord]) -> None:
+        """Several stages of a transaction in one statement."""
+
     def find(self, job_id: str) -> list[StageRecord]: ...
 
 

@@ -177,6 +177,10 @@ class MemoryStageRepository:
     def upsert(self, record: StageRecord) -> None:
         self.state.stages[(record.job_id, record.stage.value)] = record
 
+    def upsert_many(self, records: Sequence[StageRecord]) -> None:
+        for record in records:
+            self.upsert(record)
+
     def find(self, job_id: str) -> list[StageRecord]:
         found = [r for (job, _), r in self.state.stages.items() if job == job_id]
         return sorted(found, key=lambda r: r.updated_at)

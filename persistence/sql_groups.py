@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
-from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Executable, bindparam, delete, func, select
 
 from domain import (
     CatalogReservation,
@@ -19,7 +19,7 @@ from domain import (
     RoleName,
     Transition,
 )
-from persistence import mappers
+from persistence import mappers, statements
 from persistence.models import (
     CatalogReservationRow,
     ImageGroupRow,
@@ -34,9 +34,8 @@ class SqlImageGroupRepository:
         self.conn = conn
 
     def save(self, group: ImageGroup) -> None:
-        stmt = insert_ignoring_conflicts(self.conn, ImageGroupRow)
         inserted = self.conn.execute(
-            stmt.values(**mappers.group_values(group)).returning(ImageGroupRow.id)
+            statements.insert_group(self.conn.dialect.name), mappers.group_values(group)
         ).first()
         if inserted is None:
             held = self.conn.scalar(
@@ -50,16 +49,17 @@ class SqlImageGroupRepository:
             raise ImageGroupMismatchError(group.job_id, mine, group.id.value)
         if group.images:
             self.conn.execute(
-                insert(ImageRow),
-                [mappers.image_values(group.id, i) for i in group.images],
+                statements.INSERT_IMAGES, [mappers.image_values(group.id, i) for i in group.images]
             )
 
     def update_status(self, group: ImageGroup) -> None:
-        self.conn.execute(
-            update(ImageGroupRow)
-            .where(ImageGroupRow.id == group.id.value)
-            .values(status=group.status.value, attempt=group.attempt, updated_at=group.updated_at)
-        )
+        values = {
+            "b_id": group.id.value,
+            "b_status": group.status.value,
+            "b_attempt": group.attempt,
+            "b_updated_at": group.updated_at,
+        }
+        self.conn.execute(statements.UPDATE_GROUP_STATUS, values)
 
     def _load(self, by: str, value: str, *, lock: bool) -> ImageGroup | None:
         rows = self.conn.execute(_load_statement(by, lock), {"value": value}).all()
@@ -191,8 +191,7 @@ class SqlHistoryRepository:
     def add(self, transitions: Sequence[Transition]) -> None:
         if transitions:
             self.conn.execute(
-                insert(TransitionRow),
-                [mappers.transition_values(t) for t in transitions],
+                statements.INSERT_HISTORY, [mappers.transition_values(t) for t in transitions]
             )
 
     def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:

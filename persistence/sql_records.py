@@ -18,7 +18,7 @@ from domain import (
     StageRecord,
     StageState,
 )
-from persistence import mappers
+from persistence import mappers, statements
 from persistence.models import (
     DeadLetterRow,
     DeliveryRow,
@@ -27,7 +27,7 @@ from persistence.models import (
     ProcessedEventRow,
     StageRow,
 )
-from persistence.sql_common import dialect_insert, insert_ignoring_conflicts
+from persistence.sql_common import dialect_insert
 
 
 class SqlJobRepository:
@@ -35,15 +35,13 @@ class SqlJobRepository:
         self.conn = conn
 
     def upsert(self, job: JobRecord, at: datetime) -> None:
-        stmt = dialect_insert(self.conn, JobRow).values(
-            job_id=job.job_id, pipeline_phase=job.pipeline_phase.value, created_at=at, updated_at=at
-        )
-        self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[JobRow.job_id],
-                set_={"pipeline_phase": stmt.excluded.pipeline_phase, "updated_at": at},
-            )
-        )
+        values = {
+            "job_id": job.job_id,
+            "pipeline_phase": job.pipeline_phase.value,
+            "created_at": at,
+            "updated_at": at,
+        }
+        self.conn.execute(statements.upsert_job(self.conn.dialect.name), values)
 
     def find(self, job_id: str) -> JobRecord | None:
         row = self.conn.execute(select(JobRow).where(JobRow.job_id == job_id)).first()
@@ -55,16 +53,17 @@ class SqlStageRepository:
         self.conn = conn
 
     def upsert(self, record: StageRecord) -> None:
-        values = asdict(record)
-        values["stage"] = record.stage.value
-        values["state"] = record.state.value
-        stmt = dialect_insert(self.conn, StageRow).values(**values)
-        changed = {k: getattr(stmt.excluded, k) for k in values if k not in ("job_id", "stage")}
-        self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[StageRow.job_id, StageRow.stage], set_=changed
-            )
-        )
+        self.upsert_many([record])
+
+    def upsert_many(self, records: Sequence[StageRecord]) -> None:
+        rows = []
+        for record in records:
+            values = asdict(record)
+            values["stage"] = record.stage.value
+            values["state"] = record.state.value
+            rows.append(values)
+        if rows:
+            self.conn.execute(statements.upsert_stage(self.conn.dialect.name), rows)
 
     def find(self, job_id: str) -> list[StageRecord]:
         rows = self.conn.execute(
@@ -93,10 +92,14 @@ class SqlInboxRepository:
     def claim(self, event_id: str, task_name: str, outcome: str, at: datetime) -> bool:
         # A concurrent delivery of the same event waits here on the unique index until the
         # first commits, then finds the conflict: exactly one of them applies the event.
-        stmt = insert_ignoring_conflicts(self.conn, ProcessedEventRow).values(
-            event_id=event_id, task_name=task_name, outcome=outcome, processed_at=at
-        )
-        return self.conn.execute(stmt.returning(ProcessedEventRow.event_id)).first() is not None
+        values = {
+            "event_id": event_id,
+            "task_name": task_name,
+            "outcome": outcome,
+            "processed_at": at,
+        }
+        claimed = self.conn.execute(statements.claim_event(self.conn.dialect.name), values)
+        return claimed.first() is not None
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
         self.conn.execute(
@@ -118,15 +121,16 @@ class SqlOutboxRepository:
 
     def add(self, message: OutboxMessage) -> None:
         self.conn.execute(
-            insert(OutboxRow).values(
-                event_id=message.event_id,
-                task_name=message.task_name,
-                queue=message.queue,
-                body=message.body,
-                image_group_id=message.image_group_id,
-                created_at=message.created_at,
-                sent_at=message.sent_at,
-            )
+            statements.INSERT_OUTBOX,
+            {
+                "event_id": message.event_id,
+                "task_name": message.task_name,
+                "queue": message.queue,
+                "body": message.body,
+                "image_group_id": message.image_group_id,
+                "created_at": message.created_at,
+                "sent_at": message.sent_at,
+            },
         )
 
     def claim_unsent(

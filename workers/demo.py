@@ -262,20 +262,18 @@ def _where(setup: Setup, example: str) -> str:
 
 
 @cache
-def _simulator_app() -> Celery:
-    # One per process: its tasks are shared, so a second app would register them again.
-    return simulator.make_app()
+def _register_simulator() -> None:
+    simulator.register(app)  # once per process: the stand-in pipeline's tasks on our app
 
 
 def _workers(setup: Setup) -> list[EmbeddedWorker]:
-    sim = _simulator_app()
-    apply_celery_conf(setup, sim)
+    # One embedded worker for all four queues: two workers in one process would share
+    # kombu's event loop, and on Redis one's shutdown closes sockets the other still polls.
+    _register_simulator()
     # SQLite takes its write lock per transaction: a second event thread would only wait.
     pool, threads = ("solo", 1) if is_sqlite(setup.settings.database_url) else ("threads", 4)
-    return [
-        EmbeddedWorker(app, "events", [EVENTS_QUEUE], pool, threads),
-        EmbeddedWorker(sim, "simulator", simulator.PIPELINE_QUEUES, "threads", 4),
-    ]
+    queues = [EVENTS_QUEUE, *simulator.PIPELINE_QUEUES]
+    return [EmbeddedWorker(app, "worker", queues, pool, threads)]
 
 
 def _prepare(setup: Setup) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from domain import (
     CatalogNotParsedError,
     CatalogReservation,
+    DuplicateImageGroupError,
     GroupNotCreatedError,
     ImageGroup,
     ImageGroupId,
@@ -95,8 +96,9 @@ def handle_stage_finished(event: StageFinishedEvent, *, deps: Deps) -> Result:
             uow.inbox.set_outcome(event_id, "stale")
             uow.commit()
             return Result(Outcome("stale", event_id, stale.image_group_id, detail=str(stale)))
-        _record_stage_result(uow, event, stage, group, now)
-        messages = _persist(uow, group, Cause(event_id, _opt(event.correlation_id)), deps, now)
+        result = _stage_result(event, stage, group, now)
+        cause = Cause(event_id, _opt(event.correlation_id))
+        messages = _persist(uow, group, cause, deps, now, stages=[result])
         uow.commit()
     group_id = None if group is None else group.id.value
     status = None if group is None else group.status
@@ -113,10 +115,8 @@ def _apply_build_result(
     if reservation is None:
         raise CatalogNotParsedError(job_id)
     _check_group_id(job_id, reservation.image_group_id.value, event.payload.image_group_id)
-    existing = uow.groups.find_by_job_id(job_id)
-    if existing is not None:
-        raise StaleResultError(existing.id.value, existing.status, stage, "group already built")
     if event.payload.outcome == StageOutcome.FAILED.value:
+        _refuse_if_built(uow, job_id, stage)
         return None
     group = ImageGroup.create(
         reservation.image_group_id,
@@ -127,9 +127,20 @@ def _apply_build_result(
     )
     if deps.auto_advance:
         group.start_deploy(event_id=event_id, at=now)
-    uow.groups.save(group)
+    try:
+        # Insert first: the usual case costs no look-up; a conflict means already built.
+        uow.groups.save(group)
+    except DuplicateImageGroupError:
+        _refuse_if_built(uow, job_id, stage)
+        raise
     uow.jobs.upsert(JobRecord(job_id, PipelinePhase.DEPLOY), now)
     return group
+
+
+def _refuse_if_built(uow: UnitOfWork, job_id: str, stage: StageName) -> None:
+    existing = uow.groups.find_by_job_id(job_id)
+    if existing is not None:
+        raise StaleResultError(existing.id.value, existing.status, stage, "group already built")
 
 
 def _apply_stage_result(
@@ -154,53 +165,57 @@ def _check_group_id(job_id: str, actual: str, given: str | None) -> None:
         raise ImageGroupMismatchError(job_id, actual, given)
 
 
-def _record_stage_result(
-    uow: UnitOfWork,
-    event: StageFinishedEvent,
-    stage: StageName,
-    group: ImageGroup | None,
-    now: datetime,
-) -> None:
+def _stage_result(
+    event: StageFinishedEvent, stage: StageName, group: ImageGroup | None, now: datetime
+) -> StageRecord:
     p = event.payload
     event_id, job_id = event.ids()
-    uow.stages.upsert(
-        StageRecord(
-            job_id=job_id,
-            stage=stage,
-            state=StageState(p.outcome),
-            attempt=p.attempt or (1 if group is None else group.attempt),
-            event_id=event_id,
-            updated_at=now,
-            result_detail=p.result_detail,
-            error_code=p.error_code,
-            error_summary=p.error_summary,
-        )
+    return StageRecord(
+        job_id=job_id,
+        stage=stage,
+        state=StageState(p.outcome),
+        attempt=p.attempt or (1 if group is None else group.attempt),
+        event_id=event_id,
+        updated_at=now,
+        result_detail=p.result_detail,
+        error_code=p.error_code,
+        error_summary=p.error_summary,
     )
 
 
 def _persist(
-    uow: UnitOfWork, group: ImageGroup | None, cause: Cause, deps: Deps, now: datetime
+    uow: UnitOfWork,
+    group: ImageGroup | None,
+    cause: Cause,
+    deps: Deps,
+    now: datetime,
+    stages: list[StageRecord] | None = None,
 ) -> list[OutboxMessage]:
-    """History rows and outbox rows, in the caller's transaction."""
-    if group is None:
-        return []
-    uow.history.add(group.new_transitions)
-    messages = []
-    for request in group.new_requests:
-        message = request_message(group, request, cause=cause, event_id=deps.new_id(), at=now)
-        uow.outbox.add(message)
-        uow.stages.upsert(
-            StageRecord(
-                job_id=group.job_id,
-                stage=request.stage,
-                state=StageState.REQUESTED,
-                attempt=request.attempt,
-                event_id=message.event_id,
-                updated_at=now,
-            )
-        )
-        messages.append(message)
+    """History, outbox and stage rows, in the caller's transaction."""
+    stages = list(stages or [])
+    messages: list[OutboxMessage] = []
+    if group is not None:
+        uow.history.add(group.new_transitions)
+        for request in group.new_requests:
+            message = request_message(group, request, cause=cause, event_id=deps.new_id(), at=now)
+            uow.outbox.add(message)
+            messages.append(message)
+            stages.append(_requested(group, request.stage, request.attempt, message, now))
+    uow.stages.upsert_many(stages)
     return messages
+
+
+def _requested(
+    group: ImageGroup, stage: StageName, attempt: int, message: OutboxMessage, now: datetime
+) -> StageRecord:
+    return StageRecord(
+        job_id=group.job_id,
+        stage=stage,
+        state=StageState.REQUESTED,
+        attempt=attempt,
+        event_id=message.event_id,
+        updated_at=now,
+    )
 
 
 def request_stage(group_id: str, stage: StageName, *, deps: Deps) -> Result:
