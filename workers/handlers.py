@@ -112,10 +112,13 @@ def _apply_build_result(
     # Lock order everywhere: reservation row, then group row. The reservation lock
     # serialises the creation of the job's group, which has no row to lock yet.
     reservation = uow.catalogs.find_by_job_id_for_update(job_id)
-    if reservation is None:
-        raise CatalogNotParsedError(job_id)
-    _check_group_id(job_id, reservation.image_group_id.value, event.payload.image_group_id)
-    if event.payload.outcome == StageOutcome.FAILED.value:
+    failed = event.payload.outcome == StageOutcome.FAILED.value
+    if reservation is None and not failed:
+        raise CatalogNotParsedError(job_id)  # the catalog may still be on its way
+    if reservation is not None:
+        _check_group_id(job_id, reservation.image_group_id.value, event.payload.image_group_id)
+    if failed or reservation is None:
+        # A failed build needs no catalog: the stage is recorded failed and no group exists.
         _refuse_if_built(uow, job_id, stage)
         return None
     group = ImageGroup.create(

@@ -398,6 +398,14 @@ def test_build_result_before_its_catalog_is_a_transient_error_and_stores_nothing
     assert _snapshot(world.state) == before
 
 
+def test_a_failed_build_before_any_catalog_is_recorded_without_a_group(world: World) -> None:
+    result = world.stage("build-image", "failed")
+
+    assert result.outcome.outcome == "applied"
+    assert world.state.groups == {}
+    assert world.stage_row(StageName.BUILD_IMAGE).state is StageState.FAILED
+
+
 def test_a_build_result_after_the_group_exists_is_stale(world: World) -> None:
     world.catalog()
     world.stage("build-image", "succeeded")
