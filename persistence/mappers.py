@@ -18,6 +18,9 @@ from domain import (
     ImageGroupStatus,
     OutboxMessage,
     RoleName,
+    StageName,
+    StageRecord,
+    StageState,
     Transition,
 )
 
@@ -130,4 +133,18 @@ def dead_letter_to_entity(row: Any) -> DeadLetter:
         last_failed_at=row.last_failed_at,
         replay_of=row.replay_of,
         replayed_at=row.replayed_at,
+    )
+
+
+def stage_to_entity(row: Any) -> StageRecord:
+    return StageRecord(
+        job_id=row.job_id,
+        stage=StageName(row.stage),
+        state=StageState(row.state),
+        attempt=row.attempt,
+        event_id=row.event_id,
+        updated_at=row.updated_at,
+        result_detail=row.result_detail,
+        error_code=row.error_code,
+        error_summary=row.error_summary,
     )

@@ -14,9 +14,7 @@ from domain import (
     JobRecord,
     OutboxMessage,
     PipelinePhase,
-    StageName,
     StageRecord,
-    StageState,
 )
 from persistence import mappers, statements
 from persistence.models import (
@@ -69,20 +67,7 @@ class SqlStageRepository:
         rows = self.conn.execute(
             select(StageRow).where(StageRow.job_id == job_id).order_by(StageRow.updated_at)
         )
-        return [
-            StageRecord(
-                job_id=r.job_id,
-                stage=StageName(r.stage),
-                state=StageState(r.state),
-                attempt=r.attempt,
-                event_id=r.event_id,
-                updated_at=r.updated_at,
-                result_detail=r.result_detail,
-                error_code=r.error_code,
-                error_summary=r.error_summary,
-            )
-            for r in rows
-        ]
+        return [mappers.stage_to_entity(r) for r in rows]
 
 
 class SqlInboxRepository:
