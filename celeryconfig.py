@@ -21,6 +21,8 @@ task_reject_on_worker_lost = True
 task_acks_on_failure_or_timeout = True
 # Handlers take milliseconds; a small prefetch keeps redeliveries after a crash few.
 worker_prefetch_multiplier = 4
+# A handler that somehow hangs is killed; its message is redelivered and counted.
+task_time_limit = 300
 
 # Redis re-delivers unacked messages after the visibility timeout. Celery reads it from
 # both option sets; retry delays (capped by IMAGEGROUPS_RETRY_BACKOFF_MAX) stay far below it.

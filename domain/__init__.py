@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from domain.catalog import CatalogReservation
 from domain.errors import (
+    CatalogConflictError,
     CatalogNotParsedError,
     DomainError,
     DuplicateImageGroupError,
@@ -65,6 +66,7 @@ __all__ = [
     "FLOW_ORDER",
     "MAX_ID_LENGTH",
     "STAGE_FLOW",
+    "CatalogConflictError",
     "CatalogNotParsedError",
     "CatalogRepository",
     "CatalogReservation",

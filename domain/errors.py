@@ -68,6 +68,18 @@ class StaleResultError(DomainError):
         )
 
 
+class CatalogConflictError(DomainError):
+    """The job's id is reserved already, for a catalog with other roles or images."""
+
+    def __init__(self, image_group_id: str, job_id: str) -> None:
+        self.image_group_id = image_group_id
+        self.job_id = job_id
+        super().__init__(
+            f"job {job_id} already reserved image group {image_group_id!r} for a catalog with "
+            "other roles or images; the first catalog stands"
+        )
+
+
 class CatalogNotParsedError(DomainError):
     """A build result arrived before its catalog; the catalog may still be on its way."""
 

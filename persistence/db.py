@@ -22,7 +22,18 @@ def make_engine(url: str, *, lock_timeout_ms: int = 5000, pool_size: int = 5) ->
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
+        connect_args={
+            "options": (
+                f"-c lock_timeout={lock_timeout_ms}"
+                " -c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000"
+            ),
+            # A half-open connection (failover, cut network) fails in seconds, not hours.
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
     )
 
 

@@ -78,7 +78,7 @@ class ImageRow(Base):
     id: Mapped[str] = mapped_column(Uuid(as_uuid=False), primary_key=True)
     image_group_id: Mapped[str] = mapped_column(ForeignKey("image_groups.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(128))
-    image_name: Mapped[str] = mapped_column(String(255))
+    image_name: Mapped[str] = mapped_column(Text)
 
 
 class JobRow(Base):
@@ -102,8 +102,8 @@ class CatalogReservationRow(Base):
     job_id: Mapped[str] = mapped_column(String(36), unique=True)
     roles: Mapped[list[str]] = mapped_column(JsonDoc)
     role_images: Mapped[dict[str, str]] = mapped_column(JsonDoc)
-    catalog_name: Mapped[str | None] = mapped_column(String(255))
-    catalog_version: Mapped[str | None] = mapped_column(String(255))
+    catalog_name: Mapped[str | None] = mapped_column(Text)
+    catalog_version: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -116,7 +116,7 @@ class StageRow(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     event_id: Mapped[str] = mapped_column(String(36))
     result_detail: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
-    error_code: Mapped[str | None] = mapped_column(String(255))
+    error_code: Mapped[str | None] = mapped_column(Text)
     error_summary: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

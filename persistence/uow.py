@@ -62,9 +62,12 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # Whatever was not committed is rolled back; close() returns the connection.
-        self.connection.rollback()
-        self.connection.close()
+        # Whatever was not committed is rolled back; close() returns the connection even
+        # when the rollback fails on a dead connection.
+        try:
+            self.connection.rollback()
+        finally:
+            self.connection.close()
 
     def commit(self) -> None:
         self.connection.commit()

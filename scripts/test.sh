@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/bootstrap.sh test 2>&1 | grep -v "^WARNING: Location" >&2 || true
+scripts/bootstrap.sh test 2>&1 | { grep -v "^WARNING: Location" >&2 || true; }
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "test.sh: installing the project failed" >&2; exit 1; }
 export PATH="$PWD/.venv/bin:$PATH"
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ class Runtime:
 
 
 _runtime: Runtime | None = None
+_building = threading.RLock()
 _settings_override: Settings | None = None
 _batch_marks = False
 
@@ -86,11 +88,15 @@ def reset(*, after_fork: bool = False) -> None:
 
 def runtime() -> Runtime:
     global _runtime
-    if _runtime is None or _runtime.pid != os.getpid():
-        if _runtime is not None:
-            _runtime.engine.dispose(close=False)
-        _runtime = _build(_settings_override or get_settings())
-    return _runtime
+    current = _runtime
+    if current is not None and current.pid == os.getpid():
+        return current
+    with _building:  # threads (sweeper, consumer, a threads pool) must share one engine
+        if _runtime is None or _runtime.pid != os.getpid():
+            if _runtime is not None:
+                _runtime.engine.dispose(close=False)
+            _runtime = _build(_settings_override or get_settings())
+        return _runtime
 
 
 def _build(settings: Settings) -> Runtime:

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
+from vine import promise
 
 from workers import dead_letters
 from workers.bootstrap import runtime, utcnow
@@ -32,6 +33,25 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     If the store fails (database down) the message stays unacked and Redis brings it
     back after the visibility timeout: nothing is lost, and nothing spins on it.
     """
+
+    def create_task_handler(self, promise: Any = promise) -> Any:
+        handle = super().create_task_handler(promise)
+        connection_errors = tuple(self.connection_errors)
+
+        def on_task_received(message: Any) -> Any:
+            # Celery catches only a few errors here; anything else (e.g. a body that is not
+            # [args, kwargs, embed]) would escape and stop the consumer for every message.
+            try:
+                return handle(message)
+            except connection_errors:
+                raise
+            except Exception as exc:
+                error = InvalidTaskMessageError(f"{type(exc).__name__}: {exc}")
+                if _store(message, error):
+                    message.reject_log_error(log, connection_errors)
+                return None
+
+        return on_task_received
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         if _store(message, UndecodableMessageError(f"{type(exc).__name__}: {exc}")):

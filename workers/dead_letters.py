@@ -38,11 +38,11 @@ def store(
 ) -> int:
     letter = DeadLetter(
         id=None,
-        task_name=_text(task_name),
-        event_id=None if event_id is None else _text(event_id),
+        task_name=_text(task_name, 255),
+        event_id=None if event_id is None else _text(event_id, 64),
         body=_text(body),
-        content_type=content_type,
-        error_type=type(exc).__name__,
+        content_type=None if content_type is None else _text(content_type, 128),
+        error_type=_text(type(exc).__name__, 128),
         error_message=_text(str(exc)),
         traceback=_text("".join(traceback.format_exception(exc))),
         attempts=attempts,
@@ -57,9 +57,13 @@ def store(
     return letter_id
 
 
-def _text(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; a dead letter must never fail to store because of it.
-    return value.replace("\x00", "\\x00")
+def _text(value: str, limit: int | None = None) -> str:
+    """Text any database stores: no NUL, no lone surrogates, within the column's length.
+
+    A dead letter must never fail to store because of what the bad message contained.
+    """
+    clean = value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return clean if limit is None else clean[:limit]
 
 
 def body_text(raw: bytes | str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from domain import (
+    CatalogConflictError,
     CatalogNotParsedError,
     CatalogReservation,
     DuplicateImageGroupError,
@@ -74,10 +75,18 @@ def handle_catalog_parsed(event: CatalogParsedEvent, *, deps: Deps) -> Result:
             uow.jobs.upsert(JobRecord(job_id, PipelinePhase.BUILD), now)
             outcome = Outcome("applied", event_id, p.image_group_id)
         else:
+            _refuse_a_different_catalog(uow, reservation)
             uow.inbox.set_outcome(event_id, "duplicate")
             outcome = Outcome("duplicate", event_id, p.image_group_id, detail="already reserved")
         uow.commit()
     return Result(outcome)
+
+
+def _refuse_a_different_catalog(uow: UnitOfWork, reservation: CatalogReservation) -> None:
+    """The same catalog again is a no-op; another one for the same id must not pass silently."""
+    held = uow.catalogs.find_by_job_id(reservation.job_id)
+    if held is not None and not held.same_catalog(reservation):
+        raise CatalogConflictError(reservation.image_group_id.value, reservation.job_id)
 
 
 def handle_stage_finished(event: StageFinishedEvent, *, deps: Deps) -> Result:
@@ -154,6 +163,8 @@ def _apply_stage_result(
     if group is None:
         raise GroupNotCreatedError(job_id=job_id)
     _check_group_id(job_id, group.id.value, event.payload.image_group_id)
+    if event.payload.attempt is None and event.payload.request_event_id is not None:
+        _refuse_an_old_request(uow, group, stage, str(event.payload.request_event_id))
     outcome = StageOutcome(event.payload.outcome)
     group.finish(stage, outcome, attempt=event.payload.attempt, event_id=event_id, at=now)
     follow = next_stage(group.status)
@@ -161,6 +172,24 @@ def _apply_stage_result(
         group.start(follow, event_id=event_id, at=now)
     uow.groups.update_status(group)
     return group
+
+
+def _refuse_an_old_request(
+    uow: UnitOfWork, group: ImageGroup, stage: StageName, request_event_id: str
+) -> None:
+    """Without an attempt, the request it answers tells an old result from the current one."""
+    for record in uow.stages.find(group.job_id):
+        if (
+            record.stage is stage
+            and record.state is StageState.REQUESTED
+            and record.event_id != request_event_id
+        ):
+            raise StaleResultError(
+                group.id.value,
+                group.status,
+                stage,
+                f"it answers request {request_event_id}; the current request is {record.event_id}",
+            )
 
 
 def _check_group_id(job_id: str, actual: str, given: str | None) -> None:

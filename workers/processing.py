@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
+from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from workers import dead_letters
@@ -111,7 +113,7 @@ def _fail(
             exc,
             delay,
         )
-        raise task.retry(exc=exc, countdown=delay, max_retries=None)
+        _retry(task, exc, delay)
     try:
         letter_id = dead_letters.store(
             rt.new_uow,
@@ -127,7 +129,7 @@ def _fail(
     except Exception:
         # Without the store a dead letter would be lost: keep the message alive instead.
         log.error("could not dead-letter event_id=%s; retrying", event_id, exc_info=True)
-        raise task.retry(exc=exc, countdown=delay, max_retries=None) from None
+        _retry(task, exc, delay)
     log.error(
         "%s event_id=%s task_id=%s dead-lettered as %d after %d attempt(s): %s: %s",
         task.name,
@@ -139,6 +141,15 @@ def _fail(
         exc,
     )
     raise DeadLetteredError(f"dead-lettered as {letter_id}: {type(exc).__name__}: {exc}") from exc
+
+
+def _retry(task: Any, exc: Exception, delay: float) -> NoReturn:
+    try:
+        raise task.retry(exc=exc, countdown=delay, max_retries=None)
+    except Reject as refused:
+        # Celery rejects *without* requeue when it cannot publish the retry (broker down):
+        # that would drop the event. Requeue it instead; the redelivery is counted.
+        raise Reject(refused.reason, requeue=True) from exc
 
 
 def _is_redelivery(request: Any) -> bool:
@@ -154,8 +165,9 @@ def _replay_of(request: Any) -> int | None:
 
 
 def _event_id_of(event: Any) -> str | None:
-    if isinstance(event, dict):
-        value = event.get("event_id")
-        if isinstance(value, str) and 0 < len(value) <= 64:
-            return value
-    return None
+    """The envelope's event_id in canonical form, or None when there is no valid one."""
+    value = event.get("event_id") if isinstance(event, dict) else None
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None

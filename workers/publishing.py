@@ -47,8 +47,9 @@ def catalog_parsed(
     if role_images:
         payload["role_images"] = role_images
     for key in ("catalog_name", "catalog_version"):
-        if extra.get(key) is not None:
-            payload[key] = extra.pop(key)
+        value = extra.pop(key, None)
+        if value is not None:
+            payload[key] = value
     return envelope("catalog.parsed", job_id, payload, **extra)
 
 

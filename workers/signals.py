@@ -44,6 +44,7 @@ def _stop_sweeper(**_: Any) -> None:
     if _sweeper is not None:
         _sweeper.stop()
         _sweeper = None
+    bootstrap.reset()  # flushes the main process's batched "sent" marks
 
 
 signals.worker_init.connect(_on_worker_init, weak=False)

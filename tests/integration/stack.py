@@ -86,7 +86,9 @@ class Stack:
 
     @property
     def result_url(self) -> str:
-        return f"redis://{REDIS_HOST}/{self.redis_db + 1 if self.redis_db < 15 else 0}"
+        # The same database: result keys never collide with queue lists, and no stack's
+        # results land in another stack's broker database.
+        return self.broker_url
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGROUPS_")}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from domain import (
+    CatalogConflictError,
     CatalogNotParsedError,
     DuplicateImageGroupError,
     GroupNotCreatedError,
@@ -255,6 +256,20 @@ def test_the_same_job_and_id_under_a_new_event_id_is_a_duplicate_no_op(world: Wo
     assert world.state.inbox[again.outcome.event_id] == "duplicate"
 
 
+def test_the_same_job_and_id_with_other_roles_is_refused_and_the_first_catalog_stands(
+    world: World,
+) -> None:
+    world.catalog(roles=("compute", "login"))
+    before = _snapshot(world.state)
+
+    with pytest.raises(CatalogConflictError) as caught:
+        world.catalog(roles=("compute",))
+
+    assert (caught.value.job_id, caught.value.image_group_id) == (JOB, GROUP)
+    assert not is_transient(caught.value)
+    assert _snapshot(world.state) == before
+
+
 def test_another_job_claiming_a_held_id_is_refused_and_nothing_is_stored(world: World) -> None:
     world.catalog(job=JOB)
     before = _snapshot(world.state)
@@ -396,6 +411,26 @@ def test_build_result_before_its_catalog_is_a_transient_error_and_stores_nothing
     assert caught.value.job_id == JOB
     assert is_transient(caught.value)
     assert _snapshot(world.state) == before
+
+
+def test_a_late_result_naming_an_older_request_without_an_attempt_is_stale(
+    world: World,
+) -> None:
+    world.catalog()
+    world.stage("build-image", "succeeded")
+    first_request = world.outbox()[-1].event_id
+    world.stage("deploy", "failed", attempt=1)
+    world.request(StageName.DEPLOY)
+    current_request = world.outbox()[-1].event_id
+    history = world.history()
+
+    late = world.stage("deploy", "succeeded", request_event_id=first_request)
+    answer = world.stage("deploy", "succeeded", request_event_id=current_request)
+
+    assert late.outcome.outcome == "stale"
+    assert answer.outcome.outcome == "applied"
+    assert world.history()[: len(history)] == history
+    assert world.group().status is ImageGroupStatus.RESTARTING
 
 
 def test_a_failed_build_before_any_catalog_is_recorded_without_a_group(world: World) -> None:
