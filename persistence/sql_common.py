@@ -8,10 +8,13 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def dialect_insert(conn: Connection, model: Any) -> Any:
+def insert_for(dialect: str, model: Any) -> Any:
     """An INSERT that knows ON CONFLICT (PostgreSQL and SQLite spell it the same)."""
-    module = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return module.insert(model)
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
+
+
+def dialect_insert(conn: Connection, model: Any) -> Any:
+    return insert_for(conn.dialect.name, model)
 
 
 def insert_ignoring_conflicts(conn: Connection, model: Any) -> Any:

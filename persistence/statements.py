@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 from sqlalchemy import Executable, bindparam, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from persistence.models import (
     ImageGroupRow,
@@ -17,6 +15,7 @@ from persistence.models import (
     StageRow,
     TransitionRow,
 )
+from persistence.sql_common import insert_for
 
 INSERT_IMAGES = insert(ImageRow)
 INSERT_HISTORY = insert(TransitionRow)
@@ -33,25 +32,21 @@ UPDATE_GROUP_STATUS = (
 )
 
 
-def _insert(dialect: str, model: Any) -> Any:
-    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
-
-
 @cache
 def claim_event(dialect: str) -> Executable:
-    stmt = _insert(dialect, ProcessedEventRow).on_conflict_do_nothing()
+    stmt = insert_for(dialect, ProcessedEventRow).on_conflict_do_nothing()
     return stmt.returning(ProcessedEventRow.event_id)  # type: ignore[no-any-return]
 
 
 @cache
 def insert_group(dialect: str) -> Executable:
-    stmt = _insert(dialect, ImageGroupRow).on_conflict_do_nothing()
+    stmt = insert_for(dialect, ImageGroupRow).on_conflict_do_nothing()
     return stmt.returning(ImageGroupRow.id)  # type: ignore[no-any-return]
 
 
 @cache
 def upsert_job(dialect: str) -> Executable:
-    stmt = _insert(dialect, JobRow)
+    stmt = insert_for(dialect, JobRow)
     return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
         index_elements=[JobRow.job_id],
         set_={
@@ -63,7 +58,7 @@ def upsert_job(dialect: str) -> Executable:
 
 @cache
 def upsert_stage(dialect: str) -> Executable:
-    stmt = _insert(dialect, StageRow)
+    stmt = insert_for(dialect, StageRow)
     keys = {"job_id", "stage"}
     changed = {
         c.name: stmt.excluded[c.name] for c in StageRow.__table__.columns if c.name not in keys

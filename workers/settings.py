@@ -30,7 +30,6 @@ class Settings(BaseSettings):
         0.2, gt=0, validation_alias="IMAGEGROUPS_OUTBOX_MARK_INTERVAL"
     )
     visibility_timeout: int = Field(3600, ge=1, validation_alias="IMAGEGROUPS_VISIBILITY_TIMEOUT")
-    max_result_detail_bytes: int = 64 * 1024
 
 
 @lru_cache(maxsize=1)
