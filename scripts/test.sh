@@ -10,6 +10,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+rabbit_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
 wait_up() {  # wait_up NAME CHECK: up to 30 s for a service that is starting
   for _ in $(seq 150); do "$2" && return 0; sleep 0.2; done
   echo "test.sh: $1 did not come up on 127.0.0.1" >&2; return 1
@@ -40,6 +41,12 @@ if ! redis_up; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_up Redis redis_up
+fi
+
+if ! rabbit_up; then  # the contract's other broker, for tests/integration/test_rabbitmq.py
+  command -v rabbitmq-server >/dev/null || install_missing rabbitmq-server
+  rabbitmq-server -detached || true
+  wait_up RabbitMQ rabbit_up
 fi
 
 # docker-compose.yml is validated with `docker-compose config` (no engine needed).

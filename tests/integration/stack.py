@@ -73,10 +73,12 @@ class Stack:
     tmp: Path
     settings: dict[str, str] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
+    broker: str | None = None  # another broker (RabbitMQ); Redis still holds the results
 
     def __post_init__(self) -> None:
-        self.broker_url = f"redis://{REDIS_HOST}/{self.redis_db}"
-        self.redis = redis.Redis.from_url(self.broker_url)
+        self.redis_url = f"redis://{REDIS_HOST}/{self.redis_db}"
+        self.broker_url = self.broker or self.redis_url
+        self.redis = redis.Redis.from_url(self.redis_url)
         self.redis.flushdb()
         self.engine = make_engine(self.database_url)
         self.client = Celery("test-client", broker=self.broker_url, backend=self.result_url)
@@ -88,7 +90,7 @@ class Stack:
     def result_url(self) -> str:
         # The same database: result keys never collide with queue lists, and no stack's
         # results land in another stack's broker database.
-        return self.broker_url
+        return self.redis_url
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGROUPS_")}
@@ -164,9 +166,9 @@ class Stack:
 
 
 @contextmanager
-def stack(tmp: Path, prefix: str, **settings: str) -> Iterator[Stack]:
+def stack(tmp: Path, prefix: str, broker: str | None = None, **settings: str) -> Iterator[Stack]:
     with fresh_database(prefix) as url:
-        running = Stack(url, next(_redis_dbs), tmp, settings)
+        running = Stack(url, next(_redis_dbs), tmp, settings, broker=broker)
         try:
             running.run(MIGRATE_COMMAND)
             yield running
