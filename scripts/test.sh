@@ -61,4 +61,5 @@ mypy
 python scripts/export_schemas.py --check
 
 echo "== tests: unit, contract, integration, e2e"
-exec python -m pytest -p no:cacheprovider tests "$@"
+# Arguments go to pytest (e.g. `scripts/test.sh tests/unit -x`); none means every tier.
+exec python -m pytest -p no:cacheprovider "${@:-tests}"
