@@ -117,6 +117,9 @@ class DeliveryRepository(Protocol):
     def record_delivery(self, key: str, at: datetime) -> int:
         """Count one more delivery of an event and return the count so far."""
 
+    def first_counted_at(self, key: str) -> datetime | None:
+        """When the first counted (second) delivery came: just after the first failure."""
+
     def reset(self, key: str) -> None: ...
 
 

@@ -50,7 +50,7 @@ class MemoryState:
     inbox: dict[str, str] = field(default_factory=dict)
     outbox: dict[str, OutboxMessage] = field(default_factory=dict)
     leases: dict[str, datetime] = field(default_factory=dict)
-    deliveries: dict[str, int] = field(default_factory=dict)
+    deliveries: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     dead_letters: dict[int, DeadLetter] = field(default_factory=dict)
 
 
@@ -262,8 +262,13 @@ class MemoryDeliveryRepository:
         self.state = state
 
     def record_delivery(self, key: str, at: datetime) -> int:
-        self.state.deliveries[key] = self.state.deliveries.get(key, 0) + 1
-        return self.state.deliveries[key]
+        count, first = self.state.deliveries.get(key, (0, at))
+        self.state.deliveries[key] = (count + 1, first)
+        return count + 1
+
+    def first_counted_at(self, key: str) -> datetime | None:
+        counted = self.state.deliveries.get(key)
+        return None if counted is None else counted[1]
 
     def reset(self, key: str) -> None:
         self.state.deliveries.pop(key, None)

@@ -147,10 +147,9 @@ class SqlCatalogRepository:
         self.conn = conn
 
     def reserve(self, reservation: CatalogReservation) -> bool:
-        stmt = insert_ignoring_conflicts(self.conn, CatalogReservationRow)
-        values = mappers.reservation_values(reservation)
         inserted = self.conn.execute(
-            stmt.values(**values).returning(CatalogReservationRow.job_id)
+            statements.reserve_catalog(self.conn.dialect.name),
+            mappers.reservation_values(reservation),
         ).first()
         if inserted is not None:
             return True

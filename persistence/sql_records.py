@@ -179,6 +179,12 @@ class SqlDeliveryRepository:
         )
         return int(self.conn.execute(stmt.returning(DeliveryRow.attempts)).scalar_one())
 
+    def first_counted_at(self, key: str) -> datetime | None:
+        first: datetime | None = self.conn.scalar(
+            select(DeliveryRow.first_at).where(DeliveryRow.key == key)
+        )
+        return first
+
     def reset(self, key: str) -> None:
         self.conn.execute(delete(DeliveryRow).where(DeliveryRow.key == key))
 

@@ -7,6 +7,7 @@ from functools import cache
 from sqlalchemy import Executable, bindparam, insert, update
 
 from persistence.models import (
+    CatalogReservationRow,
     ImageGroupRow,
     ImageRow,
     JobRow,
@@ -42,6 +43,12 @@ def claim_event(dialect: str) -> Executable:
 def insert_group(dialect: str) -> Executable:
     stmt = insert_for(dialect, ImageGroupRow).on_conflict_do_nothing()
     return stmt.returning(ImageGroupRow.id)  # type: ignore[no-any-return]
+
+
+@cache
+def reserve_catalog(dialect: str) -> Executable:
+    stmt = insert_for(dialect, CatalogReservationRow).on_conflict_do_nothing()
+    return stmt.returning(CatalogReservationRow.job_id)  # type: ignore[no-any-return]
 
 
 @cache

@@ -7,6 +7,7 @@ import json
 import logging
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +34,6 @@ def store(
     exc: BaseException,
     attempts: int,
     now: datetime,
-    first_failed_at: datetime | None = None,
     replay_of: int | None = None,
 ) -> int:
     letter = DeadLetter(
@@ -47,11 +47,16 @@ def store(
         traceback=_text("".join(traceback.format_exception(exc))),
         attempts=attempts,
         status=DeadLetterStatus.DEAD,
-        first_failed_at=first_failed_at or now,
+        first_failed_at=now,
         last_failed_at=now,
         replay_of=replay_of,
     )
     with new_uow() as uow:
+        if event_id is not None and attempts > 1:
+            # Deliveries after the first are counted; the first counted one followed the
+            # first failure, so its time is when this event first failed.
+            first = uow.deliveries.first_counted_at(event_id)
+            letter = replace(letter, first_failed_at=first or now)
         letter_id = uow.dead_letters.add(letter)
         uow.commit()
     return letter_id

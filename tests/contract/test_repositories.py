@@ -425,6 +425,18 @@ def test_deliveries_are_counted_per_event_until_reset(new_uow: NewUow) -> None:
     assert (other, after_reset) == (1, 1)
 
 
+def test_the_first_counted_delivery_time_is_kept_while_counting_goes_on(
+    new_uow: NewUow,
+) -> None:
+    with new_uow() as uow:
+        assert uow.deliveries.first_counted_at("ev-1") is None
+        for minute in range(3):
+            uow.deliveries.record_delivery("ev-1", at(minute))
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.deliveries.first_counted_at("ev-1") == at(0)
+
+
 def test_a_reset_counts_from_one_again_within_the_same_unit_of_work(new_uow: NewUow) -> None:
     with new_uow() as uow:
         assert uow.deliveries.record_delivery("ev-1", T0) == 1

@@ -6,7 +6,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -174,10 +173,6 @@ def stack(tmp: Path, prefix: str, broker: str | None = None, **settings: str) ->
             yield running
         finally:
             running.close()
-
-
-def python(*code: str) -> list[str]:
-    return [sys.executable, "-c", "\n".join(code)]
 
 
 def redis_messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:

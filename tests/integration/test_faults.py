@@ -157,6 +157,8 @@ def test_a_poison_message_is_dead_lettered_after_exactly_max_attempts(tmp_path: 
         assert [(d.event_id, d.error_type, d.attempts) for d in letters] == [
             (poison["event_id"], "GroupNotCreatedError", 3)
         ]
+        # First failure (before the retries' backoff) is earlier than the last one.
+        assert letters[0].first_failed_at < letters[0].last_failed_at
         deliveries = worker.output().count(f"event_id={poison['event_id']} task_id=")
         assert deliveries == 3  # two "retrying" lines and one "dead-lettered" line
         wait_status(s, "beside-poison", "DEPLOYING")
