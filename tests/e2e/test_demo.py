@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.pg import fresh_database
+from tests.redis_db import lease_redis_db
 
 GROUPS = 6
 SERVER_SETTINGS = ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
-REDIS_URL = "redis://127.0.0.1:6379/12"
 # The demo's script for 6 groups: the 2nd fails on both attempts, the 4th is rescued by its
 # redeploy. Applied events: 4 clean groups x 5, the 2nd 4 + 3, the 4th 3 + 3.
 EXPECTED_STATUSES = {"PASSED": 5, "FAILED": 1}
@@ -76,13 +75,8 @@ def test_demo_runs_every_group_to_the_end_without_any_server(tmp_path: Path) -> 
 
 @pytest.fixture
 def redis_db() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    try:
-        yield REDIS_URL
-    finally:
-        client.flushdb()
-        client.close()
+    with lease_redis_db() as url:
+        yield url
 
 
 @pytest.mark.integration

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
@@ -20,11 +19,9 @@ from domain import ImageGroup, ImageGroupId, UnitOfWork
 from persistence.db import make_engine
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
+from tests.redis_db import lease_redis_db
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_HOST = "127.0.0.1:6379"
-# Each stack gets its own Redis database, so workers of one test never take another's messages.
-_redis_dbs = itertools.cycle(range(2, 12))
 # The commands docker-compose.yml runs; tests run them verbatim (see test_compose.py).
 WORKER = ["celery", "-A", "workers", "worker", "-l", "INFO"]
 WORKER_COMMAND = [*WORKER, "--concurrency", "2"]
@@ -68,17 +65,15 @@ class Process:
 @dataclass
 class Stack:
     database_url: str
-    redis_db: int
+    redis_url: str
     tmp: Path
     settings: dict[str, str] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
     broker: str | None = None  # another broker (RabbitMQ); Redis still holds the results
 
     def __post_init__(self) -> None:
-        self.redis_url = f"redis://{REDIS_HOST}/{self.redis_db}"
         self.broker_url = self.broker or self.redis_url
         self.redis = redis.Redis.from_url(self.redis_url)
-        self.redis.flushdb()
         self.engine = make_engine(self.database_url)
         self.client = Celery("test-client", broker=self.broker_url, backend=self.result_url)
         self.client.conf.update(
@@ -166,8 +161,10 @@ class Stack:
 
 @contextmanager
 def stack(tmp: Path, prefix: str, broker: str | None = None, **settings: str) -> Iterator[Stack]:
-    with fresh_database(prefix) as url:
-        running = Stack(url, next(_redis_dbs), tmp, settings, broker=broker)
+    # Each stack gets its own Redis database, so workers of one test never take another's
+    # messages, even when two test sessions run at once.
+    with fresh_database(prefix) as url, lease_redis_db() as redis_url:
+        running = Stack(url, redis_url, tmp, settings, broker=broker)
         try:
             running.run(MIGRATE_COMMAND)
             yield running

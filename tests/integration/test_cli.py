@@ -23,6 +23,7 @@ from domain import DeadLetter, DeadLetterStatus, ImageGroupId, UnitOfWork
 from persistence.db import make_engine
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
+from tests.redis_db import lease_redis_db
 from workers import handlers, publishing
 from workers.dead_letters import REPLAY_HEADER, protocol_body
 from workers.schemas import CatalogParsedEvent, DeployRequestedEvent, StageFinishedEvent
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "catalogs"
 CLI = str(Path(sys.executable).with_name("imagegroups"))
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = ""  # leased by the module fixture below
 BAD_BROKER = "redis://127.0.0.1:1/0"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -199,12 +200,12 @@ EARLY_ENV = {"health-bad-broker": {"CELERY_BROKER_URL": BAD_BROKER}}
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    with fresh_database("cli") as url:
+    global REDIS_URL
+    with lease_redis_db() as REDIS_URL, fresh_database("cli") as url:
         upgrade = run_cli(url, ["db", "upgrade"])
         assert upgrade.returncode == 0, upgrade.stderr
         engine = make_engine(url)
+        client = redis.Redis.from_url(REDIS_URL)
         try:
             groups = seed(engine)
             with ThreadPoolExecutor(max_workers=4) as pool:
