@@ -7,6 +7,9 @@ from workers.settings import get_settings
 _settings = get_settings()
 
 broker_url = _settings.celery_broker_url
+if broker_url.split("://", 1)[0] in ("redis", "rediss"):
+    # kombu's Redis transport, hardened against malformed queue entries (workers/transport.py).
+    broker_transport = "workers.transport:Transport"
 result_backend = _settings.celery_result_backend
 
 # JSON only: pickle would let anyone who can publish run code in the worker.
@@ -18,15 +21,25 @@ result_accept_content = ["json"]
 # A message is acked only after its task ends; a killed worker's message comes back.
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
+# A task that ends in an exception has dead-lettered its event first (workers/processing.py),
+# so its message is acked; a handler killed by the time limit never got that far, so its
+# message goes back to the queue like a killed worker's (and the redelivery is counted).
+task_acks_on_failure = True
+task_acks_on_timeout = False
+task_time_limit = _settings.task_time_limit
 # Handlers take milliseconds; a small prefetch keeps redeliveries after a crash few.
 worker_prefetch_multiplier = 4
-# A handler that somehow hangs is killed; its message is redelivered and counted.
-task_time_limit = 300
 
 # Redis re-delivers unacked messages after the visibility timeout. Celery reads it from
-# both option sets; retry delays (capped by IMAGEGROUPS_RETRY_BACKOFF_MAX) stay far below it.
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+# both option sets; retry delays and the time limit stay below it (see workers/settings.py).
+# kombu looks for expired messages every `unacked_restore_interval` seconds, and scans only on
+# every `unacked_restore_throttle`-th look: 1, so a dead host's messages come back within
+# the timeout plus one interval, not ten.
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout,
+    "unacked_restore_interval": _settings.unacked_restore_interval,
+    "unacked_restore_throttle": 1,
+}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
 broker_connection_retry_on_startup = True
 worker_cancel_long_running_tasks_on_connection_loss = True

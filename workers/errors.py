@@ -1,4 +1,4 @@
-"""Which failures are worth a retry, and how long to wait before it."""
+"""The worker's own errors, which failures are worth a retry, and how long to wait before it."""
 
 from __future__ import annotations
 
@@ -35,6 +35,22 @@ class InvalidEventError(Exception):
 
 class DeadLetteredError(Exception):
     """Raised by a task after it stored its event as a dead letter; Flower shows it failed."""
+
+
+class AttemptsExhaustedError(Exception):
+    """The event was delivered more often than IMAGEGROUPS_MAX_ATTEMPTS allows."""
+
+
+class UndecodableMessageError(Exception):
+    """The body could not be decoded (not JSON, or a refused serializer such as pickle)."""
+
+
+class UnknownTaskError(Exception):
+    """No task of that name runs in this worker."""
+
+
+class InvalidTaskMessageError(Exception):
+    """The message is not a well-formed Celery task message this worker accepts."""
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 
 from workers import dead_letters
 from workers.bootstrap import Runtime, runtime, utcnow
-from workers.errors import DeadLetteredError, InvalidEventError, backoff, is_transient
+from workers.errors import (
+    AttemptsExhaustedError,
+    DeadLetteredError,
+    InvalidEventError,
+    backoff,
+    is_transient,
+)
 from workers.handlers import Result
 from workers.schemas import EnvelopeBase
 
@@ -31,7 +37,8 @@ def process(
     rt = runtime()
     request = task.request
     event_id = _event_id_of(kwargs.get("event"))
-    attempts = request.retries + 1
+    # Before the count is read: a lower bound that holds even when the database is down.
+    attempts = 1 + request.retries if isinstance(request.retries, int) else 1
     try:
         if _is_redelivery(request):
             # Counted in its own transaction so a crash mid-handler still counts.
@@ -59,10 +66,6 @@ def process(
         len(result.messages),
     )
     return out.as_dict()
-
-
-class AttemptsExhaustedError(Exception):
-    """The event was delivered more often than IMAGEGROUPS_MAX_ATTEMPTS allows."""
 
 
 def parse(model: type[E], args: tuple[Any, ...], kwargs: dict[str, Any]) -> E:

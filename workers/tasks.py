@@ -17,19 +17,24 @@ from workers.processing import process
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 # `throws`: a dead-lettered event is an expected failure, logged without a second traceback.
+# `max_retries=None`: Celery's own cap (3 by default) must never end an event; the project's
+# IMAGEGROUPS_MAX_ATTEMPTS, counted in the database, is the only one.
 _OPTIONS: dict[str, Any] = {
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
+    "max_retries": None,
     "throws": (DeadLetteredError,),
 }
 
 
+# The task is positional-only, so that a keyword a publisher sends (even `self` or `task`)
+# reaches the envelope check and is refused there, with a reason.
 @shared_task(name=CATALOG_PARSED, **_OPTIONS)  # type: ignore[untyped-decorator]
-def catalog_parsed(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    return process(self, CatalogParsedEvent, handle_catalog_parsed, args, kwargs)
+def catalog_parsed(task: Any, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return process(task, CatalogParsedEvent, handle_catalog_parsed, args, kwargs)
 
 
 @shared_task(name=STAGE_FINISHED, **_OPTIONS)  # type: ignore[untyped-decorator]
-def stage_finished(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    return process(self, StageFinishedEvent, handle_stage_finished, args, kwargs)
+def stage_finished(task: Any, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return process(task, StageFinishedEvent, handle_stage_finished, args, kwargs)
