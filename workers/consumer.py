@@ -1,100 +1,129 @@
-"""A Celery consumer that dead-letters what Celery would only log and drop."""
+"""A Celery consumer that checks every message first and dead-letters what it cannot run."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery.worker.consumer import Consumer
-from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
-from workers import dead_letters
+from workers import dead_letters, protocol
 from workers.bootstrap import runtime, utcnow
+from workers.errors import (
+    InvalidTaskMessageError,
+    UndecodableMessageError,
+    UnknownTaskError,
+)
+from workers.worker_health import HEALTH, Backoff
 
 log = logging.getLogger(__name__)
 
-
-class UndecodableMessageError(Exception):
-    """The body could not be decoded (not JSON, or a refused serializer such as pickle)."""
-
-
-class UnknownTaskError(Exception):
-    """No task of that name is registered in this worker."""
-
-
-class InvalidTaskMessageError(Exception):
-    """The message is not a well-formed Celery task message."""
+MESSAGE_ERRORS = (InvalidTaskMessageError, UndecodableMessageError, UnknownTaskError)
 
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
-    """Each hook stores the message first; only a stored message is acked or rejected.
+    """Every message ends acked with an outcome, or dead-lettered and then acked.
 
-    If the store fails (database down) the message stays unacked and Redis brings it
-    back after the visibility timeout: nothing is lost, and nothing spins on it.
+    A message is acked only once its dead letter is stored. When the store fails (the
+    database is down) the message goes back to the end of its queue after a pause that grows
+    while the store keeps failing: it neither spins nor holds a prefetch slot for long, and
+    the events behind it keep flowing.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._backoff = Backoff()
 
     def create_task_handler(self, promise: Any = promise) -> Any:
         handle = super().create_task_handler(promise)
-        connection_errors = tuple(self.connection_errors)
+        # The Redis transport counts KeyError as a connection error (a stale socket can raise
+        # one), so a KeyError from a malformed message would make the consumer reconnect for
+        # ever. Nothing in message handling talks to the broker; only real ones go up.
+        connection_errors = tuple(e for e in self.connection_errors if e is not KeyError)
+        accepted = frozenset(name for name in self.app.tasks if not name.startswith("celery."))
+        max_eta = timedelta(seconds=runtime().settings.max_eta_seconds)
 
         def on_task_received(message: Any) -> Any:
-            # Celery catches only a few errors here; anything else (e.g. a body that is not
-            # [args, kwargs, embed]) would escape and stop the consumer for every message.
+            try:
+                protocol.check(
+                    message,
+                    accepted,
+                    now=utcnow(),
+                    max_eta=max_eta,
+                    keep=(dead_letters.REPLAY_HEADER,),
+                )
+            except MESSAGE_ERRORS as refused:
+                return self._dead_letter(message, refused)
             try:
                 return handle(message)
             except connection_errors:
                 raise
             except Exception as exc:
+                # A check above missed a shape Celery cannot take: still one outcome.
                 error = InvalidTaskMessageError(f"{type(exc).__name__}: {exc}")
-                if _store(message, error):
-                    message.reject_log_error(log, connection_errors)
-                return None
+                return self._dead_letter(message, error)
 
         return on_task_received
 
+    # Celery's own hooks, reached when kombu itself fails on a message (e.g. decompression).
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        if _store(message, UndecodableMessageError(f"{type(exc).__name__}: {exc}")):
-            message.ack()
+        self._dead_letter(message, UndecodableMessageError(f"{type(exc).__name__}: {exc}"))
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        if _store(message, _classify(exc)):
-            super().on_invalid_task(body, message, exc)
+        self._dead_letter(message, InvalidTaskMessageError(f"{type(exc).__name__}: {exc}"))
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        task = message.headers.get("task")
-        if _store(message, UnknownTaskError(f"unknown task {task!r}: {exc}")):
-            super().on_unknown_task(body, message, exc)
+        self._dead_letter(message, UnknownTaskError(f"unknown task: {exc}"))
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        error = InvalidTaskMessageError("message without a task name (not protocol 2)")
-        if _store(message, error):
-            super().on_unknown_message(body, message)
+        self._dead_letter(message, InvalidTaskMessageError("not a Celery task message"))
 
+    def _dead_letter(self, message: Any, error: Exception) -> None:
+        backoff = self._backoff
+        if backoff.may_try():
+            if _store(message, error):
+                backoff.reset()
+                if not message.acknowledged:
+                    message.ack_log_error(log, self.connection_errors)
+                return
+            delay = backoff.grow()
+        else:
+            delay = backoff.delay  # the store failed a moment ago: do not block the loop on it
+        HEALTH.held_messages += 1
+        self.timer.call_after(delay, self._give_back, (message,))
 
-def _classify(exc: Exception) -> Exception:
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ContentDisallowed | DecodeError):
-        return UndecodableMessageError(text)
-    return InvalidTaskMessageError(text)
+    def _give_back(self, message: Any) -> None:
+        """To the end of the queue: the events behind it are not held up by it."""
+        HEALTH.held_messages -= 1
+        if not message.acknowledged:
+            message.reject_log_error(log, self.connection_errors, requeue=True)
 
 
 def _store(message: Any, error: Exception) -> bool:
-    headers = message.headers or {}
-    body = dead_letters.body_text(message.body)
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    task_name = headers.get("task")
     try:
         letter_id = dead_letters.store(
             runtime().new_uow,
-            task_name=str(headers.get("task") or "(unknown)"),
+            task_name=task_name if isinstance(task_name, str) else "(unknown)",
             event_id=None,
-            body=body,
+            body=dead_letters.body_text(message.body),
             content_type=message.content_type,
             exc=error,
             attempts=1,
             now=utcnow(),
         )
-    except Exception:
-        log.critical("could not dead-letter an undecodable message: %s", error, exc_info=True)
+    except Exception as exc:
+        HEALTH.dead_letter_store.failed(exc)
+        log.critical(
+            "could not dead-letter a message (%s); it goes back to the queue: %s",
+            error,
+            exc,
+            exc_info=True,
+        )
         return False
-    log.error("dead-lettered message task_id=%s as %d: %s", headers.get("id"), letter_id, error)
+    HEALTH.dead_letter_store.succeeded()
+    log.error("dead-lettered message task_id=%r as %d: %s", headers.get("id"), letter_id, error)
     return True

@@ -1,0 +1,159 @@
+"""The Celery task-message protocol as this worker accepts it, checked before Celery sees it.
+
+Celery trusts its publishers: a missing header, a header of the wrong type or an unexpected
+body escapes from its consumer as an exception (which the Redis transport takes for a lost
+connection), or fails the task before our code runs (and the message is acked away). Every
+message is therefore checked here first; what fails is dead-lettered with the reason.
+
+Some headers are the worker's business, not the publisher's: a per-message `timelimit`
+(the worker's own limit applies, so a publisher cannot have handlers killed) and `expires`
+(an event is a fact; dropping it unhandled would lose it). Both are removed, as is every
+header Celery does not define, since each header becomes an attribute of the task's request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, MutableMapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery.utils.time import maybe_iso8601
+
+from workers.errors import InvalidTaskMessageError, UndecodableMessageError, UnknownTaskError
+from workers.transport import MALFORMED_HEADER
+
+#: Headers passed on to Celery, each with the check its value must pass.
+_TEXT_OR_NONE = "a string or null"
+_HEADERS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lang": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+    "shadow": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+    "root_id": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+    "parent_id": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+    "group": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+    "group_index": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "argsrepr": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+    "kwargsrepr": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+    "origin": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+    "ignore_result": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "redelivered": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "retries": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "eta": (lambda v: v is None or isinstance(v, str), "an ISO 8601 timestamp or null"),
+    "compression": (lambda v: v is None or isinstance(v, str), _TEXT_OR_NONE),
+}
+#: Keys Celery reads from the body's third element; any other would land on the request.
+_EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
+MAX_ID_LENGTH = 255
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check(
+    message: Any,
+    accepted: Container[str],
+    *,
+    now: datetime,
+    max_eta: timedelta,
+    keep: Container[str] = (),
+) -> None:
+    """Raise one of the message errors, or leave the message's headers fit for Celery.
+
+    `accepted`: the task names this worker runs; `max_eta`: how far ahead a message may be
+    scheduled (held unacked that long, it must stay well inside the visibility timeout);
+    `keep`: the worker's own extra headers, passed on as they are.
+    """
+    headers = message.headers
+    if isinstance(headers, MutableMapping) and MALFORMED_HEADER in headers:
+        raise InvalidTaskMessageError(f"malformed broker message: {headers[MALFORMED_HEADER]}")
+    if not isinstance(headers, MutableMapping):
+        raise InvalidTaskMessageError(
+            f"headers must be a mapping, got {type(headers).__name__} "
+            "(not a Celery protocol 2 task message)"
+        )
+    _check_task(message, headers, accepted)
+    _check_id(headers.get("id"))
+    headers.setdefault("retries", 0)
+    for key, (valid, wanted) in _HEADERS.items():
+        if key in headers and not valid(headers[key]):
+            raise InvalidTaskMessageError(f"header {key!r} must be {wanted}, got {headers[key]!r}")
+    _check_eta(headers.get("eta"), now, max_eta)
+    for key in [k for k in headers if k not in _HEADERS and k not in ("task", "id")]:
+        if key not in keep:
+            del headers[key]
+    _check_body(message)
+
+
+def _check_task(message: Any, headers: MutableMapping[str, Any], accepted: Container[str]) -> None:
+    task = headers.get("task")
+    if task is None:
+        if isinstance(_decoded(message), dict) and "task" in _decoded(message):
+            raise InvalidTaskMessageError(
+                "a Celery protocol 1 message (task name in the body); publish with "
+                "protocol 2, Celery's default"
+            )
+        raise InvalidTaskMessageError("no 'task' header: not a Celery protocol 2 task message")
+    if not isinstance(task, str):
+        raise InvalidTaskMessageError(f"header 'task' must be a string, got {task!r}")
+    if task not in accepted:
+        raise UnknownTaskError(f"unknown task {task[:200]!r}: this worker does not run it")
+
+
+def _check_id(task_id: Any) -> None:
+    if not isinstance(task_id, str) or not 0 < len(task_id) <= MAX_ID_LENGTH:
+        raise InvalidTaskMessageError(
+            f"header 'id' must be a string of 1 to {MAX_ID_LENGTH} characters, got {task_id!r}"
+        )
+
+
+def _check_eta(eta: str | None, now: datetime, max_eta: timedelta) -> None:
+    if eta is None:
+        return
+    try:
+        when = maybe_iso8601(eta)
+    except (ValueError, OverflowError, TypeError):
+        raise InvalidTaskMessageError(f"header 'eta' is not a timestamp: {eta!r}") from None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when is not None and when - now > max_eta:
+        raise InvalidTaskMessageError(
+            f"header 'eta' {eta!r} is more than {max_eta.total_seconds():.0f}s ahead; the "
+            "worker would hold it unacknowledged past its visibility timeout"
+        )
+
+
+def _check_body(message: Any) -> None:
+    body = _decoded(message)
+    if not isinstance(body, list | tuple) or len(body) != 3:
+        raise InvalidTaskMessageError(
+            f"body must be the protocol 2 triple [args, kwargs, embed], got {type(body).__name__}"
+        )
+    args, kwargs, embed = body
+    if not isinstance(args, list | tuple):
+        raise InvalidTaskMessageError(f"args must be a list, got {type(args).__name__}")
+    if not isinstance(kwargs, dict):
+        raise InvalidTaskMessageError(f"kwargs must be an object, got {type(kwargs).__name__}")
+    if "self" in kwargs:
+        # Celery calls every task as `__call__(self, *args, **kwargs)`: it would fail there.
+        raise InvalidTaskMessageError("kwargs must not have a key 'self'")
+    if embed is None:
+        return
+    if not isinstance(embed, dict):
+        raise InvalidTaskMessageError(f"embed must be an object, got {type(embed).__name__}")
+    unknown = sorted(str(k) for k in set(embed) - _EMBED_KEYS)
+    if unknown:
+        raise InvalidTaskMessageError(f"embed has keys Celery does not define: {unknown}")
+    used = sorted(k for k, v in embed.items() if v)
+    if used:
+        raise InvalidTaskMessageError(
+            f"workflow links are not accepted on event tasks (embed sets {used}); "
+            "an event must not make the worker send other tasks"
+        )
+
+
+def _decoded(message: Any) -> Any:
+    """The body, decoded once (kombu keeps it for Celery); any failure is undecodable."""
+    try:
+        return message.decode()
+    except Exception as exc:
+        raise UndecodableMessageError(f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,118 @@
+"""kombu's Redis transport, hardened: a malformed queue entry becomes a message we dead-letter.
+
+kombu pops an entry off the queue's list and builds its message from it before any consumer
+code runs. An entry that is not a kombu envelope (not JSON, headers that are not an object,
+no delivery tag...) raises there, which stops the whole worker, and the popped entry is lost.
+Here every popped entry is screened first: a malformed one is replaced by a well-formed
+stand-in carrying the raw entry as its body and the reason in a header, so the consumer
+dead-letters it (workers/protocol.py) like any other bad message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import uuid
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+
+#: Set on a stand-in; its value says what was wrong with the entry it stands in for.
+MALFORMED_HEADER = "imagegroups_malformed_envelope"
+MALFORMED_CONTENT_TYPE = "application/x-malformed-envelope"
+
+
+def envelope_problem(payload: Any) -> str | None:
+    """What keeps kombu from building a message out of `payload`; None when nothing does."""
+    if not isinstance(payload, dict):
+        return f"the queue entry is JSON {type(payload).__name__}, not a kombu envelope"
+    props = payload.get("properties")
+    if not isinstance(props, dict):
+        return "the envelope has no 'properties' object"
+    if not isinstance(props.get("delivery_tag"), str):
+        return "the envelope's properties have no string 'delivery_tag'"
+    info = props.get("delivery_info")
+    if not isinstance(info, dict) or not all(
+        isinstance(info.get(key), str) for key in ("exchange", "routing_key")
+    ):
+        return "the envelope's delivery_info needs string 'exchange' and 'routing_key'"
+    headers = payload.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        return f"the envelope's headers are {type(headers).__name__}, not an object"
+    for key in ("content-type", "content-encoding"):
+        if payload.get(key) is not None and not isinstance(payload.get(key), str):
+            return f"the envelope's {key!r} is not a string"
+    return _body_problem(payload.get("body"), props.get("body_encoding"))
+
+
+def _body_problem(body: Any, encoding: Any) -> str | None:
+    if body is not None and not isinstance(body, str):
+        return f"the envelope's body is {type(body).__name__}, not a string"
+    if encoding not in (None, "base64"):
+        return f"unknown body_encoding {encoding!r}"
+    if body and encoding == "base64":
+        try:
+            base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return "the envelope's body is not valid base64"
+    return None
+
+
+def screen(raw: bytes, queue: str) -> bytes:
+    """The entry itself when kombu can read it, else a stand-in that says why it cannot."""
+    try:
+        problem = envelope_problem(json.loads(raw))
+    except ValueError as exc:  # not JSON, or not UTF-8
+        problem = f"the queue entry is not JSON: {exc}"
+    if problem is None:
+        return raw
+    stand_in = {
+        "body": base64.b64encode(raw).decode("ascii"),
+        "content-type": MALFORMED_CONTENT_TYPE,
+        "content-encoding": "binary",
+        "headers": {MALFORMED_HEADER: problem},
+        "properties": {
+            "delivery_tag": str(uuid.uuid4()),
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+        },
+    }
+    return json.dumps(stand_in).encode()
+
+
+class _Screening:
+    """A Redis client whose BRPOP replies are screened before kombu reads them."""
+
+    sep = kombu_redis.Channel.sep
+
+    def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+        reply = super().parse_response(connection, command_name, **options)  # type: ignore[misc]
+        if command_name == "BRPOP" and reply:
+            key, item = reply
+            queue = (key.decode() if isinstance(key, bytes) else str(key)).rsplit(self.sep, 1)[0]
+            return key, screen(item, queue)
+        return reply
+
+
+class ScreeningRedis(_Screening, redis.Redis):
+    pass
+
+
+class ScreeningPrefixedRedis(_Screening, kombu_redis.PrefixedStrictRedis):
+    pass
+
+
+class Channel(kombu_redis.Channel):
+    def _get_client(self) -> Any:
+        client = super()._get_client()  # type: ignore[no-untyped-call]
+        if isinstance(client, functools.partial):  # global_keyprefix set
+            return functools.partial(ScreeningPrefixedRedis, **client.keywords)
+        return ScreeningRedis
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel

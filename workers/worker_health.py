@@ -1,0 +1,86 @@
+"""What a running worker knows about itself that the database cannot tell anyone else.
+
+`imagegroups health` asks every worker over Celery's remote control (the `imagegroups_health`
+inspect command) whether it can store dead letters and reach the database right now.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from celery.worker.control import inspect_command
+
+COMMAND = "imagegroups_health"
+
+
+@dataclass
+class Check:
+    """One capability of this worker process: working, or failing since when and why."""
+
+    failing_since: datetime | None = None
+    error: str | None = None
+    failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.failing_since, self.error, self.failures = None, None, 0
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            self.failing_since = self.failing_since or datetime.now(UTC)
+            first = str(error).strip().splitlines()
+            self.error = f"{type(error).__name__}: {first[0] if first else ''}".rstrip(": ")
+            self.failures += 1
+
+    def report(self) -> dict[str, Any]:
+        with self._lock:
+            since = None if self.failing_since is None else self.failing_since.isoformat()
+            return {"ok": self.error is None, "error": self.error, "failing_since": since}
+
+
+@dataclass
+class Backoff:
+    """How long to leave the dead-letter store alone after it failed: 1 s doubling to 30 s."""
+
+    first: float = 1.0
+    cap: float = 30.0
+    delay: float = 0.0
+    retry_at: float = 0.0
+
+    def may_try(self) -> bool:
+        return time.monotonic() >= self.retry_at
+
+    def reset(self) -> None:
+        self.delay, self.retry_at = 0.0, 0.0
+
+    def grow(self) -> float:
+        self.delay = min(self.cap, self.delay * 2 if self.delay else self.first)
+        self.retry_at = time.monotonic() + self.delay
+        return self.delay
+
+
+@dataclass
+class WorkerHealth:
+    dead_letter_store: Check = field(default_factory=Check)
+    database: Check = field(default_factory=Check)
+    #: Undecodable or malformed messages waiting for the dead-letter store to come back.
+    held_messages: int = 0
+
+    def report(self) -> dict[str, Any]:
+        dead_letters = self.dead_letter_store.report() | {"held_messages": self.held_messages}
+        return {"dead_letter_store": dead_letters, "database": self.database.report()}
+
+
+#: This process's state (the worker's main process: its consumer and its outbox sweeper).
+HEALTH = WorkerHealth()
+
+
+@inspect_command(name=COMMAND)  # type: ignore[untyped-decorator]
+def imagegroups_health(_state: Any, **_: Any) -> dict[str, Any]:
+    """Whether this worker can store dead letters and reach its database."""
+    return HEALTH.report()
