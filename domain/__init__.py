@@ -58,6 +58,7 @@ from domain.values import (
     RoleName,
     StageName,
     StageOutcome,
+    check_name,
 )
 
 __all__ = [
@@ -107,5 +108,6 @@ __all__ = [
     "StaleResultError",
     "Transition",
     "UnitOfWork",
+    "check_name",
     "next_stage",
 ]

@@ -11,10 +11,10 @@ from domain.errors import InvalidStateTransitionError, StaleResultError
 from domain.values import (
     ImageGroupId,
     ImageGroupStatus,
-    InvalidValueError,
     RoleName,
     StageName,
     StageOutcome,
+    check_name,
 )
 
 S = ImageGroupStatus
@@ -97,10 +97,7 @@ class Image:
     image_name: str
 
     def __post_init__(self) -> None:
-        if not self.image_name or self.image_name != self.image_name.strip():
-            raise InvalidValueError(
-                f"image_name for role {self.role} must be non-empty and trimmed"
-            )
+        check_name(self.image_name, f"image_name for role {self.role}")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Image) and other.id == self.id

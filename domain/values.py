@@ -13,24 +13,31 @@ class InvalidValueError(ValueError):
     """A value object was built from input that breaks one of its rules."""
 
 
-def _check_identifier(value: object, what: str) -> str:
+def check_name(value: object, what: str, *, max_length: int | None = None) -> str:
+    """The rule every name obeys: a non-blank, trimmed string with no control characters.
+
+    Control, format, line/paragraph separators and lone surrogates are refused: they break
+    logs and terminals, and PostgreSQL cannot store a NUL or a lone surrogate at all.
+    """
     if not isinstance(value, str):
         raise InvalidValueError(f"{what} must be a string, got {type(value).__name__}")
     if value == "" or value.isspace():
         raise InvalidValueError(f"{what} must not be empty or blank")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidValueError(
-            f"{what} must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
-        )
+    if max_length is not None and len(value) > max_length:
+        raise InvalidValueError(f"{what} must be at most {max_length} characters, got {len(value)}")
     if value != value.strip():
         raise InvalidValueError(f"{what} must not have leading or trailing whitespace: {value!r}")
     for position, char in enumerate(value):
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
             raise InvalidValueError(
                 f"{what} must not contain control characters "
                 f"(found {char!r} at position {position})"
             )
     return value
+
+
+def _check_identifier(value: object, what: str) -> str:
+    return check_name(value, what, max_length=MAX_ID_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from domain import (
     StageState,
     Transition,
 )
+from persistence import storable
 
 
 def group_to_entity(row: Any, images: Iterable[Image]) -> ImageGroup:
@@ -74,6 +75,7 @@ def reservation_to_entity(row: Any) -> CatalogReservation:
 
 
 def reservation_values(reservation: CatalogReservation) -> dict[str, object]:
+    reservation = storable.reservation(reservation)
     return {
         "image_group_id": reservation.image_group_id.value,
         "job_id": reservation.job_id,

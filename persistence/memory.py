@@ -38,6 +38,7 @@ from domain.ports import (
     OutboxRepository,
     StageRepository,
 )
+from persistence import storable
 
 
 @dataclass
@@ -147,7 +148,9 @@ class MemoryCatalogRepository:
             raise ImageGroupMismatchError(
                 reservation.job_id, mine.image_group_id.value, reservation.image_group_id.value
             )
-        self.state.reservations[reservation.image_group_id.value] = reservation
+        self.state.reservations[reservation.image_group_id.value] = storable.reservation(
+            reservation
+        )
         return True
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
@@ -175,7 +178,7 @@ class MemoryStageRepository:
         self.state = state
 
     def upsert(self, record: StageRecord) -> None:
-        self.state.stages[(record.job_id, record.stage.value)] = record
+        self.state.stages[(record.job_id, record.stage.value)] = storable.stage(record)
 
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         for record in records:

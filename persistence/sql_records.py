@@ -16,7 +16,7 @@ from domain import (
     PipelinePhase,
     StageRecord,
 )
-from persistence import mappers, statements
+from persistence import mappers, statements, storable
 from persistence.models import (
     DeadLetterRow,
     DeliveryRow,
@@ -56,7 +56,7 @@ class SqlStageRepository:
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         rows = []
         for record in records:
-            values = asdict(record)
+            values = asdict(storable.stage(record))
             values["stage"] = record.stage.value
             values["state"] = record.state.value
             rows.append(values)

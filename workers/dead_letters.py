@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from domain import DeadLetter, DeadLetterStatus, UnitOfWork
+from persistence import storable
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _text(value: str, limit: int | None = None) -> str:
 
     A dead letter must never fail to store because of what the bad message contained.
     """
-    clean = value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    clean = storable.text(value)
     return clean if limit is None else clean[:limit]
 
 

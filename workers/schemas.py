@@ -21,12 +21,11 @@ from pydantic import (
     model_validator,
 )
 
-from domain import ImageGroupId, RoleName
+from domain import ImageGroupId, RoleName, check_name
 
 SCHEMA_VERSION = 1
 MAX_RESULT_DETAIL_BYTES = 64 * 1024
 _NO_CONTROL = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
-_TRIMMED = r"^\S(?:[\s\S]*\S)?$"
 # RFC 3339 section 5.6 `date-time` (T and Z may be lowercase; a missing offset is reported
 # below); ISO 8601 forms such as week dates, basic format or minute precision, which
 # fromisoformat also takes, are not it.
@@ -64,6 +63,10 @@ def _role(value: str) -> str:
     return RoleName(value).value
 
 
+def _image_name(value: str) -> str:
+    return check_name(value, "image name")
+
+
 Uuid = Annotated[UUID, BeforeValidator(_uuid_text), Field(json_schema_extra={"type": "string"})]
 Timestamp = Annotated[
     datetime,
@@ -80,8 +83,12 @@ RoleText = Annotated[
     StringConstraints(min_length=1, max_length=128, pattern=_NO_CONTROL),
     AfterValidator(_role),
 ]
-# Trimmed like the Image it becomes: a bad name must fail here, not at build time.
-ImageNameText = Annotated[StrictStr, StringConstraints(pattern=_TRIMMED)]
+# The Image's own rule: a bad name must fail here, not when the group is built.
+ImageNameText = Annotated[
+    StrictStr,
+    AfterValidator(_image_name),
+    Field(json_schema_extra={"minLength": 1, "pattern": _NO_CONTROL}),
+]
 StageText = Literal[
     "build-image",
     "build-image-x86_64",
