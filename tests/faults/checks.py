@@ -1,0 +1,47 @@
+"""What the fault tests look at: outcomes, dead letters, queues, and whether a worker works."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from domain import DeadLetter
+from persistence.models import ProcessedEventRow
+from tests.integration.flow import new_job, start_group, wait_status
+from tests.integration.stack import Process, Stack
+
+EVENTS_QUEUE = "imagegroups.events"
+#: What Celery's consumer logs when it drops its broker connection and starts again.
+RECONNECT = "Connection to broker lost"
+
+
+def outcome(s: Stack, event_id: str) -> str | None:
+    """The inbox's outcome for an event: applied, duplicate or stale; None if never handled."""
+    with s.engine.connect() as conn:
+        return conn.scalar(
+            select(ProcessedEventRow.outcome).where(ProcessedEventRow.event_id == event_id)
+        )
+
+
+def letters(s: Stack) -> list[DeadLetter]:
+    return s.query(lambda uow: uow.dead_letters.list())
+
+
+def letters_for(s: Stack, marker: str) -> list[DeadLetter]:
+    """Dead letters whose stored body or task name contains `marker`."""
+    return [d for d in letters(s) if marker in d.body or marker in d.task_name]
+
+
+def broker_is_drained(s: Stack) -> bool:
+    """No message waiting in the events queue and none delivered but unacknowledged."""
+    return s.redis.llen(EVENTS_QUEUE) == 0 and s.redis.hlen("unacked") == 0
+
+
+def still_consuming(s: Stack, worker: Process | None = None, timeout: float = 30) -> None:
+    """A fresh group goes from catalog to DEPLOYING: the worker is alive and consuming."""
+    group_id = f"canary-{uuid.uuid4().hex[:8]}"
+    start_group(s, group_id, new_job())
+    wait_status(s, group_id, "DEPLOYING", timeout=timeout)
+    if worker is not None:
+        assert RECONNECT not in worker.output(), "the worker dropped its broker connection"

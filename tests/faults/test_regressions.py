@@ -1,0 +1,326 @@
+"""The defects a fault hunt found, each as a test that failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, text
+
+from domain import ImageGroupStatus
+from persistence.models import DeliveryRow, ImageGroupRow, StageRow
+from tests.faults.checks import (
+    broker_is_drained,
+    letters,
+    letters_for,
+    outcome,
+    still_consuming,
+)
+from tests.faults.messages import envelope, push, send_event, task_body, task_headers
+from tests.integration.flow import moves, new_job, start_group, wait_status
+from tests.integration.stack import Stack, stack, wait_for
+from workers import publishing
+
+pytestmark = pytest.mark.faults
+
+STAGE = "imagegroups.stage_finished"
+CATALOG = "imagegroups.catalog_parsed"
+
+
+def deliveries(s: Stack, event_id: str) -> int:
+    """How often the worker has received an event (the first delivery is not counted)."""
+    with s.engine.connect() as conn:
+        counted = conn.scalar(select(DeliveryRow.attempts).where(DeliveryRow.key == event_id))
+    return 1 + (counted or 0)
+
+
+# 1. Retries with the default attempt cap ------------------------------------------------
+
+
+def test_a_result_retried_past_celerys_default_three_retries_applies_when_its_catalog_comes(
+    tmp_path: Path,
+) -> None:
+    # IMAGEGROUPS_MAX_ATTEMPTS stays at its default (8): Celery's own default of 3 retries
+    # must not cut the project's cap short.
+    with stack(tmp_path, "late8", IMAGEGROUPS_RETRY_BACKOFF_MAX="1") as s:
+        assert "IMAGEGROUPS_MAX_ATTEMPTS" not in s.env()
+        s.start_worker("--concurrency", "2")
+        job = new_job()
+        early = publishing.stage_finished(job, "build-image", "succeeded")
+        publishing.send(s.client, early)
+        wait_for(lambda: deliveries(s, early["event_id"]) >= 5, timeout=30, what="a fifth delivery")
+        publishing.send(s.client, publishing.catalog_parsed(job, "late-eight", ["compute"]))
+        wait_status(s, "late-eight", "DEPLOYING")
+        assert outcome(s, early["event_id"]) == "applied"
+        assert letters(s) == []
+
+
+def test_a_result_whose_catalog_never_comes_is_dead_lettered_after_the_default_eight(
+    tmp_path: Path,
+) -> None:
+    with stack(tmp_path, "never8") as s:
+        s.start_worker("--concurrency", "2")
+        early = publishing.stage_finished(new_job(), "build-image", "succeeded")
+        publishing.send(s.client, early)
+        [letter] = wait_for(lambda: letters(s), timeout=30, what="the dead letter")
+        assert (letter.event_id, letter.error_type, letter.attempts) == (
+            early["event_id"],
+            "CatalogNotParsedError",
+            8,
+        )
+        assert deliveries(s, early["event_id"]) == 8
+        wait_for(lambda: broker_is_drained(s), timeout=10, what="an empty queue")
+
+
+# 2 and 3. Malformed protocol messages ----------------------------------------------------
+
+
+def _event(marker: str) -> dict[str, object]:
+    """A valid event whose id is the marker the dead letter is found by."""
+    return publishing.stage_finished(new_job(), "validate", "succeeded", event_id=marker)
+
+
+def _message(marker: str, case: str) -> dict[str, object]:
+    event = _event(marker)
+    headers = task_headers(STAGE, marker)
+    if case == "no id header":
+        del headers["id"]
+        return envelope(task_body(event), headers)
+    if case == "protocol 1, unknown task, no headers, no id":
+        body = {"task": f"no.such.task.{marker}", "args": [], "kwargs": {}}
+        return envelope(json.dumps(body).encode(), {})
+    if case == "protocol 1, unknown task, no headers":
+        body = {"task": "no.such.task", "id": marker, "args": [], "kwargs": {}}
+        return envelope(json.dumps(body).encode(), {})
+    if case == "headers are a list":
+        return envelope(task_body(event), [STAGE, marker])
+    if case == "kwargs is a list":
+        return envelope(task_body(event, kwargs=[marker]), headers)
+    if case == "embed is a string":
+        return envelope(task_body(event, embed=f"embed-{marker}"), headers)
+    if case == "retries is a string":
+        return envelope(task_body(event), {**headers, "retries": "1"})
+    if case == "retries is null":
+        return envelope(task_body(event), {**headers, "retries": None})
+    if case == "extra keyword self":
+        return envelope(task_body(event, kwargs={"event": event, "self": marker}), headers)
+    if case == "a callback to another task":
+        link = {"task": "pipeline.deploy", "args": [marker], "kwargs": {}, "options": {}}
+        linked: dict[str, object] = {"callbacks": [link], "errbacks": None, "chain": None}
+        return envelope(task_body(event, embed=linked), headers)
+    if case == "embed sets is_eager":
+        embed: dict[str, object] = {"callbacks": None, "chain": None, "is_eager": True}
+        return envelope(task_body(event, embed=embed), headers)
+    if case == "eta far in the future":
+        return envelope(task_body(event), {**headers, "eta": "2999-01-01T00:00:00+00:00"})
+    if case == "timelimit is text":
+        return envelope(task_body(event), {**headers, "timelimit": "abc"})
+    if case == "id is a number":
+        return envelope(task_body(event), {**headers, "id": 5, "argsrepr": marker})
+    if case == "a celery built-in task":
+        return envelope(task_body(event), {**headers, "task": "celery.backend_cleanup"})
+    if case == "unknown content encoding":
+        return envelope(task_body(event), headers, content_encoding="rot13")
+    raise AssertionError(case)
+
+
+MALFORMED = [
+    "no id header",
+    "protocol 1, unknown task, no headers, no id",
+    "protocol 1, unknown task, no headers",
+    "headers are a list",
+    "kwargs is a list",
+    "embed is a string",
+    "retries is a string",
+    "retries is null",
+    "extra keyword self",
+    "a callback to another task",
+    "embed sets is_eager",
+    "eta far in the future",
+    "timelimit is text",
+    "id is a number",
+    "a celery built-in task",
+    "unknown content encoding",
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_task_message_is_dead_lettered_once_and_the_worker_keeps_consuming(
+    shared_worker: Stack, case: str
+) -> None:
+    s = shared_worker
+    [worker] = s.processes
+    marker = str(uuid.uuid4())
+    push(s.redis, _message(marker, case))
+    [letter] = wait_for(lambda: letters_for(s, marker), timeout=20, what=f"a dead letter ({case})")
+    assert letter.error_message, letter
+    still_consuming(s, worker)
+    wait_for(lambda: broker_is_drained(s), timeout=10, what="an empty queue")
+    assert len(letters_for(s, marker)) == 1
+    assert outcome(s, marker) is None, "a dead-lettered event must not also be applied"
+    sent = [str(m) for m in s.redis.lrange("pipeline.deploy", 0, -1)]
+    assert not [m for m in sent if marker in m], "nothing is sent on a bad message's behalf"
+
+
+def test_an_event_whose_expires_header_has_passed_is_applied_not_silently_dropped(
+    shared_worker: Stack,
+) -> None:
+    s = shared_worker
+    job = new_job()
+    event = publishing.catalog_parsed(job, f"expired-{job[:8]}", ["compute"])
+    send_event(s.redis, CATALOG, event, expires="2000-01-01T00:00:00+00:00")
+    wait_for(lambda: outcome(s, str(event["event_id"])), timeout=20, what="the event's outcome")
+    assert outcome(s, str(event["event_id"])) == "applied"
+
+
+# 4. Time limits ---------------------------------------------------------------------------
+
+
+def _lock_wait_seconds(engine: Engine) -> float:
+    with engine.connect() as conn:
+        waited = conn.execute(
+            text(
+                "SELECT coalesce(max(extract(epoch FROM now() - query_start)), 0) "
+                "FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        ).scalar_one()
+    return float(waited)
+
+
+def _hold_group_lock_then(s: Stack, group_id: str, publish: object, waited: float) -> None:
+    """Hold the group's row lock until the worker's handler has waited `waited` seconds on it."""
+    with s.engine.connect() as blocker:
+        blocker.execute(select(ImageGroupRow).where(ImageGroupRow.id == group_id).with_for_update())
+        assert callable(publish)
+        publish()
+        wait_for(
+            lambda: _lock_wait_seconds(s.engine) >= waited,
+            timeout=30,
+            what=f"the handler to wait {waited}s on the row lock",
+        )
+        blocker.rollback()
+
+
+def test_a_per_message_time_limit_cannot_ack_an_event_away(tmp_path: Path) -> None:
+    with stack(tmp_path, "timelimit", IMAGEGROUPS_LOCK_TIMEOUT_MS="60000") as s:
+        s.start_worker("--concurrency", "1")
+        job = new_job()
+        start_group(s, "limited", job)
+        wait_status(s, "limited", "DEPLOYING")
+        deployed = publishing.stage_finished(job, "deploy", "succeeded")
+        _hold_group_lock_then(
+            s,
+            "limited",
+            lambda: send_event(s.redis, STAGE, deployed, timelimit=[0.5, 1]),
+            waited=2.0,
+        )
+        wait_status(s, "limited", "RESTARTING")
+        assert moves(s, "limited").count(("DEPLOYING", "DEPLOYED")) == 1
+
+
+def test_a_handler_killed_by_the_workers_time_limit_comes_back_and_applies_once(
+    tmp_path: Path,
+) -> None:
+    settings = {"IMAGEGROUPS_LOCK_TIMEOUT_MS": "60000", "IMAGEGROUPS_TASK_TIME_LIMIT": "2"}
+    with stack(tmp_path, "killed", **settings) as s:
+        worker = s.start_worker("--concurrency", "1")
+        job = new_job()
+        start_group(s, "killed", job)
+        wait_status(s, "killed", "DEPLOYING")
+        deployed = publishing.stage_finished(job, "deploy", "succeeded")
+
+        def kill_observed() -> bool:
+            return "Hard time limit" in worker.output()
+
+        with s.engine.connect() as blocker:
+            blocker.execute(
+                select(ImageGroupRow).where(ImageGroupRow.id == "killed").with_for_update()
+            )
+            publishing.send(s.client, deployed)
+            wait_for(kill_observed, timeout=30, what="the hard time limit to kill the handler")
+            blocker.rollback()
+        wait_status(s, "killed", "RESTARTING")
+        assert moves(s, "killed").count(("DEPLOYING", "DEPLOYED")) == 1
+        assert deliveries(s, deployed["event_id"]) == 2
+        assert letters(s) == []
+
+
+# 5. Dead letters while the database is down -------------------------------------------------
+
+
+def _allow_connections(url: str, allow: bool) -> None:
+    from tests.integration.test_faults import _cut_database
+
+    _cut_database(url, allow)
+
+
+def test_undecodable_messages_during_a_database_outage_do_not_hold_up_later_events(
+    tmp_path: Path,
+) -> None:
+    with stack(tmp_path, "dlstall") as s:
+        worker = s.start_worker("--concurrency", "2")
+        markers = [str(uuid.uuid4()) for _ in range(12)]  # more than the 8 prefetch slots
+        _allow_connections(s.database_url, False)
+        s.engine.dispose()
+        for marker in markers:
+            push(s.redis, envelope(f"not json {marker}".encode(), task_headers(STAGE, marker)))
+        wait_for(
+            lambda: worker.output().count("could not dead-letter") >= 3,
+            timeout=30,
+            what="the dead-letter store to fail",
+        )
+        _allow_connections(s.database_url, True)
+        still_consuming(s, worker, timeout=60)
+        for marker in markers:
+            wait_for(lambda: letters_for(s, marker), timeout=60, what="every dead letter")  # noqa: B023
+        assert sorted(len(letters_for(s, m)) for m in markers) == [1] * len(markers)
+        wait_for(lambda: broker_is_drained(s), timeout=20, what="an empty queue")
+
+
+# 6. NUL characters ---------------------------------------------------------------------------
+
+
+def test_a_deploy_failure_with_nul_characters_fails_its_group(shared_worker: Stack) -> None:
+    s = shared_worker
+    job, group_id = new_job(), f"nul-{uuid.uuid4().hex[:8]}"
+    catalog = publishing.catalog_parsed(
+        job, group_id, ["compute"], catalog_name="cat\x00name", catalog_version="1\x00"
+    )
+    publishing.send(s.client, catalog)
+    publishing.send(s.client, publishing.stage_finished(job, "build-image", "succeeded"))
+    wait_status(s, group_id, "DEPLOYING")
+    failed = publishing.stage_finished(
+        job,
+        "deploy",
+        "failed",
+        error_code="E\x00",
+        error_summary="disk\x00full",
+        detail={"log": "a\x00b", "k\x00": ["\x00"]},
+    )
+    publishing.send(s.client, failed)
+    wait_status(s, group_id, "FAILED")
+    with s.engine.connect() as conn:
+        row = conn.execute(
+            select(StageRow).where(StageRow.job_id == job, StageRow.stage == "deploy")
+        ).one()
+    assert (row.error_code, row.error_summary) == ("E\\x00", "disk\\x00full")
+    assert row.result_detail == {"log": "a\\x00b", "k\\x00": ["\\x00"]}
+    group = s.group(group_id)
+    assert group is not None and group.status is ImageGroupStatus.FAILED
+
+
+def test_an_image_name_with_a_nul_character_is_refused_with_a_clear_reason(
+    shared_worker: Stack,
+) -> None:
+    s = shared_worker
+    job, group_id = new_job(), f"nulimg-{uuid.uuid4().hex[:8]}"
+    catalog = publishing.catalog_parsed(job, group_id, ["compute"], {"compute": "img\x00.iso"})
+    publishing.send(s.client, catalog)
+    [letter] = wait_for(
+        lambda: letters_for(s, str(catalog["event_id"])), timeout=20, what="the refusal"
+    )
+    assert letter.error_type == "InvalidEventError"
+    assert "role_images" in letter.error_message and "control" in letter.error_message
