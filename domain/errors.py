@@ -1,4 +1,9 @@
-"""Typed domain errors; each carries the ids involved so logs and dead letters can name them."""
+"""Typed domain errors; each carries the ids involved so logs and dead letters can name them.
+
+Every error keeps its constructor arguments as `args` and builds its text in `__str__`:
+Celery stores an exception as (type, module, args) and rebuilds it as `cls(*args)`, and
+pickle does the same, so a rebuilt error must take back exactly what it was given.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,25 @@ from collections.abc import Iterable
 class DomainError(Exception):
     """Base of every rule the domain refuses; never worth a retry."""
 
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """The error's text; subclasses build it from their fields."""
+        return super().__str__()
+
 
 class DuplicateImageGroupError(DomainError):
     def __init__(self, image_group_id: str, job_id: str, held_by_job_id: str | None) -> None:
         self.image_group_id = image_group_id
         self.job_id = job_id
         self.held_by_job_id = held_by_job_id
-        super().__init__(
-            f"image group {image_group_id!r} is already held by job {held_by_job_id}; "
-            f"job {job_id} cannot take it"
+        super().__init__(image_group_id, job_id, held_by_job_id)
+
+    def describe(self) -> str:
+        return (
+            f"image group {self.image_group_id!r} is already held by job {self.held_by_job_id}; "
+            f"job {self.job_id} cannot take it"
         )
 
 
@@ -24,8 +39,12 @@ class ImageGroupNotFoundError(DomainError):
     def __init__(self, image_group_id: str | None = None, job_id: str | None = None) -> None:
         self.image_group_id = image_group_id
         self.job_id = job_id
-        key = f"id {image_group_id!r}" if image_group_id is not None else f"job {job_id}"
-        super().__init__(f"no image group with {key}")
+        super().__init__(image_group_id, job_id)
+
+    def describe(self) -> str:
+        if self.image_group_id is not None:
+            return f"no image group with id {self.image_group_id!r}"
+        return f"no image group with job {self.job_id}"
 
 
 class ImageGroupMismatchError(DomainError):
@@ -33,7 +52,10 @@ class ImageGroupMismatchError(DomainError):
         self.job_id = job_id
         self.expected = expected
         self.given = given
-        super().__init__(f"job {job_id} belongs to image group {expected!r}, not {given!r}")
+        super().__init__(job_id, expected, given)
+
+    def describe(self) -> str:
+        return f"job {self.job_id} belongs to image group {self.expected!r}, not {self.given!r}"
 
 
 class InvalidStateTransitionError(DomainError):
@@ -49,11 +71,15 @@ class InvalidStateTransitionError(DomainError):
         self.current = current
         self.target = target
         self.allowed = tuple(sorted(allowed))
+        self.reason = reason
+        super().__init__(image_group_id, current, target, self.allowed, reason)
+
+    def describe(self) -> str:
         text = (
-            f"image group {image_group_id!r} cannot move from {current} to {target}; "
-            f"allowed from {current}: {', '.join(self.allowed) or 'nothing'}"
+            f"image group {self.image_group_id!r} cannot move from {self.current} to "
+            f"{self.target}; allowed from {self.current}: {', '.join(self.allowed) or 'nothing'}"
         )
-        super().__init__(f"{text} ({reason})" if reason else text)
+        return f"{text} ({self.reason})" if self.reason else text
 
 
 class StaleResultError(DomainError):
@@ -63,8 +89,13 @@ class StaleResultError(DomainError):
         self.image_group_id = image_group_id
         self.current = current
         self.stage = stage
-        super().__init__(
-            f"stale {stage} result for image group {image_group_id!r} (now {current}): {reason}"
+        self.reason = reason
+        super().__init__(image_group_id, current, stage, reason)
+
+    def describe(self) -> str:
+        return (
+            f"stale {self.stage} result for image group {self.image_group_id!r} "
+            f"(now {self.current}): {self.reason}"
         )
 
 
@@ -74,9 +105,12 @@ class CatalogConflictError(DomainError):
     def __init__(self, image_group_id: str, job_id: str) -> None:
         self.image_group_id = image_group_id
         self.job_id = job_id
-        super().__init__(
-            f"job {job_id} already reserved image group {image_group_id!r} for a catalog with "
-            "other roles or images; the first catalog stands"
+        super().__init__(image_group_id, job_id)
+
+    def describe(self) -> str:
+        return (
+            f"job {self.job_id} already reserved image group {self.image_group_id!r} for a "
+            "catalog with other roles or images; the first catalog stands"
         )
 
 
@@ -85,7 +119,10 @@ class CatalogNotParsedError(DomainError):
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        super().__init__(f"no catalog has been parsed for job {job_id} yet")
+        super().__init__(job_id)
+
+    def describe(self) -> str:
+        return f"no catalog has been parsed for job {self.job_id} yet"
 
 
 class GroupNotCreatedError(ImageGroupNotFoundError):
