@@ -13,6 +13,14 @@ from domain import OutboxMessage, UnitOfWork
 log = logging.getLogger(__name__)
 
 
+class Health(Protocol):
+    """Where the sweep reports whether it reached the database (the worker's health check)."""
+
+    def succeeded(self) -> None: ...
+
+    def failed(self, error: BaseException) -> None: ...
+
+
 class Publisher(Protocol):
     def publish(self, message: OutboxMessage) -> None:
         """Send one follow-on event; its task id must equal its event_id."""
@@ -89,10 +97,18 @@ class OutboxRelay:
 class OutboxSweeper:
     """A daemon thread in the worker that runs the sweep every `interval` seconds."""
 
-    def __init__(self, relay: Callable[[], OutboxRelay], *, interval: float, grace: float) -> None:
+    def __init__(
+        self,
+        relay: Callable[[], OutboxRelay],
+        *,
+        interval: float,
+        grace: float,
+        health: Health | None = None,
+    ) -> None:
         self.relay = relay
         self.interval = interval
         self.grace = grace
+        self.health = health
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-sweeper", daemon=True)
 
@@ -108,10 +124,15 @@ class OutboxSweeper:
             try:
                 while self.relay().sweep(grace=self.grace) > 0:
                     pass
-            except Exception:
+            except Exception as exc:
+                if self.health is not None:
+                    self.health.failed(exc)
                 log.warning(
                     "outbox sweep failed; trying again in %.1fs", self.interval, exc_info=True
                 )
+            else:
+                if self.health is not None:
+                    self.health.succeeded()
 
 
 class SentMarks:

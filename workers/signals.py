@@ -8,6 +8,7 @@ from celery import signals
 
 from workers import bootstrap
 from workers.relay import OutboxRelay, OutboxSweeper
+from workers.worker_health import HEALTH
 
 _sweeper: OutboxSweeper | None = None
 
@@ -34,7 +35,10 @@ def _start_sweeper(**_: Any) -> None:
         return  # one sweeper per process, however many embedded workers start
     settings = bootstrap.runtime().settings
     _sweeper = OutboxSweeper(
-        _relay, interval=settings.outbox_sweep_interval, grace=settings.outbox_sweep_grace
+        _relay,
+        interval=settings.outbox_sweep_interval,
+        grace=settings.outbox_sweep_grace,
+        health=HEALTH.database,
     )
     _sweeper.start()
 

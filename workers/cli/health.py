@@ -1,4 +1,8 @@
-"""`imagegroups health`: database and broker reachable, outbox backlog, dead letters waiting."""
+"""`imagegroups health`: database, broker, outbox, dead letters, and each worker's own view.
+
+Exit 0 only when nothing needs an operator: dead letters waiting, or a worker that cannot
+store dead letters or reach its database, make it exit 1 with the reason.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,11 @@ from sqlalchemy import text
 from domain import DeadLetterStatus
 from workers.bootstrap import runtime, utcnow
 from workers.cli.output import print_json, print_table
+from workers.worker_health import COMMAND
 
 BROKER_TIMEOUT_SECONDS = 3.0
+#: How long to wait for the workers' answers (those that have not answered by then are left out).
+WORKER_REPLY_SECONDS = 1.0
 
 
 def check_database() -> dict[str, Any]:
@@ -48,6 +55,44 @@ def backlog() -> tuple[dict[str, Any], dict[str, Any]]:
     return {"pending": pending, "oldest_unsent_age_seconds": age}, {"waiting": waiting}
 
 
+def ask_workers() -> list[dict[str, Any]]:
+    """Each running worker's own view: can it store dead letters and reach its database?"""
+    from workers.celery_app import app
+
+    replies = app.control.broadcast(COMMAND, reply=True, timeout=WORKER_REPLY_SECONDS) or []
+    found = [{"name": name} | state for reply in replies for name, state in reply.items()]
+    return sorted(found, key=lambda worker: str(worker["name"]))
+
+
+def problems(report: dict[str, Any]) -> list[str]:
+    """Why the system is not healthy, one operator-readable line each; empty when it is."""
+    found = [
+        f"{name}: {report[name]['error']}"
+        for name in ("database", "broker")
+        if not report[name]["ok"]
+    ]
+    waiting = report["dead_letters"]["waiting"]
+    if waiting:
+        found.append(
+            f"{waiting} dead letter(s) waiting: see `imagegroups dead-letters list`, "
+            "fix the cause, then replay or discard them"
+        )
+    for worker in report["workers"]:
+        store, database = worker.get("dead_letter_store", {}), worker.get("database", {})
+        if not store.get("ok", True):
+            found.append(
+                f"worker {worker['name']} cannot store dead letters since "
+                f"{store.get('failing_since')}: {store.get('error')} "
+                f"({store.get('held_messages', 0)} message(s) waiting for the store)"
+            )
+        if not database.get("ok", True):
+            found.append(
+                f"worker {worker['name']} cannot reach its database since "
+                f"{database.get('failing_since')}: {database.get('error')}"
+            )
+    return found
+
+
 def report() -> dict[str, Any]:
     database, broker = check_database(), check_broker()
     outbox: dict[str, Any] = {"pending": None, "oldest_unsent_age_seconds": None}
@@ -57,14 +102,15 @@ def report() -> dict[str, Any]:
             outbox, letters = backlog()
         except Exception as exc:
             database = {"ok": False, "error": _one_line(exc)}
-    return {
+    document = {
         "database": database,
         "broker": broker,
         "outbox": outbox,
         "dead_letters": letters,
-        # Dead letters and a backlog are reported, not unhealthy: the worker can still work.
-        "healthy": bool(database["ok"] and broker["ok"]),
+        "workers": ask_workers() if broker["ok"] else [],
     }
+    found = problems(document)
+    return document | {"problems": found, "healthy": not found}
 
 
 def health(args: argparse.Namespace) -> int:
@@ -83,8 +129,16 @@ def _print_human(document: dict[str, Any]) -> None:
         ["outbox", _count(document["outbox"]["pending"], "pending"), _age(document["outbox"])],
         ["dead letters", _count(document["dead_letters"]["waiting"], "waiting"), None],
     ]
+    rows.extend([f"worker {w['name']}", _worker_state(w), None] for w in document["workers"])
     print_table(["CHECK", "STATE", "DETAIL"], rows)
     print(f"\n{'healthy' if document['healthy'] else 'UNHEALTHY'}")
+    for problem in document["problems"]:
+        print(f"  - {problem}")
+
+
+def _worker_state(worker: dict[str, Any]) -> str:
+    checks = (worker.get("dead_letter_store", {}), worker.get("database", {}))
+    return "ok" if all(c.get("ok", True) for c in checks) else "failing"
 
 
 def _state(check: dict[str, Any]) -> str:
