@@ -31,7 +31,7 @@ from workers.schemas import CatalogParsedEvent, DeployRequestedEvent, StageFinis
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "catalogs"
+FIXTURES = REPO / "tests" / "fixtures" / "catalogs"
 CLI = str(Path(sys.executable).with_name("imagegroups"))
 REDIS_URL = ""  # leased by the module fixture below
 BAD_BROKER = "redis://127.0.0.1:1/0"
