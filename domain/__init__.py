@@ -51,6 +51,7 @@ from domain.records import (
 )
 from domain.values import (
     MAX_ID_LENGTH,
+    STAGE_ALIASES,
     ImageGroupId,
     ImageGroupStatus,
     InvalidValueError,
@@ -66,6 +67,7 @@ __all__ = [
     "CLEANABLE",
     "FLOW_ORDER",
     "MAX_ID_LENGTH",
+    "STAGE_ALIASES",
     "STAGE_FLOW",
     "CatalogConflictError",
     "CatalogNotParsedError",

@@ -104,20 +104,27 @@ class StageName(enum.StrEnum):
 
     @classmethod
     def parse(cls, text: str) -> StageName:
-        """Read a stage name as publishers spell it; `restart` is the old name of pxe-boot."""
-        if text == "restart":
-            return cls.PXE_BOOT
+        """Read a stage name as publishers spell it, aliases included (see STAGE_ALIASES)."""
+        alias = STAGE_ALIASES.get(text)
+        if alias is not None:
+            return alias
         try:
             return cls(text)
         except ValueError:
-            known = ", ".join(s.value for s in cls)
-            raise InvalidValueError(
-                f"unknown stage {text!r}; expected one of {known}, restart"
-            ) from None
+            known = ", ".join(cls.spellings())
+            raise InvalidValueError(f"unknown stage {text!r}; expected one of {known}") from None
+
+    @classmethod
+    def spellings(cls) -> list[str]:
+        """Every stage name a publisher may send: the stages, then their aliases."""
+        return [stage.value for stage in cls] + list(STAGE_ALIASES)
 
     def is_build(self) -> bool:
         return self in _BUILD_STAGES
 
+
+#: Old names publishers still send; `restart` is what pxe-boot used to be called.
+STAGE_ALIASES: dict[str, StageName] = {"restart": StageName.PXE_BOOT}
 
 _BUILD_STAGES = frozenset(
     {StageName.BUILD_IMAGE, StageName.BUILD_IMAGE_X86_64, StageName.BUILD_IMAGE_AARCH64}

@@ -6,20 +6,28 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias
 
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
-from domain import DomainError, ImageGroupStatus, InvalidValueError
+from domain import STAGE_ALIASES, DomainError, ImageGroupStatus, InvalidValueError, StageName
+from workers.cli import arguments as arg
+from workers.cli import db_commands, health, publish_commands, read_commands, write_commands
 from workers.cli import dead_letter_commands as dl
-from workers.cli import health, publish_commands, read_commands, write_commands
+from workers.cli.arguments import Parser
+from workers.cli.database import require_schema
 from workers.cli.output import CommandError, print_error
 from workers.cli.runners import demo, simulate
 
 Command = Callable[[argparse.Namespace], int]
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-N = TypeVar("N", int, float)
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
+STAGES = StageName.spellings()
+STAGES_HELP = (
+    ", ".join(s.value for s in StageName)
+    + ", "
+    + ", ".join(f"{alias} (= {stage.value})" for alias, stage in STAGE_ALIASES.items())
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     command: Command = args.func
     try:
+        if getattr(args, "needs_schema", False):
+            require_schema()
         return command(args)
     except (CommandError, DomainError, InvalidValueError) as exc:
         print_error(str(exc))
@@ -48,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagegroups", description="Operate the image-group worker."
-    )
+    parser = Parser(prog="imagegroups", description="Operate the image-group worker.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_db(commands)
     _add_publish(commands)
@@ -66,19 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_db(commands: Subparsers) -> None:
-    db = commands.add_parser("db", help="database schema")
-    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
-    upgrade = db_commands.add_parser("upgrade", help="migrate DATABASE_URL to head")
-    upgrade.set_defaults(func=_db_upgrade)
-
-
-def _db_upgrade(_args: argparse.Namespace) -> int:
-    from persistence.migrate import upgrade
-    from workers.settings import get_settings
-
-    upgrade(get_settings().database_url)
-    print("database is at head")
-    return 0
+    db = commands.add_parser("db", help="database schema (Alembic revisions)")
+    actions = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrade = actions.add_parser("upgrade", help="migrate DATABASE_URL to head")
+    upgrade.set_defaults(func=db_commands.upgrade)
+    current = actions.add_parser("current", help="the schema's revision in DATABASE_URL")
+    current.set_defaults(func=db_commands.current)
+    history = actions.add_parser("history", help="this version's revisions, newest first")
+    history.set_defaults(func=db_commands.history)
+    downgrade = actions.add_parser("downgrade", help="migrate DATABASE_URL down to a revision")
+    downgrade.add_argument("revision", metavar="REV", help="a revision, or `base` for no schema")
+    downgrade.set_defaults(func=db_commands.downgrade)
 
 
 def _add_publish(commands: Subparsers) -> None:
@@ -93,9 +99,12 @@ def _add_catalog_parsed(kinds: Subparsers) -> None:
     _event_options(parsed)
     source = parsed.add_mutually_exclusive_group(required=True)
     source.add_argument("--catalog", metavar="FILE", help="read id and roles from an Omnia catalog")
-    source.add_argument("--image-group-id", metavar="ID")
+    source.add_argument("--image-group-id", metavar="ID", help="the group's id, given by hand")
     parsed.add_argument(
-        "--role", action="append", metavar="ROLE[=IMAGE]", help="repeat; only with --image-group-id"
+        "--role",
+        action="append",
+        metavar="ROLE[=IMAGE]",
+        help="a role and its image (default image ROLE.img); repeat; only with --image-group-id",
     )
     parsed.set_defaults(
         func=publish_commands.catalog_parsed, usage_checks=[_roles_go_with_id(parsed)]
@@ -105,20 +114,39 @@ def _add_catalog_parsed(kinds: Subparsers) -> None:
 def _add_stage_finished(kinds: Subparsers) -> None:
     finished = kinds.add_parser("stage-finished", help="send a stage.finished event")
     _event_options(finished)
-    finished.add_argument("--stage", required=True)
-    finished.add_argument("--outcome", required=True, choices=["succeeded", "failed"])
-    finished.add_argument("--image-group-id", metavar="ID")
-    finished.add_argument("--attempt", type=_positive_int, metavar="N")
-    finished.add_argument("--request-event-id", metavar="UUID")
-    finished.add_argument("--detail", metavar="JSON", help="result_detail, a JSON object")
-    finished.add_argument("--error-code")
-    finished.add_argument("--error-summary")
+    finished.add_argument(
+        "--stage", required=True, choices=STAGES, metavar="STAGE", help=f"one of {STAGES_HELP}"
+    )
+    finished.add_argument(
+        "--outcome", required=True, choices=["succeeded", "failed"], help="what the stage came to"
+    )
+    finished.add_argument(
+        "--image-group-id", metavar="ID", help="the job's group, checked against the job's"
+    )
+    finished.add_argument(
+        "--attempt", type=arg.positive_int, metavar="N", help="the attempt this result answers"
+    )
+    finished.add_argument(
+        "--request-event-id", type=arg.uuid_text, metavar="UUID", help="the request answered"
+    )
+    finished.add_argument(
+        "--detail", type=arg.json_object, metavar="JSON", help="result_detail, a JSON object"
+    )
+    finished.add_argument("--error-code", metavar="CODE", help="why the stage failed, as a code")
+    finished.add_argument("--error-summary", metavar="TEXT", help="why the stage failed, in words")
     finished.set_defaults(func=publish_commands.stage_finished)
 
 
 def _event_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--job-id", required=True, metavar="UUID")
-    parser.add_argument("--correlation-id", metavar="UUID")
+    parser.add_argument(
+        "--job-id", required=True, type=arg.uuid_text, metavar="UUID", help="the pipeline job"
+    )
+    parser.add_argument(
+        "--correlation-id",
+        type=arg.uuid_text,
+        metavar="UUID",
+        help="carried into every follow-on event",
+    )
     _json_flag(parser)
 
 
@@ -135,10 +163,10 @@ def _roles_go_with_id(parser: argparse.ArgumentParser) -> Callable[[argparse.Nam
 
 
 def _add_reads(commands: Subparsers) -> None:
-    status = commands.add_parser("status", help="one image group")
-    status.add_argument("image_group_id", metavar="ID")
+    status = commands.add_parser("status", help="one image group (and why it failed)")
+    _group_id(status)
     _json_flag(status)
-    status.set_defaults(func=read_commands.status)
+    status.set_defaults(func=read_commands.status, needs_schema=True)
     listing = commands.add_parser("list", help="image groups, newest first")
     listing.add_argument(
         "--status",
@@ -147,26 +175,33 @@ def _add_reads(commands: Subparsers) -> None:
         metavar="S",
         help="only groups in this status: " + ", ".join(s.value for s in ImageGroupStatus),
     )
-    listing.add_argument("--limit", type=_positive_int, default=50, metavar="N")
-    listing.add_argument("--offset", type=_non_negative_int, default=0, metavar="N")
+    listing.add_argument(
+        "--limit", type=arg.positive_int, default=50, metavar="N", help="groups per page"
+    )
+    listing.add_argument(
+        "--offset", type=arg.non_negative_int, default=0, metavar="N", help="groups to skip"
+    )
     _json_flag(listing)
-    listing.set_defaults(func=read_commands.list_groups)
+    listing.set_defaults(func=read_commands.list_groups, needs_schema=True)
     history = commands.add_parser("history", help="status changes of a group, oldest first")
-    history.add_argument("image_group_id", metavar="ID")
+    _group_id(history)
     _json_flag(history)
-    history.set_defaults(func=read_commands.history)
+    history.set_defaults(func=read_commands.history, needs_schema=True)
 
 
 def _add_writes(commands: Subparsers) -> None:
     request = commands.add_parser("request", help="request the next stage of a group")
-    request.add_argument("stage", choices=list(write_commands.REQUESTABLE))
-    request.add_argument("image_group_id", metavar="ID")
+    requestable = list(write_commands.REQUESTABLE)
+    request.add_argument(
+        "stage", choices=requestable, metavar="STAGE", help=f"one of {', '.join(requestable)}"
+    )
+    _group_id(request)
     _json_flag(request)
-    request.set_defaults(func=write_commands.request)
+    request.set_defaults(func=write_commands.request, needs_schema=True)
     cleanup = commands.add_parser("cleanup", help="mark a group CLEANED")
-    cleanup.add_argument("image_group_id", metavar="ID")
+    _group_id(cleanup)
     _json_flag(cleanup)
-    cleanup.set_defaults(func=write_commands.cleanup)
+    cleanup.set_defaults(func=write_commands.cleanup, needs_schema=True)
 
 
 def _add_dead_letters(commands: Subparsers) -> None:
@@ -174,35 +209,64 @@ def _add_dead_letters(commands: Subparsers) -> None:
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="every dead letter")
     _json_flag(listing)
-    listing.set_defaults(func=dl.list_letters)
+    listing.set_defaults(func=dl.list_letters, needs_schema=True)
     show = actions.add_parser("show", help="one dead letter with its body and traceback")
-    show.add_argument("id", type=_positive_int)
+    _letter_id(show)
     _json_flag(show)
-    show.set_defaults(func=dl.show)
+    show.set_defaults(func=dl.show, needs_schema=True)
     replay = actions.add_parser("replay", help="send stored bodies again (same event_id)")
     which = replay.add_mutually_exclusive_group(required=True)
-    which.add_argument("ids", nargs="*", type=_positive_int, default=[], metavar="ID")
+    which.add_argument(
+        "ids",
+        nargs="*",
+        type=arg.positive_int,
+        default=[],
+        metavar="ID",
+        help="dead letters to replay (ids from `dead-letters list`)",
+    )
     which.add_argument("--all", action="store_true", help="every letter that is still dead")
     _json_flag(replay)
-    replay.set_defaults(func=dl.replay)
+    replay.set_defaults(func=dl.replay, needs_schema=True)
     discard = actions.add_parser("discard", help="give up on a dead letter for good")
-    discard.add_argument("id", type=_positive_int)
+    _letter_id(discard)
     _json_flag(discard)
-    discard.set_defaults(func=dl.discard)
+    discard.set_defaults(func=dl.discard, needs_schema=True)
 
 
 def _add_simulate(commands: Subparsers) -> None:
     sim = commands.add_parser("simulate", help="stand-in pipeline answering stage requests")
-    sim.add_argument("--fail-rate", type=_fraction, default=0.0, metavar="F")
-    sim.add_argument("--delay", type=_non_negative_float, default=0.0, metavar="S")
-    sim.add_argument("--seed", type=int, default=0, metavar="N")
-    sim.add_argument("--concurrency", type=_positive_int, default=8, metavar="N")
+    sim.add_argument(
+        "--fail-rate",
+        type=arg.fraction,
+        default=0.0,
+        metavar="F",
+        help="share of requests answered `failed`, 0 to 1",
+    )
+    sim.add_argument(
+        "--delay",
+        type=arg.non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="seconds to wait before answering (each wait varies by half either way)",
+    )
+    sim.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="the same seed fails the same requests"
+    )
+    sim.add_argument(
+        "--concurrency",
+        type=arg.positive_int,
+        default=8,
+        metavar="N",
+        help="requests answered at once (threads)",
+    )
     sim.set_defaults(func=simulate)
 
 
 def _add_demo(commands: Subparsers) -> None:
     demo_parser = commands.add_parser("demo", help="the whole flow in one process, no servers")
-    demo_parser.add_argument("--groups", type=_positive_int, default=10, metavar="N")
+    demo_parser.add_argument(
+        "--groups", type=arg.positive_int, default=10, metavar="N", help="image groups to run"
+    )
     demo_parser.set_defaults(func=demo)
 
 
@@ -210,39 +274,14 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def _positive_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _group_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image_group_id", metavar="ID", help="the image group's id")
 
 
-def _non_negative_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _number(float, text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _number(float, text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _number(kind: Callable[[str], N], text: str) -> N:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+def _letter_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "id", type=arg.positive_int, help="the dead letter's id (from `dead-letters list`)"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

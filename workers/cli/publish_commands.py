@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -45,7 +44,7 @@ def stage_finished(args: argparse.Namespace) -> int:
         image_group_id=args.image_group_id,
         attempt=args.attempt,
         request_event_id=args.request_event_id,
-        detail=_detail(args.detail),
+        detail=args.detail,
         error_code=args.error_code,
         error_summary=args.error_summary,
         correlation_id=args.correlation_id,
@@ -78,18 +77,6 @@ def _roles(specs: list[str]) -> tuple[list[str], dict[str, str]]:
         if sep:
             images[role] = image
     return roles, images
-
-
-def _detail(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        detail = json.loads(text)
-    except ValueError as exc:
-        raise CommandError(f"--detail is not JSON: {exc}") from None
-    if not isinstance(detail, dict):
-        raise CommandError("--detail must be a JSON object")
-    return detail
 
 
 def _validate_and_send(
