@@ -48,6 +48,7 @@ from domain.records import (
     Page,
     StageRecord,
     StageState,
+    latest_per_job,
 )
 from domain.values import (
     MAX_ID_LENGTH,
@@ -111,5 +112,6 @@ __all__ = [
     "Transition",
     "UnitOfWork",
     "check_name",
+    "latest_per_job",
     "next_stage",
 ]

@@ -81,6 +81,10 @@ class StageRepository(Protocol):
 
     def find(self, job_id: str) -> list[StageRecord]: ...
 
+    def latest_failures(self, job_ids: Sequence[str]) -> dict[str, StageRecord]:
+        """Each job's failed stage of its highest attempt (the latest on a tie); jobs with
+        no failed stage are left out. Why a FAILED group failed, for many groups at once."""
+
 
 class HistoryRepository(Protocol):
     def add(self, transitions: Sequence[Transition]) -> None: ...

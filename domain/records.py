@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -37,6 +38,20 @@ class StageRecord:
     result_detail: dict[str, Any] | None = None
     error_code: str | None = None
     error_summary: str | None = None
+
+
+def latest_per_job(records: Iterable[StageRecord]) -> dict[str, StageRecord]:
+    """Each job's record of its highest attempt, the latest one on a tie.
+
+    A redeploy starts a new attempt, and earlier stages keep the rows of older attempts, so
+    the newest attempt is what tells why a group is where it is now.
+    """
+    latest: dict[str, StageRecord] = {}
+    for record in records:
+        seen = latest.get(record.job_id)
+        if seen is None or (record.attempt, record.updated_at) > (seen.attempt, seen.updated_at):
+            latest[record.job_id] = record
+    return latest
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,9 @@ from domain import (
     OutboxMessage,
     Page,
     StageRecord,
+    StageState,
     Transition,
+    latest_per_job,
 )
 from domain.ports import (
     CatalogRepository,
@@ -187,6 +189,14 @@ class MemoryStageRepository:
     def find(self, job_id: str) -> list[StageRecord]:
         found = [r for (job, _), r in self.state.stages.items() if job == job_id]
         return sorted(found, key=lambda r: r.updated_at)
+
+    def latest_failures(self, job_ids: Sequence[str]) -> dict[str, StageRecord]:
+        wanted = set(job_ids)
+        return latest_per_job(
+            r
+            for (job, _), r in self.state.stages.items()
+            if job in wanted and r.state is StageState.FAILED
+        )
 
 
 class MemoryHistoryRepository:

@@ -15,6 +15,8 @@ from domain import (
     OutboxMessage,
     PipelinePhase,
     StageRecord,
+    StageState,
+    latest_per_job,
 )
 from persistence import mappers, statements, storable
 from persistence.models import (
@@ -68,6 +70,16 @@ class SqlStageRepository:
             select(StageRow).where(StageRow.job_id == job_id).order_by(StageRow.updated_at)
         )
         return [mappers.stage_to_entity(r) for r in rows]
+
+    def latest_failures(self, job_ids: Sequence[str]) -> dict[str, StageRecord]:
+        if not job_ids:
+            return {}
+        rows = self.conn.execute(
+            select(StageRow).where(
+                StageRow.job_id.in_(list(job_ids)), StageRow.state == StageState.FAILED.value
+            )
+        )
+        return latest_per_job(mappers.stage_to_entity(r) for r in rows)
 
 
 class SqlInboxRepository:

@@ -5,15 +5,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from domain import ImageGroup, ImageGroupId, ImageGroupNotFoundError, ImageGroupStatus
+from domain import (
+    ImageGroup,
+    ImageGroupId,
+    ImageGroupNotFoundError,
+    ImageGroupStatus,
+    StageRecord,
+    StageState,
+    UnitOfWork,
+)
 from workers.bootstrap import runtime
 from workers.cli.output import iso, print_fields, print_json, print_table
 
 
-def group_document(group: ImageGroup) -> dict[str, Any]:
-    """The status object of CONTRACT.md §4."""
+def group_document(group: ImageGroup, failure: StageRecord | None = None) -> dict[str, Any]:
+    """The status object of CONTRACT.md §4; a FAILED group's carries why it failed."""
     images = sorted(group.images, key=lambda image: image.role.value)
-    return {
+    document: dict[str, Any] = {
         "image_group_id": group.id.value,
         "job_id": group.job_id,
         "status": group.status.value,
@@ -22,51 +30,93 @@ def group_document(group: ImageGroup) -> dict[str, Any]:
         "created_at": iso(group.created_at),
         "updated_at": iso(group.updated_at),
     }
+    if group.status is ImageGroupStatus.FAILED:
+        document["failure"] = failure_document(failure)
+    return document
+
+
+def failure_document(failure: StageRecord | None) -> dict[str, Any] | None:
+    if failure is None:
+        return None  # FAILED with no failed stage on record: nothing to tell, and no guess
+    return {
+        "stage": failure.stage.value,
+        "attempt": failure.attempt,
+        "error_code": failure.error_code,
+        "error_summary": failure.error_summary,
+    }
+
+
+def documents(uow: UnitOfWork, groups: list[ImageGroup]) -> list[dict[str, Any]]:
+    """Status objects, with one look-up for the failures of all the FAILED groups."""
+    failed = [g.job_id for g in groups if g.status is ImageGroupStatus.FAILED]
+    failures = uow.stages.latest_failures(failed) if failed else {}
+    return [group_document(g, failures.get(g.job_id)) for g in groups]
 
 
 def status(args: argparse.Namespace) -> int:
     group_id = ImageGroupId(args.image_group_id)
     with runtime().new_uow() as uow:
         group = uow.groups.find_by_id(group_id)
-    if group is None:
-        raise ImageGroupNotFoundError(image_group_id=group_id.value)
-    document = group_document(group)
+        if group is None:
+            raise ImageGroupNotFoundError(image_group_id=group_id.value)
+        [document] = documents(uow, [group])
     if args.json:
         print_json(document)
         return 0
     images = document.pop("images")
+    if "failure" in document:
+        document |= _failure_fields(document.pop("failure"))
     print_fields(document)
     print()
     print_table(["ROLE", "IMAGE"], [[i["role"], i["image_name"]] for i in images])
     return 0
 
 
+def _failure_fields(failure: dict[str, Any] | None) -> dict[str, Any]:
+    if failure is None:
+        return {"failed_stage": "unknown (no failed stage on record)"}
+    return {
+        "failed_stage": f"{failure['stage']} (attempt {failure['attempt']})",
+        "error_code": failure["error_code"],
+        "error_summary": failure["error_summary"],
+    }
+
+
 def list_groups(args: argparse.Namespace) -> int:
     wanted = None if args.status is None else ImageGroupStatus(args.status)
     with runtime().new_uow() as uow:
         page = uow.groups.list_by_status(wanted, limit=args.limit, offset=args.offset)
-    items = [group_document(group) for group in page.items]
+        items = documents(uow, page.items)
     if args.json:
         print_json(
             {"items": items, "total": page.total, "limit": page.limit, "offset": page.offset}
         )
         return 0
     rows = [
-        [g["image_group_id"], g["status"], g["attempt"], g["job_id"], g["updated_at"]]
+        [g["image_group_id"], g["status"], g["attempt"], g["job_id"], g["updated_at"], _why(g)]
         for g in items
     ]
-    print_table(["IMAGE GROUP", "STATUS", "ATTEMPT", "JOB", "UPDATED"], rows)
+    print_table(["IMAGE GROUP", "STATUS", "ATTEMPT", "JOB", "UPDATED", "FAILURE"], rows)
     shown = f"{page.offset + 1}-{page.offset + len(items)}" if items else "none"
     print(f"\nshowing {shown} of {page.total}")
     return 0
 
 
+def _why(document: dict[str, Any]) -> str | None:
+    failure = document.get("failure")
+    if failure is None:
+        return None
+    return f"{failure['stage']}: {failure['error_code'] or 'no error code'}"
+
+
 def history(args: argparse.Namespace) -> int:
     group_id = ImageGroupId(args.image_group_id)
     with runtime().new_uow() as uow:
-        if not uow.groups.exists(group_id):
+        group = uow.groups.find_by_id(group_id)
+        if group is None:
             raise ImageGroupNotFoundError(image_group_id=group_id.value)
         transitions = uow.history.list_for_group(group_id)
+        stages = [] if args.json else uow.stages.find(group.job_id)
     entries = [
         {
             "from_status": None if t.from_status is None else t.from_status.value,
@@ -81,4 +131,19 @@ def history(args: argparse.Namespace) -> int:
         return 0
     rows = [[e["at"], e["from_status"], e["to_status"], e["event_id"]] for e in entries]
     print_table(["AT", "FROM", "TO", "EVENT"], rows)
+    _print_failures(entries, stages)
     return 0
+
+
+def _print_failures(entries: list[dict[str, Any]], stages: list[StageRecord]) -> None:
+    """Each move to FAILED whose stage result is still on record, with its reason. A stage
+    keeps only its latest record, so a failure its own stage's rerun replaced is not shown."""
+    failed = {s.event_id: s for s in stages if s.state is StageState.FAILED}
+    rows = [
+        [e["at"], f.stage.value, f.attempt, f.error_code, f.error_summary]
+        for e in entries
+        if e["to_status"] == ImageGroupStatus.FAILED.value and (f := failed.get(e["event_id"]))
+    ]
+    if rows:
+        print()
+        print_table(["FAILED AT", "STAGE", "ATTEMPT", "ERROR CODE", "ERROR SUMMARY"], rows)
