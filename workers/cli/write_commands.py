@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from domain import StageName
-from workers import handlers
+from workers import handlers, relay
 from workers.bootstrap import runtime
 from workers.cli.output import print_json, print_warning
 
@@ -31,11 +34,13 @@ def cleanup(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, result: handlers.Result) -> int:
     """Publish the committed follow-on now; what cannot be sent stays for the outbox sweep."""
-    sent = runtime().relay.deliver(result.messages)
+    with _publish_failures() as failures:
+        sent = runtime().relay.deliver(result.messages)
     unsent = [m.event_id for m in result.messages[sent:]]
     if unsent:
+        why = f" ({failures[-1]})" if failures else ""
         print_warning(
-            f"the follow-on event(s) {', '.join(unsent)} could not be published yet; "
+            f"the follow-on event(s) {', '.join(unsent)} could not be published yet{why}; "
             "they stay in the outbox and a running worker sends them"
         )
     status = None if result.outcome.status is None else result.outcome.status.value
@@ -58,3 +63,32 @@ def _report(args: argparse.Namespace, result: handlers.Result) -> int:
         state = "sent" if follow_on["sent"] else "pending in outbox"
         print(f"  {follow_on['task_name']} {follow_on['event_id']} ({state})")
     return 0
+
+
+class _Failures(logging.Handler):
+    """Keeps the one-line reason of each failed publish the relay logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            lines = str(error).strip().splitlines()
+            self.reasons.append(f"{type(error).__name__}: {lines[0] if lines else ''}".strip(": "))
+
+
+@contextmanager
+def _publish_failures() -> Iterator[list[str]]:
+    """The relay logs a failed publish with its traceback, which belongs in a worker's log;
+    here the command's own one-line warning tells it, so the record goes no further."""
+    logger = logging.getLogger(relay.__name__)
+    captured, propagates = _Failures(), logger.propagate
+    logger.addHandler(captured)
+    logger.propagate = False
+    try:
+        yield captured.reasons
+    finally:
+        logger.propagate = propagates
+        logger.removeHandler(captured)
