@@ -136,24 +136,33 @@ class DemoRun:
         deadline = time.monotonic() + timeout
         while True:
             rows = self.snapshot()
-            for plan, row in zip(self.plans, rows, strict=True):
-                if row.status == "parsed":
-                    self.build(plan)
-                elif row.status == ImageGroupStatus.FAILED and row.attempt == 1:
-                    self.redeploy(row.group_id, view)
+            # Shown before acted on: the operator's redeploy answers a FAILED line, so that
+            # line must already be on screen when the redeploy's note is printed.
             view.show(rows, self.elapsed())
+            self.act(rows, view)
             if all(row.done for row in rows) or time.monotonic() > deadline:
                 return rows
             time.sleep(POLL_SECONDS)
+
+    def act(self, rows: Sequence[GroupRow], view: View) -> None:
+        """What the pipeline and the operator do about what was just seen."""
+        for plan, row in zip(self.plans, rows, strict=True):
+            if row.status == "parsed":
+                self.build(plan)
+            elif row.status == ImageGroupStatus.FAILED and row.attempt == 1:
+                self.redeploy(row.group_id, view)
 
     def redeploy(self, group_id: str, view: View) -> None:
         if group_id in self.redeployed:
             return
         self.redeployed.append(group_id)
+        self.request_deploy(group_id)
+        view.note(f"operator: imagegroups request deploy {group_id}  (attempt 2)", self.elapsed())
+
+    def request_deploy(self, group_id: str) -> None:
         rt = bootstrap.runtime()
         result = request_stage(group_id, StageName.DEPLOY, deps=rt.deps)
         rt.relay.deliver(result.messages)
-        view.note(f"operator: imagegroups request deploy {group_id}  (attempt 2)", self.elapsed())
 
     def snapshot(self) -> list[GroupRow]:
         with bootstrap.runtime().new_uow() as uow:

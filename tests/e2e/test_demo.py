@@ -65,9 +65,21 @@ def assert_summary(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr, result.stderr
 
 
+def assert_each_redeploy_follows_its_failure(out: str) -> None:
+    """The operator answers what the progress already showed: FAILED first, then redeploy."""
+    lines = [line.split("] ", 1)[-1] for line in out.splitlines()]
+    redeploys = [i for i, line in enumerate(lines) if line.startswith("operator: ")]
+    assert len(redeploys) == 2, out
+    for index in redeploys:
+        group_id = lines[index].split()[4]
+        failed = [i for i, line in enumerate(lines) if line.split()[:2] == [group_id, "FAILED"]]
+        assert failed and failed[0] < index, f"{group_id} redeployed before its FAILED line:\n{out}"
+
+
 def test_demo_runs_every_group_to_the_end_without_any_server(tmp_path: Path) -> None:
     result = run_demo(tmp_path)
     assert_summary(result)
+    assert_each_redeploy_follows_its_failure(result.stdout)
     assert "\x1b[" not in result.stdout, "progress on a pipe must be plain lines"
     assert re.search(r"sqlite:////\S+/demo\.db", result.stdout)
     assert result.stderr == "", result.stderr
