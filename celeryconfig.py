@@ -35,10 +35,13 @@ worker_prefetch_multiplier = 4
 # kombu looks for expired messages every `unacked_restore_interval` seconds, and scans only on
 # every `unacked_restore_throttle`-th look: 1, so a dead host's messages come back within
 # the timeout plus one interval, not ten.
+# The scan holds a Redis lock that outlives a worker killed mid-scan: 30 s, not kombu's 300,
+# or that crash would also hold up everyone's recovery for five minutes.
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout,
     "unacked_restore_interval": _settings.unacked_restore_interval,
     "unacked_restore_throttle": 1,
+    "unacked_mutex_expire": 30,
 }
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
 broker_connection_retry_on_startup = True

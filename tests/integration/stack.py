@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,21 @@ class Process:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        """The pool processes of a worker (direct children of its main process)."""
+        try:
+            found = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children").read_text()
+        except FileNotFoundError:
+            return []
+        return [int(child) for child in found.split()]
+
+    def kill_all(self) -> None:
+        """kill -9 of the main process and its children at once, as a host crash would."""
+        for pid in [self.popen.pid, *self.children()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.popen.wait(10)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         if self.popen.poll() is None:
@@ -163,13 +179,25 @@ class Stack:
 def stack(tmp: Path, prefix: str, broker: str | None = None, **settings: str) -> Iterator[Stack]:
     # Each stack gets its own Redis database, so workers of one test never take another's
     # messages, even when two test sessions run at once.
-    with fresh_database(prefix) as url, lease_redis_db() as redis_url:
-        running = Stack(url, redis_url, tmp, settings, broker=broker)
-        try:
-            running.run(MIGRATE_COMMAND)
-            yield running
-        finally:
-            running.close()
+    with (
+        fresh_database(prefix) as url,
+        lease_redis_db() as redis_url,
+        stack_on(tmp, url, redis_url, broker=broker, **settings) as running,
+    ):
+        yield running
+
+
+@contextmanager
+def stack_on(
+    tmp: Path, database_url: str, redis_url: str, broker: str | None = None, **settings: str
+) -> Iterator[Stack]:
+    """A stack on servers the caller provides (a private Redis or PostgreSQL, say)."""
+    running = Stack(database_url, redis_url, tmp, settings, broker=broker)
+    try:
+        running.run(MIGRATE_COMMAND)
+        yield running
+    finally:
+        running.close()
 
 
 def redis_messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:

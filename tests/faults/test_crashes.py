@@ -1,0 +1,144 @@
+"""Crashes: a whole worker killed, Redis killed and restarted from its AOF, PostgreSQL restarted.
+
+Each scenario runs groups through every stage (some planned to fail), crashes a part under
+them, and ends by checking every invariant (tests/faults/invariants.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.pool import NullPool
+
+from persistence.models import CatalogReservationRow, ImageGroupRow
+from tests.faults.checks import RECONNECT
+from tests.faults.invariants import (
+    Planned,
+    assert_invariants,
+    fails_as_planned,
+    plan,
+    publish,
+)
+from tests.faults.pipeline import Pipeline
+from tests.faults.servers import private_postgres, private_redis
+from tests.integration.stack import Stack, stack, stack_on, wait_for
+from tests.pg import fresh_database
+from tests.redis_db import lease_redis_db
+
+pytestmark = pytest.mark.faults
+
+#: Recovery in seconds instead of minutes: a short visibility timeout (so a short time limit)
+#: and a quick outbox sweep. Retries keep the default base, capped low to keep tests short.
+QUICK = {
+    "IMAGEGROUPS_VISIBILITY_TIMEOUT": "6",
+    "IMAGEGROUPS_TASK_TIME_LIMIT": "3",
+    "IMAGEGROUPS_RETRY_BACKOFF_BASE": "0.5",
+    "IMAGEGROUPS_RETRY_BACKOFF_MAX": "2",
+    "IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL": "0.5",
+    "IMAGEGROUPS_OUTBOX_SWEEP_GRACE": "1",
+}
+
+
+@contextmanager
+def answering(
+    s: Stack, plans: list[Planned], copies: tuple[int, int] = (1, 1)
+) -> Iterator[Pipeline]:
+    failing = fails_as_planned(plans)
+    pipeline = Pipeline(
+        s.redis_url,
+        copies=copies,
+        fails=lambda group, stage, attempt: attempt == 1 and failing.get(group) == stage,
+    )
+    pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
+
+
+def _progressed(s: Stack, count: int) -> bool:
+    with s.engine.connect() as conn:
+        done = conn.scalar(
+            select(func.count()).select_from(ImageGroupRow).where(ImageGroupRow.status != "BUILT")
+        )
+    return (done or 0) >= count
+
+
+def test_a_whole_worker_killed_while_holding_prefetched_events_loses_none(tmp_path: Path) -> None:
+    with stack(tmp_path, "killworker", **QUICK) as s:
+        doomed = s.start_worker("--concurrency", "1", "-n", "doomed@%h", name="doomed")
+        plans = plan(12, "killed", fail_rate=0.3, seed=1)
+        with answering(s, plans) as pipeline:
+            first = plans[0]
+            events = publish(s, first)[:1]
+            wait_for(
+                lambda: s.query(lambda u: u.catalogs.find_by_job_id(first.job_id)),
+                timeout=20,
+                what="the first catalog",
+            )
+            with s.engine.connect() as blocker:
+                # The first build result waits on this lock inside its handler; the worker's
+                # prefetch fills up with the events behind it, all unacknowledged.
+                blocker.execute(
+                    select(CatalogReservationRow)
+                    .where(CatalogReservationRow.job_id == first.job_id)
+                    .with_for_update()
+                )
+                events += publish(s, first)[1:]
+                for planned in plans[1:]:
+                    events += publish(s, planned)
+                wait_for(lambda: s.redis.hlen("unacked") >= 4, timeout=20, what="a full prefetch")
+                doomed.kill_all()
+                blocker.rollback()
+            held = s.redis.hlen("unacked")
+            s.start_worker("--concurrency", "2", "-n", "survivor@%h", name="survivor")
+            assert_invariants(s, plans, pipeline, events=events)
+        assert held >= 4
+
+
+def test_redis_killed_mid_flow_and_restarted_from_its_aof_loses_nothing(tmp_path: Path) -> None:
+    with (
+        private_redis(tmp_path, fsync="everysec") as server,
+        fresh_database("rediscrash") as database,
+        stack_on(tmp_path, database, server.url, **QUICK) as s,
+    ):
+        worker = s.start_worker("--concurrency", "2")
+        plans = plan(30, "redis", fail_rate=0.2, seed=2)
+        with answering(s, plans) as pipeline:
+            events = [event for planned in plans for event in publish(s, planned)]
+            wait_for(lambda: _progressed(s, 5), timeout=30, what="the flow to be under way")
+            server.kill()
+            server.start()
+            assert_invariants(s, plans, pipeline, events=events)
+        assert RECONNECT in worker.output(), "the worker never noticed the crash"
+
+
+@contextmanager
+def _database_on(admin_url: str, name: str) -> Iterator[str]:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_postgresql_restarted_mid_flow_loses_nothing(tmp_path: Path) -> None:
+    with (
+        private_postgres() as server,
+        _database_on(server.admin_url, "imagegroups") as database,
+        lease_redis_db() as redis_url,
+        stack_on(tmp_path, database, redis_url, **QUICK) as s,
+    ):
+        worker = s.start_worker("--concurrency", "2")
+        plans = plan(30, "pg", fail_rate=0.2, seed=3)
+        with answering(s, plans) as pipeline:
+            events = [event for planned in plans for event in publish(s, planned)]
+            wait_for(lambda: _progressed(s, 5), timeout=30, what="the flow to be under way")
+            server.restart()
+            s.engine.dispose()  # the test's own pooled connections died with the server
+            assert_invariants(s, plans, pipeline, events=events)
+        assert "retrying in" in worker.output(), "the restart went unnoticed"
