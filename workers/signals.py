@@ -1,4 +1,9 @@
-"""Worker lifecycle: fresh connections after fork, and the outbox sweep in the main process."""
+"""Worker lifecycle: fresh connections after fork, and the outbox sweep in the main process.
+
+Celery's signals fire for every worker in the process, and importing `workers` connects these
+handlers: the stand-in pipeline (`imagegroups simulate`) imports it too. So the lifecycle
+handlers act only for a worker of the event app, never for the simulator's own app.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,16 @@ from workers.worker_health import HEALTH
 _sweeper: OutboxSweeper | None = None
 
 
-def _on_worker_init(**_: Any) -> None:
-    bootstrap.batch_sent_marks()
+def is_event_worker(sender: Any) -> bool:
+    """Whether the signal's sender (a worker or its consumer) belongs to the event app."""
+    from workers.celery_app import app
+
+    return getattr(sender, "app", None) is app
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    if is_event_worker(sender):
+        bootstrap.batch_sent_marks()
 
 
 def _after_fork(**_: Any) -> None:
@@ -29,8 +42,10 @@ def _relay() -> OutboxRelay:
     return bootstrap.runtime().relay
 
 
-def _start_sweeper(**_: Any) -> None:
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
     global _sweeper
+    if not is_event_worker(sender):
+        return  # the simulator consumes the pipeline's queues; it must not send our outbox
     if _sweeper is not None:
         return  # one sweeper per process, however many embedded workers start
     settings = bootstrap.runtime().settings
@@ -43,8 +58,10 @@ def _start_sweeper(**_: Any) -> None:
     _sweeper.start()
 
 
-def _stop_sweeper(**_: Any) -> None:
+def _stop_sweeper(sender: Any = None, **_: Any) -> None:
     global _sweeper
+    if not is_event_worker(sender):
+        return
     if _sweeper is not None:
         _sweeper.stop()
         _sweeper = None
