@@ -1,4 +1,4 @@
-"""Argument types and help for the parser: a malformed value is a usage error (exit 2)."""
+"""Argument types, shared arguments and help for the parser: a malformed value exits 2."""
 
 from __future__ import annotations
 
@@ -32,6 +32,20 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+def json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def group_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image_group_id", metavar="ID", help="the image group's id")
+
+
+def letter_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "id", type=positive_int, help="the dead letter's id (from `dead-letters list`)"
+    )
 
 
 def uuid_text(text: str) -> str:
