@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from celery import Celery
 
+from workers import flower_access
+
 app = Celery("imagegroups")
 app.config_from_object("celeryconfig")
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+# `celery -A workers flower` imports this module before Flower reads its options.
+flower_access.install()

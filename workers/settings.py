@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # A handler takes milliseconds; one still running after this is killed, and its event
     # comes back like a killed worker's (counted, dead-lettered after MAX_ATTEMPTS).
     task_time_limit: int = Field(60, ge=1, validation_alias="IMAGEGROUPS_TASK_TIME_LIMIT")
+    # Flower shows every event's arguments, so it refuses to start without authentication
+    # unless the operator says an open dashboard is intended (workers/flower_access.py).
+    flower_unauthenticated: bool = Field(
+        False, validation_alias="IMAGEGROUPS_FLOWER_UNAUTHENTICATED"
+    )
 
     @model_validator(mode="after")
     def _deadlines_fit_the_visibility_timeout(self) -> Settings:

@@ -66,6 +66,13 @@ def test_every_compose_command_is_one_the_tests_run() -> None:
     assert services["simulator"]["command"] == SIMULATOR_COMMAND
 
 
+def test_compose_flower_listens_on_every_container_interface_behind_basic_auth() -> None:
+    flower = _services()["flower"]["environment"]
+    assert flower["FLOWER_ADDRESS"] == "0.0.0.0"
+    assert flower["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert "IMAGEGROUPS_FLOWER_UNAUTHENTICATED" not in flower
+
+
 def test_compose_orders_start_up_on_health_and_a_finished_migration() -> None:
     services = _services()
     redis = services["redis"]["command"]
