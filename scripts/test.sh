@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Test it: installs what the tests need, makes sure PostgreSQL and Redis answer, then runs
 # the linters and every test tier (unit, contract, integration, e2e) in one pytest run.
+# Anything it does to the machine (a system package, a server started, a config line) is
+# announced on its own "test.sh: ..." line before it happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,28 +17,35 @@ wait_up() {  # wait_up NAME CHECK: up to 30 s for a service that is starting
   for _ in $(seq 150); do "$2" && return 0; sleep 0.2; done
   echo "test.sh: $1 did not come up on 127.0.0.1" >&2; return 1
 }
-install_missing() {
+say() { echo "test.sh: $*" >&2; }
+install_missing() {  # install_missing PACKAGE WHY
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    say "installing the system package $1 with apt-get: $2"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
   else
-    echo "test.sh: please install $* (or point IMAGEGROUPS_TEST_PG at a server)" >&2; exit 1
+    say "please install $1 ($2)"; exit 1
   fi
 }
 
 if ! pg_up; then
-  command -v pg_ctlcluster >/dev/null || install_missing postgresql
+  command -v pg_ctlcluster >/dev/null || install_missing postgresql \
+    "nothing answers on 127.0.0.1:5432 and the integration tests need PostgreSQL"
   version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  say "starting the PostgreSQL $version cluster 'main': nothing answers on 127.0.0.1:5432"
   pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
   # A fresh cluster uses peer auth; tests connect over TCP as postgres without a password.
   hba="/etc/postgresql/$version/main/pg_hba.conf"
   if ! grep -q "^host all all 127.0.0.1/32 trust" "$hba"; then
+    say "trusting TCP logins from this host in $hba: the tests connect as postgres without a password"
     sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
     pg_ctlcluster --skip-systemctl-redirect "$version" main reload
   fi
   wait_up PostgreSQL pg_up
 fi
 if ! redis_up; then
-  command -v redis-server >/dev/null || install_missing redis-server
+  command -v redis-server >/dev/null || install_missing redis-server \
+    "nothing answers on 127.0.0.1:6379 and the integration tests need Redis"
+  say "starting redis-server on 127.0.0.1:6379 (no persistence): nothing answers there"
   mkdir -p /var/lib/redis /var/log/redis
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
@@ -44,14 +53,16 @@ if ! redis_up; then
 fi
 
 if ! rabbit_up; then  # the contract's other broker, for tests/integration/test_rabbitmq.py
-  command -v rabbitmq-server >/dev/null || install_missing rabbitmq-server
+  command -v rabbitmq-server >/dev/null || install_missing rabbitmq-server \
+    "nothing answers on 127.0.0.1:5672 and one integration test runs the flow on RabbitMQ"
+  say "starting rabbitmq-server in the background: nothing answers on 127.0.0.1:5672"
   rabbitmq-server -detached || true
   wait_up RabbitMQ rabbit_up
 fi
 
 # docker-compose.yml is validated with `docker-compose config` (no engine needed).
 if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
-  install_missing docker-compose
+  install_missing docker-compose "a test validates docker-compose.yml with \`docker-compose config\`"
 fi
 
 echo "== lint: ruff, mypy --strict, event schemas"
