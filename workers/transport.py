@@ -14,6 +14,7 @@ import base64
 import binascii
 import functools
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -106,12 +107,66 @@ class ScreeningPrefixedRedis(_Screening, kombu_redis.PrefixedStrictRedis):
     pass
 
 
+#: Delivery tags a closing channel could not give back because Redis was down; the next
+#: channel that consumes gives them back (see Channel.close).
+_stranded: list[str] = []
+_stranded_lock = threading.Lock()
+
+
 class Channel(kombu_redis.Channel):
+    _last_params: dict[bool, dict[str, Any]]
+
     def _get_client(self) -> Any:
         client = super()._get_client()  # type: ignore[no-untyped-call]
         if isinstance(client, functools.partial):  # global_keyprefix set
             return functools.partial(ScreeningPrefixedRedis, **client.keywords)
         return ScreeningRedis
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        # After a lost connection, Celery closes the kombu Connection (which lets go of the
+        # transport's client) before the channel, whose close then needs a Redis client to
+        # give back its unacknowledged messages: kombu raises AttributeError there, which
+        # stops the worker. The channel's own earlier parameters are as good.
+        if self.connection.client is None and asynchronous in self._remembered():
+            return dict(self._remembered()[asynchronous])
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        self._remembered()[asynchronous] = dict(params)
+        return params
+
+    def _remembered(self) -> dict[bool, dict[str, Any]]:
+        if not hasattr(self, "_last_params"):
+            self._last_params = {}
+        return self._last_params
+
+    def close(self) -> None:
+        # kombu gives a closing channel's unacknowledged messages back to the queue. When
+        # Redis is down that fails, and they would wait for the visibility timeout (minutes)
+        # although this worker is alive: keep their tags and give them back on reconnect.
+        qos = self._qos
+        held = (
+            []
+            if qos is None or getattr(qos._delivered, "restored", False)
+            else list(qos._delivered)
+        )
+        try:
+            super().close()  # type: ignore[no-untyped-call]
+        except self.connection_errors:
+            with _stranded_lock:
+                _stranded.extend(held)
+            raise
+
+    def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
+        consumer = super().basic_consume(*args, **kwargs)  # type: ignore[no-untyped-call]
+        with _stranded_lock:
+            tags, _stranded[:] = list(_stranded), []
+        for position, tag in enumerate(tags):
+            try:
+                self.qos.restore_by_tag(tag)  # a no-op for a message acked or restored since
+            except self.connection_errors:
+                with _stranded_lock:
+                    _stranded.extend(tags[position:])
+                raise
+        return consumer
 
 
 class Transport(kombu_redis.Transport):
