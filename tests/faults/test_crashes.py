@@ -11,61 +11,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
-from persistence.models import CatalogReservationRow, ImageGroupRow
+from persistence.models import CatalogReservationRow
 from tests.faults.checks import RECONNECT
 from tests.faults.invariants import (
-    Planned,
     assert_invariants,
-    fails_as_planned,
     plan,
     publish,
 )
-from tests.faults.pipeline import Pipeline
+from tests.faults.scenario import QUICK, answering, progressed
 from tests.faults.servers import private_postgres, private_redis
-from tests.integration.stack import Stack, stack, stack_on, wait_for
+from tests.integration.stack import stack, stack_on, wait_for
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
 
 pytestmark = pytest.mark.faults
-
-#: Recovery in seconds instead of minutes: a short visibility timeout (so a short time limit)
-#: and a quick outbox sweep. Retries keep the default base, capped low to keep tests short.
-QUICK = {
-    "IMAGEGROUPS_VISIBILITY_TIMEOUT": "6",
-    "IMAGEGROUPS_TASK_TIME_LIMIT": "3",
-    "IMAGEGROUPS_RETRY_BACKOFF_BASE": "0.5",
-    "IMAGEGROUPS_RETRY_BACKOFF_MAX": "2",
-    "IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL": "0.5",
-    "IMAGEGROUPS_OUTBOX_SWEEP_GRACE": "1",
-}
-
-
-@contextmanager
-def answering(
-    s: Stack, plans: list[Planned], copies: tuple[int, int] = (1, 1)
-) -> Iterator[Pipeline]:
-    failing = fails_as_planned(plans)
-    pipeline = Pipeline(
-        s.redis_url,
-        copies=copies,
-        fails=lambda group, stage, attempt: attempt == 1 and failing.get(group) == stage,
-    )
-    pipeline.start()
-    try:
-        yield pipeline
-    finally:
-        pipeline.stop()
-
-
-def _progressed(s: Stack, count: int) -> bool:
-    with s.engine.connect() as conn:
-        done = conn.scalar(
-            select(func.count()).select_from(ImageGroupRow).where(ImageGroupRow.status != "BUILT")
-        )
-    return (done or 0) >= count
 
 
 def test_a_whole_worker_killed_while_holding_prefetched_events_loses_none(tmp_path: Path) -> None:
@@ -110,7 +72,7 @@ def test_redis_killed_mid_flow_and_restarted_from_its_aof_loses_nothing(tmp_path
         plans = plan(30, "redis", fail_rate=0.2, seed=2)
         with answering(s, plans) as pipeline:
             events = [event for planned in plans for event in publish(s, planned)]
-            wait_for(lambda: _progressed(s, 5), timeout=30, what="the flow to be under way")
+            wait_for(lambda: progressed(s, 5), timeout=30, what="the flow to be under way")
             server.kill()
             server.start()
             assert_invariants(s, plans, pipeline, events=events)
@@ -137,7 +99,7 @@ def test_postgresql_restarted_mid_flow_loses_nothing(tmp_path: Path) -> None:
         plans = plan(30, "pg", fail_rate=0.2, seed=3)
         with answering(s, plans) as pipeline:
             events = [event for planned in plans for event in publish(s, planned)]
-            wait_for(lambda: _progressed(s, 5), timeout=30, what="the flow to be under way")
+            wait_for(lambda: progressed(s, 5), timeout=30, what="the flow to be under way")
             server.restart()
             s.engine.dispose()  # the test's own pooled connections died with the server
             assert_invariants(s, plans, pipeline, events=events)

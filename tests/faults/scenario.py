@@ -1,0 +1,49 @@
+"""What the fault scenarios share: quick recovery settings and a pipeline answering requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import func, select
+
+from persistence.models import ImageGroupRow
+from tests.faults.invariants import Planned, fails_as_planned
+from tests.faults.pipeline import Pipeline
+from tests.integration.stack import Stack
+
+#: Recovery in seconds instead of minutes: a short visibility timeout (so a short time limit)
+#: and a quick outbox sweep. Retries keep the default base, capped low to keep tests short.
+QUICK = {
+    "IMAGEGROUPS_VISIBILITY_TIMEOUT": "6",
+    "IMAGEGROUPS_TASK_TIME_LIMIT": "3",
+    "IMAGEGROUPS_RETRY_BACKOFF_BASE": "0.5",
+    "IMAGEGROUPS_RETRY_BACKOFF_MAX": "2",
+    "IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL": "0.5",
+    "IMAGEGROUPS_OUTBOX_SWEEP_GRACE": "1",
+}
+
+
+@contextmanager
+def answering(
+    s: Stack, plans: list[Planned], copies: tuple[int, int] = (1, 1)
+) -> Iterator[Pipeline]:
+    failing = fails_as_planned(plans)
+    pipeline = Pipeline(
+        s.redis_url,
+        copies=copies,
+        fails=lambda group, stage, attempt: attempt == 1 and failing.get(group) == stage,
+    )
+    pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
+
+
+def progressed(s: Stack, count: int) -> bool:
+    with s.engine.connect() as conn:
+        done = conn.scalar(
+            select(func.count()).select_from(ImageGroupRow).where(ImageGroupRow.status != "BUILT")
+        )
+    return (done or 0) >= count
