@@ -45,3 +45,21 @@ def fresh_database(prefix: str) -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+@contextmanager
+def database_to_create(prefix: str) -> Iterator[tuple[str, str]]:
+    """A new name and its URL, for a command under test to CREATE; dropped afterwards."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"prefix must match {_PREFIX.pattern}, got {prefix!r}")
+    base = base_url()
+    name = f"ig_test_{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name, base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin = _admin_engine(base)
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
