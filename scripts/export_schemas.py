@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,14 @@ def export(out: Path) -> list[Path]:
     return written
 
 
+def regenerate_command(out: Path) -> str:
+    """This script under this interpreter, by full paths, so it works pasted anywhere."""
+    argv = [sys.executable, str(Path(__file__).resolve())]
+    if out.resolve() != DEFAULT_OUT:
+        argv += ["--out", str(out.resolve())]
+    return shlex.join(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if any file is stale")
@@ -51,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in stale:
             print(f"stale: {path}", file=sys.stderr)
         if stale:
-            print("run scripts/export_schemas.py to regenerate", file=sys.stderr)
+            print(f"regenerate them with: {regenerate_command(args.out)}", file=sys.stderr)
         return 1 if stale else 0
     for path in export(args.out):
         print(path)

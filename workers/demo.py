@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from celery import signals as celery_signals
@@ -180,7 +183,14 @@ def _where(setup: Setup, example: str) -> str:
     url = setup.settings.database_url
     if not setup.fresh_database:
         return make_url(url).render_as_string(hide_password=True)
-    return f"{url} (kept; DATABASE_URL={url} imagegroups history {example})"
+    return f"{url} (kept; DATABASE_URL={shlex.quote(url)} {cli_path()} history {example})"
+
+
+def cli_path() -> str:
+    """`imagegroups` as a fresh shell finds it: by full path, since its venv may be inactive."""
+    beside = Path(sys.executable).with_name("imagegroups")
+    found = str(beside) if beside.is_file() else shutil.which("imagegroups")
+    return shlex.quote(found or "imagegroups")
 
 
 def _run(setup: Setup, run: DemoRun, out: IO[str], timeout: float) -> list[GroupRow]:

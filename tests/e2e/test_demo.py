@@ -85,6 +85,29 @@ def test_demo_runs_every_group_to_the_end_without_any_server(tmp_path: Path) -> 
     assert result.stderr == "", result.stderr
 
 
+def test_the_demos_closing_hint_works_pasted_into_a_shell_without_the_venv(
+    tmp_path: Path,
+) -> None:
+    result = run_demo(tmp_path)
+    hint = re.search(r"\(kept; (DATABASE_URL=.+ history \S+)\)$", result.stdout, re.MULTILINE)
+    assert hint is not None, result.stdout
+
+    pasted = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", hint.group(1)],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},  # a fresh shell: no venv on PATH
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert pasted.returncode == 0, pasted.stderr
+    # The hint names the 2nd group, which failed, was redeployed and failed again.
+    assert re.search(r"\sFAILED\s+DEPLOYING\s", pasted.stdout), pasted.stdout
+    assert re.search(r"\sVALIDATING\s+FAILED\s", pasted.stdout), pasted.stdout
+
+
 @pytest.fixture
 def redis_db() -> Iterator[str]:
     with lease_redis_db() as url:
