@@ -1,4 +1,4 @@
-"""Follow-on events: the requests for the next stage, as outbox messages (CONTRACT.md §2)."""
+"""Follow-on events: the requests for the next stage, as outbox messages (docs/contract.md §2)."""
 
 from __future__ import annotations
 
