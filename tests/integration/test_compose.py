@@ -17,6 +17,7 @@ from tests.integration.stack import (
     SIMULATOR_COMMAND,
     WORKER_COMMAND,
 )
+from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +84,9 @@ def test_compose_orders_start_up_on_health_and_a_finished_migration() -> None:
     assert worker["redis"]["condition"] == "service_healthy"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert all("healthcheck" in services[name] for name in ("redis", "postgres", "worker"))
+
+
+def test_compose_gives_a_stopping_worker_longer_than_the_task_time_limit() -> None:
+    grace = _services()["worker"]["stop_grace_period"]
+    default_limit = Settings.model_fields["task_time_limit"].default
+    assert grace.endswith("s") and int(grace[:-1]) > default_limit
