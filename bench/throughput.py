@@ -1,6 +1,6 @@
 """Throughput of the worker against bare Celery no-op tasks, same broker and worker count.
 
-    python bench/throughput.py --events 2000 --concurrency 2
+    .venv/bin/python bench/throughput.py --events 2000 --concurrency 2
 
 Each run pre-loads a queue, starts the worker, and times the drain from the first message
 taken to the last one finished (Redis list empty and nothing unacked).
