@@ -112,10 +112,12 @@ def _check_eta(eta: str | None, now: datetime, max_eta: timedelta) -> None:
     try:
         when = maybe_iso8601(eta)
     except (ValueError, OverflowError, TypeError):
-        raise InvalidTaskMessageError(f"header 'eta' is not a timestamp: {eta!r}") from None
-    if when is not None and when.tzinfo is None:
+        when = None
+    if when is None:  # Celery reads "" as no time at all, then fails on it
+        raise InvalidTaskMessageError(f"header 'eta' is not a timestamp: {eta!r}")
+    if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    if when is not None and when - now > max_eta:
+    if when - now > max_eta:
         raise InvalidTaskMessageError(
             f"header 'eta' {eta!r} is more than {max_eta.total_seconds():.0f}s ahead; the "
             "worker would hold it unacknowledged past its visibility timeout"
