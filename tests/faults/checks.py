@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 from sqlalchemy import select
@@ -28,9 +29,16 @@ def letters(s: Stack) -> list[DeadLetter]:
     return s.query(lambda uow: uow.dead_letters.list())
 
 
+def holds(body: str, marker: str) -> bool:
+    """Whether a stored dead-letter body holds `marker` (binary bodies are kept in base64)."""
+    if body.startswith("base64:"):
+        return marker.encode() in base64.b64decode(body.removeprefix("base64:"))
+    return marker in body
+
+
 def letters_for(s: Stack, marker: str) -> list[DeadLetter]:
     """Dead letters whose stored body or task name contains `marker`."""
-    return [d for d in letters(s) if marker in d.body or marker in d.task_name]
+    return [d for d in letters(s) if holds(d.body, marker) or marker in d.task_name]
 
 
 def broker_is_drained(s: Stack) -> bool:
