@@ -1,4 +1,4 @@
-"""Celery's own settings, derived from the typed settings object (DESIGN.md §3)."""
+"""Celery's own settings, derived from the typed settings object (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Message schemas (pydantic v2): the envelope of CONTRACT.md §2 and each payload, strict."""
+"""Message schemas (pydantic v2): the envelope of docs/contract.md §2 and each payload, strict."""
 
 from __future__ import annotations
 

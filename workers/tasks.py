@@ -1,4 +1,4 @@
-"""Celery tasks: thin adapters with stable names (CONTRACT.md §2); the logic is elsewhere."""
+"""Celery tasks: thin adapters with stable names (docs/contract.md §2); the logic is elsewhere."""
 
 from __future__ import annotations
 

@@ -14,19 +14,6 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: Paths beside the repository (a clone has nothing there), spelled as text or as a Path.
 OUTSIDE = re.compile(r'\.\./shared|\.parent\s*/\s*"shared"|CONTRACT\.md|DESIGN\.md')
 #: Files that still name one of OUTSIDE, each to be pointed at docs/ by the change that owns it.
-NOT_YET_POINTED_AT_DOCS = {
-    "celeryconfig.py",
-    "persistence/migrations/versions/0001_initial_schema.py",
-    "tests/unit/test_catalog_file.py",
-    "tests/unit/test_cli_parsing.py",
-    "tests/unit/test_errors.py",
-    "tests/unit/test_handlers.py",
-    "tests/unit/test_schemas.py",
-    "tests/unit/test_transitions.py",
-    "workers/cli/read_commands.py",
-    "workers/schemas.py",
-    "workers/tasks.py",
-}
 _SKIPPED_DIRS = {".git", ".venv", "__pycache__", "build", "dist", "node_modules"}
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
@@ -68,9 +55,7 @@ def test_every_relative_link_resolves_to_a_file_in_the_repository(markdown: Path
 
 def test_no_file_points_at_documents_outside_the_repository() -> None:
     naming = {path for path, text in repo_text_files().items() if OUTSIDE.search(text)}
-    assert naming - NOT_YET_POINTED_AT_DOCS == set(), "point these at docs/ instead"
-    # An entry that no longer names them must leave the list, so it only shrinks.
-    assert NOT_YET_POINTED_AT_DOCS - naming == set(), "remove these from NOT_YET_POINTED_AT_DOCS"
+    assert naming == set(), "point these at docs/ instead"
 
 
 def fresh_shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from workers.cli.catalog_file import CatalogFile, CatalogFileError, read_catalog
 
-FIXTURES = Path(__file__).parents[2].parent / "shared" / "fixtures" / "catalogs"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "catalogs"
 
 
 def write(tmp_path: Path, document: Any) -> Path:

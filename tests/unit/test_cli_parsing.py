@@ -15,7 +15,7 @@ from workers.cli import publish_commands
 from workers.cli.main import main
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
-FIXTURES = Path(__file__).parents[2].parent / "shared" / "fixtures" / "catalogs"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "catalogs"
 JOB = "0b7f3c2e-4f57-4a43-9d7e-5b2a1c0d9e11"
 FINISHED = ["publish", "stage-finished", "--job-id", JOB]
 

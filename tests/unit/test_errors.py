@@ -1,4 +1,4 @@
-"""Which failures are retried (CONTRACT.md section 3), and the backoff between retries."""
+"""Which failures are retried (docs/contract.md §3), and the backoff between retries."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The handlers against CONTRACT.md section 3, on in-memory fakes (no database, no broker)."""
+"""The handlers against docs/contract.md §3, on in-memory fakes (no database, no broker)."""
 
 from __future__ import annotations
 

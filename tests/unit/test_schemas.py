@@ -1,4 +1,4 @@
-"""Envelope and payload validation (CONTRACT.md section 2), and how a bad call is reported."""
+"""Envelope and payload validation (docs/contract.md §2), and how a bad call is reported."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ImageGroup state machine, checked against tables written out from CONTRACT.md section 3.
+"""The ImageGroup state machine, checked against tables written out from docs/contract.md §3.
 
 The expected tables below are data typed in by hand; they are never derived from domain code.
 """
@@ -41,7 +41,7 @@ LATER = CREATED + timedelta(minutes=5)
 Expected = ImageGroupStatus | type[DomainError]
 
 # ---------------------------------------------------------------------------------------
-# Expected tables (CONTRACT.md section 3)
+# Expected tables (docs/contract.md §3)
 # ---------------------------------------------------------------------------------------
 
 #: finish(stage, outcome) from each status -> (result on succeeded, result on failed).

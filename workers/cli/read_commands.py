@@ -19,7 +19,7 @@ from workers.cli.output import iso, print_fields, print_json, print_table
 
 
 def group_document(group: ImageGroup, failure: StageRecord | None = None) -> dict[str, Any]:
-    """The status object of CONTRACT.md §4; a FAILED group's carries why it failed."""
+    """The status object of docs/contract.md §4; a FAILED group's carries why it failed."""
     images = sorted(group.images, key=lambda image: image.role.value)
     document: dict[str, Any] = {
         "image_group_id": group.id.value,

@@ -1,4 +1,4 @@
-"""Initial schema: image groups and images (CONTRACT.md §5) and the worker's own tables.
+"""Initial schema: image groups and images (docs/contract.md §5) and the worker's own tables.
 
 Revision ID: 0001
 Revises: (none)
