@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy import text
-
 from domain import DeadLetterStatus
 from workers.bootstrap import runtime, utcnow
-from workers.cli.output import print_json, print_table
+from workers.cli.database import require_schema
+from workers.cli.output import CommandError, print_json, print_table
 from workers.worker_health import COMMAND
 
 BROKER_TIMEOUT_SECONDS = 3.0
@@ -22,9 +21,11 @@ WORKER_REPLY_SECONDS = 1.0
 
 
 def check_database() -> dict[str, Any]:
+    """Reachable and migrated to this code's head; never creates a missing SQLite file."""
     try:
-        with runtime().engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        require_schema()
+    except CommandError as exc:
+        return {"ok": False, "error": str(exc)}
     except Exception as exc:
         return {"ok": False, "error": _one_line(exc)}
     return {"ok": True, "error": None}
@@ -124,8 +125,8 @@ def health(args: argparse.Namespace) -> int:
 
 def _print_human(document: dict[str, Any]) -> None:
     rows = [
-        ["database", _state(document["database"]), document["database"]["error"]],
-        ["broker", _state(document["broker"]), document["broker"]["error"]],
+        ["database", _state(document["database"]), _short(document["database"]["error"])],
+        ["broker", _state(document["broker"]), _short(document["broker"]["error"])],
         ["outbox", _count(document["outbox"]["pending"], "pending"), _age(document["outbox"])],
         ["dead letters", _count(document["dead_letters"]["waiting"], "waiting"), None],
     ]
@@ -136,13 +137,18 @@ def _print_human(document: dict[str, Any]) -> None:
         print(f"  - {problem}")
 
 
+def _short(text: str | None, width: int = 60) -> str | None:
+    """The table's detail column; the full reason is printed under the table."""
+    return text if text is None or len(text) <= width else text[: width - 1] + "…"
+
+
 def _worker_state(worker: dict[str, Any]) -> str:
     checks = (worker.get("dead_letter_store", {}), worker.get("database", {}))
     return "ok" if all(c.get("ok", True) for c in checks) else "failing"
 
 
 def _state(check: dict[str, Any]) -> str:
-    return "ok" if check["ok"] else "unreachable"
+    return "ok" if check["ok"] else "failing"
 
 
 def _count(value: int | None, what: str) -> str:
