@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workers.settings import get_settings
+from workers.transport import LEASE_OPTION
 
 _settings = get_settings()
 
@@ -30,18 +31,19 @@ task_time_limit = _settings.task_time_limit
 # Handlers take milliseconds; a small prefetch keeps redeliveries after a crash few.
 worker_prefetch_multiplier = 4
 
-# Redis re-delivers unacked messages after the visibility timeout. Celery reads it from
-# both option sets; retry delays and the time limit stay below it (see workers/settings.py).
-# kombu looks for expired messages every `unacked_restore_interval` seconds, and scans only on
-# every `unacked_restore_throttle`-th look: 1, so a dead host's messages come back within
-# the timeout plus one interval, not ten.
-# The scan holds a Redis lock that outlives a worker killed mid-scan: 30 s, not kombu's 300,
-# or that crash would also hold up everyone's recovery for five minutes.
+# Redis re-delivers unacked messages after the visibility timeout; Celery reads it from both
+# option sets. Each worker renews the messages it holds every quarter of it (leases, in
+# workers/transport.py), so only a dead worker's messages expire. kombu looks for expired
+# ones every `unacked_restore_interval` seconds, and scans only on every
+# `unacked_restore_throttle`-th look: 1, so they come back within the timeout plus one
+# interval, not ten. The scan holds a Redis lock that outlives a worker killed mid-scan:
+# 30 s, not kombu's 300, or that crash would hold up everyone's recovery for five minutes.
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout,
     "unacked_restore_interval": _settings.unacked_restore_interval,
     "unacked_restore_throttle": 1,
     "unacked_mutex_expire": 30,
+    LEASE_OPTION: _settings.lease_renewal_interval,
 }
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
 broker_connection_retry_on_startup = True

@@ -292,6 +292,26 @@ class MemoryDeadLetterRepository:
         self.state = state
 
     def add(self, letter: DeadLetter) -> int:
+        waiting = next(
+            (
+                held
+                for held in self.state.dead_letters.values()
+                if held.status is DeadLetterStatus.DEAD
+                and letter.event_id is not None
+                and held.event_id == letter.event_id
+            ),
+            None,
+        )
+        if waiting is not None and waiting.id is not None:
+            self.state.dead_letters[waiting.id] = replace(
+                waiting,
+                error_type=letter.error_type,
+                error_message=letter.error_message,
+                traceback=letter.traceback,
+                attempts=letter.attempts,
+                last_failed_at=letter.last_failed_at,
+            )
+            return waiting.id
         new_id = max(self.state.dead_letters, default=0) + 1
         self.state.dead_letters[new_id] = replace(letter, id=new_id)
         return new_id

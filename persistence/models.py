@@ -179,9 +179,22 @@ class OutboxRow(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+#: A dead letter an operator has yet to replay or discard: at most one per event.
+WAITING_LETTER = text("status = 'dead' AND event_id IS NOT NULL")
+
+
 class DeadLetterRow(Base):
     __tablename__ = "dead_letters"
-    __table_args__ = (CheckConstraint(f"status IN ({_in(DeadLetterStatus)})", name="status"),)
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(DeadLetterStatus)})", name="status"),
+        Index(
+            "uq_dead_letters_waiting_event_id",
+            "event_id",
+            unique=True,
+            postgresql_where=WAITING_LETTER,
+            sqlite_where=WAITING_LETTER,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from domain import (
     DeadLetter,
@@ -20,6 +20,7 @@ from domain import (
 )
 from persistence import mappers, statements, storable
 from persistence.models import (
+    WAITING_LETTER,
     DeadLetterRow,
     DeliveryRow,
     JobRow,
@@ -209,10 +210,15 @@ class SqlDeadLetterRepository:
         values = asdict(letter)
         values.pop("id")
         values["status"] = letter.status.value
-        inserted = self.conn.execute(
-            insert(DeadLetterRow).values(**values).returning(DeadLetterRow.id)
+        stmt = dialect_insert(self.conn, DeadLetterRow).values(**values)
+        # The same event failing again (a second copy of it, say) updates its waiting letter.
+        later = ("error_type", "error_message", "traceback", "attempts", "last_failed_at")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[DeadLetterRow.event_id],
+            index_where=WAITING_LETTER,
+            set_={name: stmt.excluded[name] for name in later},
         )
-        return int(inserted.scalar_one())
+        return int(self.conn.execute(stmt.returning(DeadLetterRow.id)).scalar_one())
 
     def get(self, letter_id: int) -> DeadLetter | None:
         row = self.conn.execute(select(DeadLetterRow).where(DeadLetterRow.id == letter_id)).first()

@@ -73,3 +73,8 @@ def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None 
     # The exponent is bounded so a large attempt count cannot overflow the float.
     ceiling = min(cap, base * 2.0 ** min(max(attempt - 1, 0), 64))
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def shortest_retry_span(attempts: int, *, base: float, cap: float) -> float:
+    """The least time from an event's first delivery to its last (`attempts` deliveries)."""
+    return sum(min(cap, base * 2.0 ** min(n - 1, 64)) / 2 for n in range(1, attempts))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,7 +20,10 @@ class Settings(BaseSettings):
     retry_backoff_max: float = Field(60.0, gt=0, validation_alias="IMAGEGROUPS_RETRY_BACKOFF_MAX")
     auto_advance: bool = Field(True, validation_alias="IMAGEGROUPS_AUTO_ADVANCE")
     # The project's own knobs (not in the contract); defaults suit production.
-    retry_backoff_base: float = Field(0.5, gt=0, validation_alias="IMAGEGROUPS_RETRY_BACKOFF_BASE")
+    # The first retry waits 0.5-1 s; with the defaults the 8 deliveries of an event waiting
+    # for another one span at least 61 s, longer than a dead worker's messages take to come
+    # back (visibility timeout + one scan), so a crash never exhausts them (see below).
+    retry_backoff_base: float = Field(1.0, gt=0, validation_alias="IMAGEGROUPS_RETRY_BACKOFF_BASE")
     lock_timeout_ms: int = Field(5000, ge=1, validation_alias="IMAGEGROUPS_LOCK_TIMEOUT_MS")
     outbox_sweep_interval: float = Field(
         5.0, gt=0, validation_alias="IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL"
@@ -30,10 +33,9 @@ class Settings(BaseSettings):
         0.2, gt=0, validation_alias="IMAGEGROUPS_OUTBOX_MARK_INTERVAL"
     )
     # Redis hands an unacknowledged message to another worker after this long: how fast a
-    # dead host's events are recovered. Everything a worker holds unacknowledged (a retry
-    # waiting for its countdown, then a handler running up to its time limit) must end well
-    # inside it, or a live worker's message is delivered twice (harmless, but counted).
-    visibility_timeout: int = Field(300, ge=1, validation_alias="IMAGEGROUPS_VISIBILITY_TIMEOUT")
+    # dead host's events come back. A live worker renews the messages it holds every quarter
+    # of it (workers/transport.py), so retry countdowns and slow handlers are not affected.
+    visibility_timeout: int = Field(30, ge=1, validation_alias="IMAGEGROUPS_VISIBILITY_TIMEOUT")
     # A handler takes milliseconds; one still running after this is killed, and its event
     # comes back like a killed worker's (counted, dead-lettered after MAX_ATTEMPTS).
     task_time_limit: int = Field(60, ge=1, validation_alias="IMAGEGROUPS_TASK_TIME_LIMIT")
@@ -43,27 +45,26 @@ class Settings(BaseSettings):
         False, validation_alias="IMAGEGROUPS_FLOWER_UNAUTHENTICATED"
     )
 
-    @model_validator(mode="after")
-    def _deadlines_fit_the_visibility_timeout(self) -> Settings:
-        held = self.retry_backoff_max + self.task_time_limit
-        if self.visibility_timeout <= held:
-            raise ValueError(
-                f"IMAGEGROUPS_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must be longer "
-                f"than IMAGEGROUPS_RETRY_BACKOFF_MAX + IMAGEGROUPS_TASK_TIME_LIMIT ({held:g}s): "
-                "a retry waiting for its countdown and then running must be acknowledged "
-                "before Redis gives its message to another worker"
-            )
-        return self
-
     @property
-    def max_eta_seconds(self) -> float:
-        """How far ahead a message may be scheduled and still finish inside the timeout."""
-        return float(self.visibility_timeout - self.task_time_limit)
+    def lease_renewal_interval(self) -> float:
+        """How often a worker renews the messages it holds (a quarter of the timeout)."""
+        return self.visibility_timeout / 4
 
     @property
     def unacked_restore_interval(self) -> float:
         """How often a worker looks for messages a dead worker left unacknowledged."""
         return max(1.0, min(10.0, self.visibility_timeout / 10))
+
+    @property
+    def recovery_seconds(self) -> float:
+        """At most how long a dead worker's messages wait before another worker gets them."""
+        return self.visibility_timeout + self.unacked_restore_interval
+
+    @property
+    def max_eta_seconds(self) -> float:
+        """How far ahead a message may be scheduled: the longest retry countdown, plus a
+        minute for clocks that disagree. A message held longer ties up a prefetch slot."""
+        return self.retry_backoff_max + 60.0
 
 
 @lru_cache(maxsize=1)

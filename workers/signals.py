@@ -7,13 +7,18 @@ handlers act only for a worker of the event app, never for the simulator's own a
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import signals
 
 from workers import bootstrap
+from workers.errors import shortest_retry_span
 from workers.relay import OutboxRelay, OutboxSweeper
+from workers.settings import Settings
 from workers.worker_health import HEALTH
+
+log = logging.getLogger(__name__)
 
 _sweeper: OutboxSweeper | None = None
 
@@ -28,6 +33,26 @@ def is_event_worker(sender: Any) -> bool:
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if is_event_worker(sender):
         bootstrap.batch_sent_marks()
+        warning = recovery_warning(bootstrap.runtime().settings)
+        if warning:
+            log.warning(warning)
+
+
+def recovery_warning(settings: Settings) -> str | None:
+    """Said at start when a dead worker's messages would come back after the retries of the
+    events waiting for them (a build result for its catalog) have run out."""
+    span = shortest_retry_span(
+        settings.max_attempts, base=settings.retry_backoff_base, cap=settings.retry_backoff_max
+    )
+    if span > settings.recovery_seconds:
+        return None
+    return (
+        f"the {settings.max_attempts} deliveries of an event may all be spent in {span:.0f}s, "
+        f"before a dead worker's messages come back ({settings.recovery_seconds:.0f}s): raise "
+        "IMAGEGROUPS_RETRY_BACKOFF_BASE or IMAGEGROUPS_MAX_ATTEMPTS, or lower "
+        "IMAGEGROUPS_VISIBILITY_TIMEOUT, or an event whose predecessor was on a crashed host "
+        "is dead-lettered instead of applied"
+    )
 
 
 def _after_fork(**_: Any) -> None:

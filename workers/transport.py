@@ -1,4 +1,12 @@
-"""kombu's Redis transport, hardened: a malformed queue entry becomes a message we dead-letter.
+"""kombu's Redis transport, hardened, with leases on the messages a worker holds.
+
+Leases: Redis gives an unacknowledged message to another worker once it is older than the
+visibility timeout, whether or not its worker is alive. Every worker here renews the messages
+it holds (prefetched, waiting for a retry countdown, or running) every quarter of the timeout,
+so only a dead worker's messages expire: the timeout can be short (fast recovery after a host
+crash) without long countdowns or slow handlers being delivered twice.
+
+Screening: a malformed queue entry becomes a message we dead-letter.
 
 kombu pops an entry off the queue's list and builds its message from it before any consumer
 code runs. An entry that is not a kombu envelope (not JSON, headers that are not an object,
@@ -14,13 +22,19 @@ import base64
 import binascii
 import functools
 import json
+import logging
 import threading
+import time
 import uuid
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
 
+log = logging.getLogger(__name__)
+
+#: The transport option that turns leases on: seconds between renewals.
+LEASE_OPTION = "imagegroups_lease_renewal_interval"
 #: Set on a stand-in; its value says what was wrong with the entry it stands in for.
 MALFORMED_HEADER = "imagegroups_malformed_envelope"
 MALFORMED_CONTENT_TYPE = "application/x-malformed-envelope"
@@ -155,6 +169,16 @@ class Channel(kombu_redis.Channel):
                 _stranded.extend(held)
             raise
 
+    def renew_leases(self) -> int:
+        qos = self._qos
+        held = [] if qos is None else list(qos._delivered)
+        if held:
+            now = time.time()
+            with self.conn_or_acquire() as client:
+                # XX: a message acknowledged meanwhile is gone from the index and stays gone.
+                client.zadd(self.unacked_index_key, dict.fromkeys(held, now), xx=True)
+        return len(held)
+
     def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
         consumer = super().basic_consume(*args, **kwargs)  # type: ignore[no-untyped-call]
         with _stranded_lock:
@@ -171,3 +195,24 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)  # type: ignore[no-untyped-call]
+        every = connection.client.transport_options.get(LEASE_OPTION)
+        cycle: Any = self.cycle
+        old = getattr(cycle, "_lease_tref", None)
+        if old is not None:
+            old.cancel()  # a reconnect registers again
+        if every:
+            cycle._lease_tref = loop.call_repeatedly(every, self.renew_leases)
+
+    def renew_leases(self) -> int:
+        """Mark every message this worker holds as seen now; returns how many."""
+        renewed = 0
+        cycle: Any = self.cycle
+        for channel in list(cycle._channels):
+            try:
+                renewed += channel.renew_leases()
+            except channel.connection_errors:
+                log.debug("lease renewal failed; the next one tries again", exc_info=True)
+        return renewed

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import select
 
 from domain import DeadLetter
-from persistence.models import ProcessedEventRow
+from persistence.models import DeadLetterRow, ProcessedEventRow
 from tests.integration.flow import new_job, start_group, wait_status
-from tests.integration.stack import Process, Stack
+from tests.integration.stack import Process, Stack, wait_for
 
 EVENTS_QUEUE = "imagegroups.events"
 #: What Celery's consumer logs when it drops its broker connection and starts again.
@@ -39,6 +40,27 @@ def holds(body: str, marker: str) -> bool:
 def letters_for(s: Stack, marker: str) -> list[DeadLetter]:
     """Dead letters whose stored body or task name contains `marker`."""
     return [d for d in letters(s) if holds(d.body, marker) or marker in d.task_name]
+
+
+def wait_outcomes(s: Stack, markers: Sequence[str], timeout: float) -> set[str]:
+    """Wait until each marker is handled (in the inbox) or dead-lettered; return the handled."""
+    waiting: list[str] = []
+
+    def settled() -> bool:
+        with s.engine.connect() as conn:
+            handled = set(conn.scalars(select(ProcessedEventRow.event_id)))
+            bodies = list(conn.scalars(select(DeadLetterRow.body)))
+        waiting[:] = [
+            m for m in markers if m not in handled and not any(holds(b, m) for b in bodies)
+        ]
+        return not waiting
+
+    try:
+        wait_for(settled, timeout=timeout, what="every message to end", every=0.5)
+    except AssertionError:
+        raise AssertionError(f"no outcome for {len(waiting)}: {waiting[:10]}") from None
+    with s.engine.connect() as conn:
+        return set(conn.scalars(select(ProcessedEventRow.event_id))) & set(markers)
 
 
 def broker_is_drained(s: Stack) -> bool:

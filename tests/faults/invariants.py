@@ -81,14 +81,24 @@ def publish(s: Stack, planned: Planned, *, copies: int = 1) -> list[str]:
 
 def wait_settled(s: Stack, plans: Sequence[Planned], timeout: float) -> None:
     wanted = {p.group_id: p.final for p in plans}
+    have: dict[str, str] = {}
 
     def unsettled() -> list[str]:
         with s.engine.connect() as conn:
             rows = conn.execute(select(ImageGroupRow.id, ImageGroupRow.status)).all()
-        have = {group_id: status for group_id, status in rows}
+        have.clear()
+        have.update({group_id: status for group_id, status in rows})
         return [g for g, status in wanted.items() if have.get(g) != status]
 
-    wait_for(lambda: not unsettled(), timeout=timeout, what="every group to settle", every=0.2)
+    try:
+        wait_for(lambda: not unsettled(), timeout=timeout, what="every group to settle", every=0.2)
+    except AssertionError:
+        stuck = [(g, have.get(g), wanted[g]) for g in unsettled()]
+        letters_now = [(d.event_id, d.error_type, d.attempts) for d in letters(s)]
+        raise AssertionError(
+            f"{len(stuck)} groups never settled (group, status, wanted): {stuck[:8]}; "
+            f"dead letters: {letters_now[:8]}"
+        ) from None
 
 
 def assert_invariants(

@@ -104,3 +104,10 @@ def test_postgresql_restarted_mid_flow_loses_nothing(tmp_path: Path) -> None:
             s.engine.dispose()  # the test's own pooled connections died with the server
             assert_invariants(s, plans, pipeline, events=events)
         assert "retrying in" in worker.output(), "the restart went unnoticed"
+
+
+def test_quick_settings_keep_the_default_relation_between_retries_and_recovery() -> None:
+    from workers.settings import Settings
+    from workers.signals import recovery_warning
+
+    assert recovery_warning(Settings.model_validate(QUICK)) is None

@@ -6,15 +6,13 @@ import random
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
-from persistence.models import DeadLetterRow, ProcessedEventRow
-from tests.faults.checks import RECONNECT, holds
+from tests.faults.checks import RECONNECT, wait_outcomes
 from tests.faults.invariants import assert_invariants, plan, publish
 from tests.faults.messages import push
-from tests.faults.mutations import Fuzzed, catalog_event, fuzz
+from tests.faults.mutations import catalog_event, fuzz
 from tests.faults.scenario import QUICK, answering
-from tests.integration.stack import Stack, stack, wait_for
+from tests.integration.stack import stack
 
 pytestmark = pytest.mark.faults
 
@@ -35,33 +33,10 @@ def test_every_fuzzed_message_ends_applied_or_dead_lettered_exactly_once(tmp_pat
                     events += publish(s, plans[index // 20])
             # Each message is handled (an inbox row under its marker) or dead-lettered (its
             # marker in exactly one dead letter); which one depends on how it was bent.
-            handled = _handled(s, batch, timeout=120) & {f.marker for f in batch}
+            handled = wait_outcomes(s, [f.marker for f in batch], timeout=120)
             refused = [f.marker for f in batch if f.marker not in handled]
             assert_invariants(s, plans, pipeline, events=[*events, *handled], invalid=refused)
         assert RECONNECT not in worker.output()
         kinds = {f.how.split(" ")[0] for f in batch}
         assert {"valid", "header", "body", "envelope"} <= kinds
         assert 0 < len(refused) < len(batch), "the batch must hold both kinds"
-
-
-def _handled(s: Stack, batch: list[Fuzzed], timeout: float) -> set[str]:
-    """Wait until every message has an outcome of one kind or the other; return the handled."""
-    waiting: list[Fuzzed] = []
-
-    def settled() -> bool:
-        with s.engine.connect() as conn:
-            handled = set(conn.scalars(select(ProcessedEventRow.event_id)))
-            bodies = list(conn.scalars(select(DeadLetterRow.body)))
-        waiting[:] = [
-            f
-            for f in batch
-            if f.marker not in handled and not any(holds(b, f.marker) for b in bodies)
-        ]
-        return not waiting
-
-    try:
-        wait_for(settled, timeout=timeout, what="every fuzzed message to end", every=0.5)
-    except AssertionError:
-        raise AssertionError(f"no outcome for {[(f.how, f.marker) for f in waiting]}") from None
-    with s.engine.connect() as conn:
-        return set(conn.scalars(select(ProcessedEventRow.event_id)))

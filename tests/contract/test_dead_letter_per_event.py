@@ -1,0 +1,64 @@
+"""One dead letter per event while it waits for an operator, on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from domain import DeadLetter, DeadLetterStatus, UnitOfWork
+
+NewUow = Callable[[], UnitOfWork]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+EVENT = "9b2f1c1e-6f0a-4c44-9e57-0d8f4b1a2c33"
+
+
+def _letter(event_id: str | None, attempts: int, at: datetime, error: str) -> DeadLetter:
+    return DeadLetter(
+        id=None,
+        task_name="imagegroups.stage_finished",
+        event_id=event_id,
+        body="[[], {}, {}]",
+        content_type="application/json",
+        error_type=error,
+        error_message=f"{error} happened",
+        traceback=None,
+        attempts=attempts,
+        status=DeadLetterStatus.DEAD,
+        first_failed_at=at,
+        last_failed_at=at,
+    )
+
+
+def _add(new_uow: NewUow, letter: DeadLetter) -> int:
+    with new_uow() as uow:
+        letter_id = uow.dead_letters.add(letter)
+        uow.commit()
+    return letter_id
+
+
+def test_the_same_event_failing_again_updates_its_waiting_letter(new_uow: NewUow) -> None:
+    first = _add(new_uow, _letter(EVENT, 8, T0, "CatalogNotParsedError"))
+    later = T0 + timedelta(seconds=5)
+    again = _add(new_uow, _letter(EVENT, 9, later, "AttemptsExhaustedError"))
+    assert again == first
+    with new_uow() as uow:
+        [letter] = uow.dead_letters.list()
+    assert (letter.attempts, letter.error_type) == (9, "AttemptsExhaustedError")
+    assert (letter.first_failed_at, letter.last_failed_at) == (T0, later)
+
+
+def test_a_replayed_event_that_fails_again_gets_a_new_letter(new_uow: NewUow) -> None:
+    first = _add(new_uow, _letter(EVENT, 8, T0, "CatalogNotParsedError"))
+    with new_uow() as uow:
+        uow.dead_letters.set_status(first, DeadLetterStatus.REPLAYED, T0)
+        uow.commit()
+    again = _add(new_uow, replace(_letter(EVENT, 1, T0, "DomainError"), replay_of=first))
+    assert again != first
+    with new_uow() as uow:
+        assert [d.status for d in uow.dead_letters.list()] == ["replayed", "dead"]
+
+
+def test_messages_without_an_event_id_each_keep_their_own_letter(new_uow: NewUow) -> None:
+    ids = {_add(new_uow, _letter(None, 1, T0, "UndecodableMessageError")) for _ in range(3)}
+    assert len(ids) == 3
