@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
-from persistence.models import CatalogReservationRow
+from persistence.models import CatalogReservationRow, DeliveryRow, ImageGroupRow
 from tests.faults.checks import RECONNECT
 from tests.faults.invariants import (
     assert_invariants,
@@ -23,9 +23,11 @@ from tests.faults.invariants import (
 )
 from tests.faults.scenario import QUICK, answering, progressed
 from tests.faults.servers import private_postgres, private_redis
-from tests.integration.stack import stack, stack_on, wait_for
+from tests.integration.flow import new_job, start_group, wait_status
+from tests.integration.stack import Stack, stack, stack_on, wait_for
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
+from workers import publishing
 
 pytestmark = pytest.mark.faults
 
@@ -111,3 +113,47 @@ def test_quick_settings_keep_the_default_relation_between_retries_and_recovery()
     from workers.signals import recovery_warning
 
     assert recovery_warning(Settings.model_validate(QUICK)) is None
+
+
+def test_a_live_worker_keeps_a_message_it_holds_past_the_visibility_timeout(
+    tmp_path: Path,
+) -> None:
+    # Leases: the held message is renewed every second, so neither the other worker nor a
+    # redelivery ever sees it, although it waits on a row lock for 2.5 timeouts.
+    settings = QUICK | {
+        "IMAGEGROUPS_VISIBILITY_TIMEOUT": "4",
+        "IMAGEGROUPS_LOCK_TIMEOUT_MS": "60000",
+    }
+    settings["IMAGEGROUPS_TASK_TIME_LIMIT"] = "30"
+    with stack(tmp_path, "lease", **settings) as s:
+        s.start_worker("--concurrency", "1", "-n", "holder@%h", name="holder")
+        job = new_job()
+        start_group(s, "leased", job)
+        wait_status(s, "leased", "DEPLOYING")
+        s.start_worker("--concurrency", "1", "-n", "other@%h", name="other")
+        deployed = publishing.stage_finished(job, "deploy", "succeeded")
+        with s.engine.connect() as blocker:
+            blocker.execute(
+                select(ImageGroupRow).where(ImageGroupRow.id == "leased").with_for_update()
+            )
+            publishing.send(s.client, deployed)
+            wait_for(lambda: _lock_wait(s) >= 10.0, timeout=30, what="a 10 s wait on the lock")
+            blocker.rollback()
+        wait_status(s, "leased", "RESTARTING")
+        with s.engine.connect() as conn:
+            counted = conn.scalar(
+                select(DeliveryRow.attempts).where(DeliveryRow.key == deployed["event_id"])
+            )
+        assert counted is None, "the message was delivered a second time"
+
+
+def _lock_wait(s: Stack) -> float:
+    with s.engine.connect() as conn:
+        waited = conn.execute(
+            text(
+                "SELECT coalesce(max(extract(epoch FROM now() - query_start)), 0) "
+                "FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+        ).scalar_one()
+    return float(waited)
