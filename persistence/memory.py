@@ -15,7 +15,6 @@ from domain import (
     DeadLetter,
     DeadLetterStatus,
     DuplicateImageGroupError,
-    Image,
     ImageGroup,
     ImageGroupId,
     ImageGroupMismatchError,
@@ -34,7 +33,6 @@ from domain.ports import (
     DeliveryRepository,
     HistoryRepository,
     ImageGroupRepository,
-    ImageRepository,
     InboxRepository,
     JobRepository,
     OutboxRepository,
@@ -108,43 +106,19 @@ class MemoryImageGroupRepository:
     def exists(self, group_id: ImageGroupId) -> bool:
         return group_id.value in self.state.groups
 
-    def count_by_status(self) -> dict[ImageGroupStatus, int]:
-        return dict(Counter(g.status for g in self.state.groups.values()))
-
-    def delete(self, group_id: ImageGroupId) -> None:
-        # Cascade, like the foreign keys: images live inside the group, history goes too.
-        self.state.groups.pop(group_id.value, None)
-        self.state.history = [t for t in self.state.history if t.image_group_id != group_id]
-
-
-class MemoryImageRepository:
-    def __init__(self, state: MemoryState) -> None:
-        self.state = state
-
-    def save_batch(self, group_id: ImageGroupId, images: Sequence[Image]) -> None:
-        group = self.state.groups[group_id.value]
-        roles = [i.role for i in group.images] + [i.role for i in images]
-        if len(set(roles)) != len(roles):
-            raise DuplicateImageGroupError(group_id.value, group.job_id, group.job_id)
-        self.state.groups[group_id.value] = replace(group, images=group.images + tuple(images))
-
-    def find_by_image_group_id(self, group_id: ImageGroupId) -> list[Image]:
-        group = self.state.groups.get(group_id.value)
-        return [] if group is None else sorted(group.images, key=lambda i: i.role.value)
-
 
 class MemoryCatalogRepository:
     def __init__(self, state: MemoryState) -> None:
         self.state = state
 
-    def reserve(self, reservation: CatalogReservation) -> bool:
+    def reserve(self, reservation: CatalogReservation) -> CatalogReservation | None:
         holder = self.state.reservations.get(reservation.image_group_id.value)
         if holder is not None and holder.job_id != reservation.job_id:
             raise DuplicateImageGroupError(
                 reservation.image_group_id.value, reservation.job_id, holder.job_id
             )
         if holder is not None:
-            return False
+            return holder
         mine = self.find_by_job_id(reservation.job_id)
         if mine is not None:
             raise ImageGroupMismatchError(
@@ -153,7 +127,7 @@ class MemoryCatalogRepository:
         self.state.reservations[reservation.image_group_id.value] = storable.reservation(
             reservation
         )
-        return True
+        return None
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
         for reservation in self.state.reservations.values():
@@ -171,20 +145,14 @@ class MemoryJobRepository:
     def upsert(self, job: JobRecord, at: datetime) -> None:
         self.state.jobs[job.job_id] = job
 
-    def find(self, job_id: str) -> JobRecord | None:
-        return self.state.jobs.get(job_id)
-
 
 class MemoryStageRepository:
     def __init__(self, state: MemoryState) -> None:
         self.state = state
 
-    def upsert(self, record: StageRecord) -> None:
-        self.state.stages[(record.job_id, record.stage.value)] = storable.stage(record)
-
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         for record in records:
-            self.upsert(record)
+            self.state.stages[(record.job_id, record.stage.value)] = storable.stage(record)
 
     def find(self, job_id: str) -> list[StageRecord]:
         found = [r for (job, _), r in self.state.stages.items() if job == job_id]
@@ -265,10 +233,6 @@ class MemoryOutboxRepository:
         unsent = [m.created_at for m in self.state.outbox.values() if m.sent_at is None]
         return len(unsent), min(unsent, default=None)
 
-    def list_for_group(self, group_id: str) -> list[OutboxMessage]:
-        found = [m for m in self.state.outbox.values() if m.image_group_id == group_id]
-        return sorted(found, key=lambda m: (m.created_at, m.event_id))
-
 
 class MemoryDeliveryRepository:
     def __init__(self, state: MemoryState) -> None:
@@ -298,7 +262,7 @@ class MemoryDeadLetterRepository:
                 for held in self.state.dead_letters.values()
                 if held.status is DeadLetterStatus.DEAD
                 and letter.event_id is not None
-                and held.event_id == letter.event_id
+                and (held.event_id, held.body) == (letter.event_id, letter.body)
             ),
             None,
         )
@@ -352,7 +316,6 @@ class MemoryUnitOfWork:
         self.state = copy.deepcopy(replace(self.committed_state, reservations={}))
         self.state.reservations = shared
         self.groups: ImageGroupRepository = MemoryImageGroupRepository(self.state)
-        self.images: ImageRepository = MemoryImageRepository(self.state)
         self.catalogs: CatalogRepository = MemoryCatalogRepository(self.state)
         self.jobs: JobRepository = MemoryJobRepository(self.state)
         self.stages: StageRepository = MemoryStageRepository(self.state)

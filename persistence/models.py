@@ -179,7 +179,8 @@ class OutboxRow(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
-#: A dead letter an operator has yet to replay or discard: at most one per event.
+#: A dead letter an operator has yet to replay or discard: at most one per copy of a message
+#: (its event_id and the SHA-256 of its body).
 WAITING_LETTER = text("status = 'dead' AND event_id IS NOT NULL")
 
 
@@ -188,8 +189,9 @@ class DeadLetterRow(Base):
     __table_args__ = (
         CheckConstraint(f"status IN ({_in(DeadLetterStatus)})", name="status"),
         Index(
-            "uq_dead_letters_waiting_event_id",
+            "uq_dead_letters_waiting_copy",
             "event_id",
+            "body_digest",
             unique=True,
             postgresql_where=WAITING_LETTER,
             sqlite_where=WAITING_LETTER,
@@ -202,6 +204,7 @@ class DeadLetterRow(Base):
     task_name: Mapped[str] = mapped_column(String(255))
     event_id: Mapped[str | None] = mapped_column(String(64), index=True)
     body: Mapped[str] = mapped_column(Text)
+    body_digest: Mapped[str | None] = mapped_column(String(64))
     content_type: Mapped[str | None] = mapped_column(String(128))
     error_type: Mapped[str] = mapped_column(String(128))
     error_message: Mapped[str] = mapped_column(Text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -13,7 +14,6 @@ from domain import (
     DeadLetterStatus,
     JobRecord,
     OutboxMessage,
-    PipelinePhase,
     StageRecord,
     StageState,
     latest_per_job,
@@ -23,7 +23,6 @@ from persistence.models import (
     WAITING_LETTER,
     DeadLetterRow,
     DeliveryRow,
-    JobRow,
     OutboxRow,
     ProcessedEventRow,
     StageRow,
@@ -44,17 +43,10 @@ class SqlJobRepository:
         }
         self.conn.execute(statements.upsert_job(self.conn.dialect.name), values)
 
-    def find(self, job_id: str) -> JobRecord | None:
-        row = self.conn.execute(select(JobRow).where(JobRow.job_id == job_id)).first()
-        return None if row is None else JobRecord(row.job_id, PipelinePhase(row.pipeline_phase))
-
 
 class SqlStageRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-
-    def upsert(self, record: StageRecord) -> None:
-        self.upsert_many([record])
 
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         rows = []
@@ -169,14 +161,6 @@ class SqlOutboxRepository:
         ).one()
         return int(count), oldest
 
-    def list_for_group(self, group_id: str) -> list[OutboxMessage]:
-        rows = self.conn.execute(
-            select(OutboxRow)
-            .where(OutboxRow.image_group_id == group_id)
-            .order_by(OutboxRow.created_at, OutboxRow.event_id)
-        )
-        return [mappers.outbox_to_entity(r) for r in rows]
-
 
 class SqlDeliveryRepository:
     def __init__(self, conn: Connection) -> None:
@@ -210,11 +194,12 @@ class SqlDeadLetterRepository:
         values = asdict(letter)
         values.pop("id")
         values["status"] = letter.status.value
+        values["body_digest"] = hashlib.sha256(letter.body.encode()).hexdigest()
         stmt = dialect_insert(self.conn, DeadLetterRow).values(**values)
-        # The same event failing again (a second copy of it, say) updates its waiting letter.
+        # A copy of a waiting message failing again updates its letter instead of adding one.
         later = ("error_type", "error_message", "traceback", "attempts", "last_failed_at")
         stmt = stmt.on_conflict_do_update(
-            index_elements=[DeadLetterRow.event_id],
+            index_elements=[DeadLetterRow.event_id, DeadLetterRow.body_digest],
             index_where=WAITING_LETTER,
             set_={name: stmt.excluded[name] for name in later},
         )

@@ -1,4 +1,4 @@
-"""One dead letter per event while it waits for an operator, on every backend."""
+"""One dead letter per waiting message (copies of it merge), on every backend."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EVENT = "9b2f1c1e-6f0a-4c44-9e57-0d8f4b1a2c33"
 
 
-def _letter(event_id: str | None, attempts: int, at: datetime, error: str) -> DeadLetter:
+def _letter(
+    event_id: str | None, attempts: int, at: datetime, error: str, body: str = "[[], {}, {}]"
+) -> DeadLetter:
     return DeadLetter(
         id=None,
         task_name="imagegroups.stage_finished",
         event_id=event_id,
-        body="[[], {}, {}]",
+        body=body,
         content_type="application/json",
         error_type=error,
         error_message=f"{error} happened",
@@ -37,7 +39,7 @@ def _add(new_uow: NewUow, letter: DeadLetter) -> int:
     return letter_id
 
 
-def test_the_same_event_failing_again_updates_its_waiting_letter(new_uow: NewUow) -> None:
+def test_a_copy_of_a_waiting_message_failing_again_updates_its_letter(new_uow: NewUow) -> None:
     first = _add(new_uow, _letter(EVENT, 8, T0, "CatalogNotParsedError"))
     later = T0 + timedelta(seconds=5)
     again = _add(new_uow, _letter(EVENT, 9, later, "AttemptsExhaustedError"))
@@ -62,3 +64,13 @@ def test_a_replayed_event_that_fails_again_gets_a_new_letter(new_uow: NewUow) ->
 def test_messages_without_an_event_id_each_keep_their_own_letter(new_uow: NewUow) -> None:
     ids = {_add(new_uow, _letter(None, 1, T0, "UndecodableMessageError")) for _ in range(3)}
     assert len(ids) == 3
+
+
+def test_another_message_under_the_same_event_id_keeps_a_letter_of_its_own(
+    new_uow: NewUow,
+) -> None:
+    first = _add(new_uow, _letter(EVENT, 1, T0, "InvalidEventError", body="[[], {}, {}]"))
+    other = _add(new_uow, _letter(EVENT, 1, T0, "InvalidEventError", body="[[1], {}, {}]"))
+    assert first != other
+    with new_uow() as uow:
+        assert len(uow.dead_letters.list()) == 2

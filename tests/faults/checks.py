@@ -31,10 +31,15 @@ def letters(s: Stack) -> list[DeadLetter]:
 
 
 def holds(body: str, marker: str) -> bool:
-    """Whether a stored dead-letter body holds `marker` (binary bodies are kept in base64)."""
-    if body.startswith("base64:"):
-        return marker.encode() in base64.b64decode(body.removeprefix("base64:"))
-    return marker in body
+    """Whether a stored dead-letter body holds `marker`: binary bodies are kept in base64, and
+    a body sent without its base64 being decoded (a bent envelope) is base64 text itself."""
+    if marker in body:
+        return True
+    try:
+        decoded = base64.b64decode(body.removeprefix("base64:"), validate=True)
+    except ValueError:
+        return False
+    return marker.encode() in decoded
 
 
 def letters_for(s: Stack, marker: str) -> list[DeadLetter]:

@@ -1,8 +1,9 @@
-"""One dead letter per event while it waits: later failures of the same event update it.
+"""One dead letter per waiting message: a copy of it failing again updates that letter.
 
-An event published twice (at-least-once publishers do that) fails twice; it is still one event
-for the operator to replay or discard. Older duplicates already stored are marked discarded,
-newest kept, so the index can be built.
+An event published twice (at-least-once publishers do that) fails twice; it is still one
+message for the operator to replay or discard. A copy is the same event_id with the same
+body (compared by its SHA-256, `body_digest`); another body under the same event_id stays a
+letter of its own.
 
 Revision ID: 0003
 Revises: 0002
@@ -25,18 +26,13 @@ WAITING = sa.text("status = 'dead' AND event_id IS NOT NULL")
 
 
 def upgrade() -> None:
-    op.execute(
-        sa.text(
-            "UPDATE dead_letters SET status = 'discarded' "
-            "WHERE status = 'dead' AND event_id IS NOT NULL AND id NOT IN ("
-            "SELECT max(id) FROM dead_letters WHERE status = 'dead' AND event_id IS NOT NULL "
-            "GROUP BY event_id)"
-        )
-    )
+    # Letters stored before have no digest, so the index (NULLs are distinct) leaves them be.
+    with op.batch_alter_table("dead_letters") as batch:
+        batch.add_column(sa.Column("body_digest", sa.String(length=64), nullable=True))
     op.create_index(
-        "uq_dead_letters_waiting_event_id",
+        "uq_dead_letters_waiting_copy",
         "dead_letters",
-        ["event_id"],
+        ["event_id", "body_digest"],
         unique=True,
         postgresql_where=WAITING,
         sqlite_where=WAITING,
@@ -45,8 +41,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index(
-        "uq_dead_letters_waiting_event_id",
+        "uq_dead_letters_waiting_copy",
         table_name="dead_letters",
         postgresql_where=WAITING,
         sqlite_where=WAITING,
     )
+    with op.batch_alter_table("dead_letters") as batch:
+        batch.drop_column("body_digest")
