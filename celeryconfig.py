@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from workers import messages
 from workers.settings import get_settings
 from workers.transport import LEASE_OPTION
 
@@ -56,12 +57,7 @@ task_send_sent_event = True
 result_extended = True
 result_expires = 7 * 24 * 3600
 
-task_default_queue = "imagegroups.events"
-task_routes = {
-    "imagegroups.*": {"queue": "imagegroups.events"},
-    "pipeline.deploy": {"queue": "pipeline.deploy"},
-    "pipeline.pxe_boot": {"queue": "pipeline.pxe_boot"},
-    "pipeline.validate": {"queue": "pipeline.validate"},
-}
+task_default_queue = messages.EVENTS_QUEUE
+task_routes = messages.task_routes()
 # Undecodable, unknown and malformed messages are dead-lettered, not just logged.
 worker_consumer = "workers.consumer:DeadLetteringConsumer"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from domain.catalog import CatalogReservation
+from domain.catalog import CatalogReservation, check_roles
+from domain.commands import EventIds, RecordStageResult, ReserveCatalog
 from domain.errors import (
     CatalogConflictError,
     CatalogNotParsedError,
@@ -32,10 +33,10 @@ from domain.ports import (
     DeliveryRepository,
     HistoryRepository,
     ImageGroupRepository,
-    ImageRepository,
     InboxRepository,
     JobRepository,
     OutboxRepository,
+    Page,
     StageRepository,
     UnitOfWork,
 )
@@ -44,8 +45,6 @@ from domain.records import (
     DeadLetterStatus,
     JobRecord,
     OutboxMessage,
-    Outcome,
-    Page,
     StageRecord,
     StageState,
     latest_per_job,
@@ -80,6 +79,7 @@ __all__ = [
     "DeliveryRepository",
     "DomainError",
     "DuplicateImageGroupError",
+    "EventIds",
     "GroupNotCreatedError",
     "HistoryRepository",
     "Image",
@@ -89,7 +89,6 @@ __all__ = [
     "ImageGroupNotFoundError",
     "ImageGroupRepository",
     "ImageGroupStatus",
-    "ImageRepository",
     "InboxRepository",
     "InvalidStateTransitionError",
     "InvalidValueError",
@@ -97,9 +96,10 @@ __all__ = [
     "JobRepository",
     "OutboxMessage",
     "OutboxRepository",
-    "Outcome",
     "Page",
     "PipelinePhase",
+    "RecordStageResult",
+    "ReserveCatalog",
     "RoleName",
     "StageFlow",
     "StageName",
@@ -112,6 +112,7 @@ __all__ = [
     "Transition",
     "UnitOfWork",
     "check_name",
+    "check_roles",
     "latest_per_job",
     "next_stage",
 ]

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
 from domain.model import Image
 from domain.values import ImageGroupId, InvalidValueError, RoleName
+
+
+def check_roles(roles: Sequence[str], role_images: Mapping[str, str] | None) -> None:
+    """The catalog's rule: at least one role, each once, and images only for those roles."""
+    if not roles:
+        raise InvalidValueError("a catalog needs at least one role")
+    repeated = sorted({r for r in roles if roles.count(r) > 1})
+    if repeated:
+        raise InvalidValueError(f"roles must be unique; repeated: {repeated}")
+    unknown = sorted(set(role_images or {}) - set(roles))
+    if unknown:
+        raise InvalidValueError(f"role_images names roles that are not in roles: {unknown}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +36,7 @@ class CatalogReservation:
     created_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        if not self.roles:
-            raise InvalidValueError("a catalog needs at least one role")
-        names = [r.value for r in self.roles]
-        if len(set(names)) != len(names):
-            raise InvalidValueError(f"roles must be unique: {names}")
-        unknown = sorted(set(self.role_images) - set(names))
-        if unknown:
-            raise InvalidValueError(f"role_images names roles that are not in roles: {unknown}")
+        check_roles([r.value for r in self.roles], self.role_images)
         object.__setattr__(self, "role_images", MappingProxyType(dict(self.role_images)))
 
     def image_name(self, role: RoleName) -> str:

@@ -161,28 +161,10 @@ class ImageGroup:
         group.new_transitions.append(Transition(group_id, None, S.BUILT, event_id, at))
         return group
 
-    # Named transitions -------------------------------------------------------------------
-    def start_deploy(self, *, event_id: str, at: datetime) -> None:
-        self.start(StageName.DEPLOY, event_id=event_id, at=at)
-
-    def start_pxe_boot(self, *, event_id: str, at: datetime) -> None:
-        self.start(StageName.PXE_BOOT, event_id=event_id, at=at)
-
-    def start_validate(self, *, event_id: str, at: datetime) -> None:
-        self.start(StageName.VALIDATE, event_id=event_id, at=at)
-
-    def succeed(
-        self, stage: StageName, *, attempt: int | None, event_id: str, at: datetime
-    ) -> None:
-        self.finish(stage, StageOutcome.SUCCEEDED, attempt=attempt, event_id=event_id, at=at)
-
-    def fail(self, stage: StageName, *, attempt: int | None, event_id: str, at: datetime) -> None:
-        self.finish(stage, StageOutcome.FAILED, attempt=attempt, event_id=event_id, at=at)
-
+    # Named transitions: start a stage, finish it, clean up ----------------------------
     def clean(self, *, event_id: str, at: datetime) -> None:
         self._move(S.CLEANED, event_id, at)
 
-    # Table-driven core --------------------------------------------------------------------
     def start(self, stage: StageName, *, event_id: str, at: datetime) -> None:
         flow = _flow_of(stage)
         redeploy = self.status is S.FAILED

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from domain.catalog import CatalogReservation
-from domain.model import Image, ImageGroup, Transition
+from domain.model import ImageGroup, Transition
 from domain.records import (
     DeadLetter,
     DeadLetterStatus,
     JobRecord,
     OutboxMessage,
-    Page,
     StageRecord,
 )
 from domain.values import ImageGroupId, ImageGroupStatus
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing, and how many there are in all."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
 
 
 class ImageGroupRepository(Protocol):
@@ -42,20 +54,11 @@ class ImageGroupRepository(Protocol):
 
     def exists(self, group_id: ImageGroupId) -> bool: ...
 
-    def count_by_status(self) -> dict[ImageGroupStatus, int]: ...
-
-    def delete(self, group_id: ImageGroupId) -> None: ...
-
-
-class ImageRepository(Protocol):
-    def save_batch(self, group_id: ImageGroupId, images: Sequence[Image]) -> None: ...
-
-    def find_by_image_group_id(self, group_id: ImageGroupId) -> list[Image]: ...
-
 
 class CatalogRepository(Protocol):
-    def reserve(self, reservation: CatalogReservation) -> bool:
-        """Claim the id for the job race-free; True when newly claimed, False when already ours.
+    def reserve(self, reservation: CatalogReservation) -> CatalogReservation | None:
+        """Claim the id for the job race-free: None when newly claimed, else the job's held
+        reservation (the caller compares it with the new one, without reading it again).
 
         DuplicateImageGroupError when another job holds the id; ImageGroupMismatchError when
         the job already holds a different id (one job has at most one image group).
@@ -70,12 +73,8 @@ class CatalogRepository(Protocol):
 class JobRepository(Protocol):
     def upsert(self, job: JobRecord, at: datetime) -> None: ...
 
-    def find(self, job_id: str) -> JobRecord | None: ...
-
 
 class StageRepository(Protocol):
-    def upsert(self, record: StageRecord) -> None: ...
-
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         """Several stages of a transaction in one statement."""
 
@@ -114,8 +113,6 @@ class OutboxRepository(Protocol):
     def pending(self) -> tuple[int, datetime | None]:
         """How many rows are unsent, and when the oldest was written."""
 
-    def list_for_group(self, group_id: str) -> list[OutboxMessage]: ...
-
 
 class DeliveryRepository(Protocol):
     def record_delivery(self, key: str, at: datetime) -> int:
@@ -143,7 +140,6 @@ class UnitOfWork(Protocol):
     """One database transaction; nothing is stored unless `commit` is called."""
 
     groups: ImageGroupRepository
-    images: ImageRepository
     catalogs: CatalogRepository
     jobs: JobRepository
     stages: StageRepository

@@ -6,11 +6,9 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from domain.values import ImageGroupStatus, PipelinePhase, StageName
-
-T = TypeVar("T")
+from domain.values import PipelinePhase, StageName
 
 
 class StageState(enum.StrEnum):
@@ -91,31 +89,3 @@ class DeadLetter:
     last_failed_at: datetime
     replay_of: int | None = None
     replayed_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    total: int
-    limit: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one incoming event came to; returned by the task so Flower shows it."""
-
-    outcome: str
-    event_id: str
-    image_group_id: str | None = None
-    status: ImageGroupStatus | None = None
-    detail: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "outcome": self.outcome,
-            "event_id": self.event_id,
-            "image_group_id": self.image_group_id,
-            "status": None if self.status is None else self.status.value,
-            "detail": self.detail,
-        }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
-from sqlalchemy import Connection, Executable, bindparam, delete, func, select
+from sqlalchemy import Connection, Executable, bindparam, func, select
 
 from domain import (
     CatalogReservation,
@@ -26,7 +26,6 @@ from persistence.models import (
     ImageRow,
     TransitionRow,
 )
-from persistence.sql_common import insert_ignoring_conflicts
 
 
 class SqlImageGroupRepository:
@@ -110,49 +109,18 @@ class SqlImageGroupRepository:
         found = self.conn.scalar(select(ImageGroupRow.id).where(ImageGroupRow.id == group_id.value))
         return found is not None
 
-    def count_by_status(self) -> dict[ImageGroupStatus, int]:
-        rows = self.conn.execute(
-            select(ImageGroupRow.status, func.count()).group_by(ImageGroupRow.status)
-        ).all()
-        return {ImageGroupStatus(status): count for status, count in rows}
-
-    def delete(self, group_id: ImageGroupId) -> None:
-        self.conn.execute(delete(ImageGroupRow).where(ImageGroupRow.id == group_id.value))
-
-
-class SqlImageRepository:
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def save_batch(self, group_id: ImageGroupId, images: Sequence[Image]) -> None:
-        if not images:
-            return
-        stmt = insert_ignoring_conflicts(self.conn, ImageRow)
-        values = [mappers.image_values(group_id, i) for i in images]
-        inserted = self.conn.execute(stmt.values(values).returning(ImageRow.id)).all()
-        if len(inserted) != len(values):
-            raise DuplicateImageGroupError(group_id.value, "", None)
-
-    def find_by_image_group_id(self, group_id: ImageGroupId) -> list[Image]:
-        rows = self.conn.execute(
-            select(ImageRow)
-            .where(ImageRow.image_group_id == group_id.value)
-            .order_by(ImageRow.role)
-        )
-        return [mappers.image_to_entity(r) for r in rows]
-
 
 class SqlCatalogRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def reserve(self, reservation: CatalogReservation) -> bool:
+    def reserve(self, reservation: CatalogReservation) -> CatalogReservation | None:
         inserted = self.conn.execute(
             statements.reserve_catalog(self.conn.dialect.name),
             mappers.reservation_values(reservation),
         ).first()
         if inserted is not None:
-            return True
+            return None
         # Under READ COMMITTED this statement sees the winner once its insert has committed.
         holder = self.conn.execute(
             select(CatalogReservationRow).where(
@@ -170,7 +138,7 @@ class SqlCatalogRepository:
                 None if mine is None else mine.image_group_id.value,
                 reservation.image_group_id.value,
             )
-        return False
+        return mappers.reservation_to_entity(holder)
 
     def _find(self, job_id: str, *, lock: bool) -> CatalogReservation | None:
         row = self.conn.execute(_reservation_statement(lock), {"job_id": job_id}).first()

@@ -12,7 +12,6 @@ from domain.ports import (
     DeliveryRepository,
     HistoryRepository,
     ImageGroupRepository,
-    ImageRepository,
     InboxRepository,
     JobRepository,
     OutboxRepository,
@@ -22,7 +21,6 @@ from persistence.sql_groups import (
     SqlCatalogRepository,
     SqlHistoryRepository,
     SqlImageGroupRepository,
-    SqlImageRepository,
 )
 from persistence.sql_records import (
     SqlDeadLetterRepository,
@@ -45,7 +43,6 @@ class SqlUnitOfWork:
     def __enter__(self) -> SqlUnitOfWork:
         self.connection = conn = self.engine.connect()
         self.groups: ImageGroupRepository = SqlImageGroupRepository(conn)
-        self.images: ImageRepository = SqlImageRepository(conn)
         self.catalogs: CatalogRepository = SqlCatalogRepository(conn)
         self.jobs: JobRepository = SqlJobRepository(conn)
         self.stages: StageRepository = SqlStageRepository(conn)

@@ -1,9 +1,10 @@
-"""Celery side of the worker: app, tasks, handlers, relay, CLI, simulator and demo."""
+"""The worker: Celery app and tasks, handlers, outbox relay, CLI; the stand-ins in standin/.
+
+`celery -A workers worker` finds the app in `workers.celery` (Celery looks there when the
+package has no `app` of its own), so importing any other module (the settings, say) loads
+only what that module needs, never the Celery app, its tasks or its signals.
+"""
 
 from __future__ import annotations
 
-from workers import signals as _signals
-from workers.celery_app import app
-
-__all__ = ["app"]
-del _signals
+__all__: list[str] = []

@@ -10,12 +10,12 @@ from celery.worker.consumer import Consumer
 from vine import promise
 
 from workers import dead_letters, protocol
-from workers.bootstrap import runtime, utcnow
 from workers.errors import (
     InvalidTaskMessageError,
     UndecodableMessageError,
     UnknownTaskError,
 )
+from workers.root import runtime
 from workers.worker_health import HEALTH, Backoff
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,15 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         # ever. Nothing in message handling talks to the broker; only real ones go up.
         connection_errors = tuple(e for e in self.connection_errors if e is not KeyError)
         accepted = frozenset(name for name in self.app.tasks if not name.startswith("celery."))
-        max_eta = timedelta(seconds=runtime().settings.max_eta_seconds)
+        rt = runtime()
+        max_eta = timedelta(seconds=rt.settings.max_eta_seconds)
 
         def on_task_received(message: Any) -> Any:
             try:
                 protocol.check(
                     message,
                     accepted,
-                    now=utcnow(),
+                    now=rt.now(),
                     max_eta=max_eta,
                     keep=(dead_letters.REPLAY_HEADER,),
                 )
@@ -105,15 +106,16 @@ def _store(message: Any, error: Exception) -> bool:
     headers = message.headers if isinstance(message.headers, dict) else {}
     task_name = headers.get("task")
     try:
+        rt = runtime()
         letter_id = dead_letters.store(
-            runtime().new_uow,
+            rt.new_uow,
             task_name=task_name if isinstance(task_name, str) else "(unknown)",
             event_id=None,
             body=dead_letters.body_text(message.body),
             content_type=message.content_type,
             exc=error,
             attempts=1,
-            now=utcnow(),
+            now=rt.now(),
         )
     except Exception as exc:
         HEALTH.dead_letter_store.failed(exc)

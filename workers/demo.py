@@ -17,8 +17,8 @@ from celery import signals as celery_signals
 from sqlalchemy.engine import make_url
 
 from domain import ImageGroupStatus, StageName
-from workers import bootstrap, simulator
-from workers.celery_app import app
+from workers import root, simulator
+from workers.celery import app
 from workers.demo_runtime import (
     DemoError,
     Setup,
@@ -38,8 +38,10 @@ from workers.demo_view import (
     render_summary,
 )
 from workers.handlers import request_stage
+from workers.messages import PIPELINE_QUEUES
 from workers.publishing import catalog_parsed, send, stage_finished
 from workers.relay import OutboxSweeper
+from workers.service import execute
 from workers.settings import get_settings
 
 POLL_SECONDS = 0.15
@@ -81,7 +83,7 @@ class ScriptedBehaviour(simulator.Behaviour):
     def on_task_prerun(self, sender: Any = None, kwargs: Any = None, **_: Any) -> None:
         # Runs in the simulator's thread just before it answers, so `fails` finds the request.
         event = (kwargs or {}).get("event")
-        if getattr(sender, "name", None) in simulator.PIPELINE_QUEUES and isinstance(event, dict):
+        if getattr(sender, "name", None) in PIPELINE_QUEUES and isinstance(event, dict):
             payload = event.get("payload") or {}
             attempt = payload.get("attempt")
             self.requests[str(event.get("event_id"))] = (
@@ -163,17 +165,15 @@ class DemoRun:
         view.note(f"operator: imagegroups request deploy {group_id}  (attempt 2)", self.elapsed())
 
     def request_deploy(self, group_id: str) -> None:
-        rt = bootstrap.runtime()
-        result = request_stage(group_id, StageName.DEPLOY, deps=rt.deps)
-        rt.relay.deliver(result.messages)
+        execute(lambda deps: request_stage(group_id, StageName.DEPLOY, deps=deps), root.runtime())
 
     def snapshot(self) -> list[GroupRow]:
-        with bootstrap.runtime().new_uow() as uow:
+        with root.runtime().new_uow() as uow:
             return [read_row(uow, p.group_id, p.job_id, len(p.roles)) for p in self.plans]
 
     def summary(self) -> Summary:
         ids, elapsed = [p.group_id for p in self.plans], self.elapsed()
-        with bootstrap.runtime().new_uow() as uow:
+        with root.runtime().new_uow() as uow:
             return read_summary(
                 uow, ids, redeploys=len(self.redeployed), elapsed=elapsed, where=self.where
             )
@@ -197,7 +197,7 @@ def _run(setup: Setup, run: DemoRun, out: IO[str], timeout: float) -> list[Group
     workers = embedded_workers(setup)
     # `celery worker` starts its sweeper on worker_ready, which embedded workers never send;
     # without one, a follow-on whose publish failed would wait in the outbox for ever.
-    sweeper = OutboxSweeper(lambda: bootstrap.runtime().relay, interval=0.5, grace=1.0)
+    sweeper = OutboxSweeper(lambda: root.runtime().relay, interval=0.5, grace=1.0)
     with ExitStack() as stack:
         stack.callback(stop_workers, workers)
         for worker in workers:
@@ -238,7 +238,7 @@ def main(
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     finally:
-        bootstrap.configure(None)
+        root.configure(None)
     late = ", ".join(f"{row.group_id} ({row.status})" for row in rows if not row.done)
     if late:
         print(f"demo: timed out after {timeout:.0f}s; unfinished: {late}", file=sys.stderr)

@@ -18,9 +18,9 @@ from sqlalchemy.exc import OperationalError
 
 from persistence.db import is_sqlite
 from persistence.migrate import upgrade
-from workers import bootstrap, simulator
-from workers.celery_app import app
-from workers.publishing import EVENTS_QUEUE
+from workers import root, simulator
+from workers.celery import app
+from workers.messages import EVENTS_QUEUE, PIPELINE_QUEUES
 from workers.settings import Settings
 
 START_TIMEOUT = 30.0
@@ -120,12 +120,12 @@ def embedded_workers(setup: Setup) -> list[EmbeddedWorker]:
     register_simulator()
     # SQLite takes its write lock per transaction: a second event thread would only wait.
     pool, threads = ("solo", 1) if is_sqlite(setup.settings.database_url) else ("threads", 4)
-    queues = [EVENTS_QUEUE, *simulator.PIPELINE_QUEUES]
+    queues = [EVENTS_QUEUE, *PIPELINE_QUEUES]
     return [EmbeddedWorker(app, "worker", queues, pool, threads)]
 
 
 def prepare(setup: Setup) -> None:
-    bootstrap.configure(setup.settings)
+    root.configure(setup.settings)
     apply_celery_conf(setup, app)
     try:
         upgrade(setup.settings.database_url)
@@ -138,5 +138,5 @@ def prepare(setup: Setup) -> None:
             raise DemoError(f"cannot reach the broker: {exc}") from None
         if setup.broker_url.startswith("memory://"):
             # In-memory queues live as long as the process: begin with empty ones.
-            for queue in (EVENTS_QUEUE, *simulator.PIPELINE_QUEUES):
+            for queue in (EVENTS_QUEUE, *PIPELINE_QUEUES):
                 conn.default_channel.queue_purge(queue)

@@ -7,20 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from domain import ImageGroup, OutboxMessage, StageName, StageRequest
-
-
-@dataclass(frozen=True, slots=True)
-class FollowOn:
-    task_name: str
-    queue: str
-    event_type: str
-
-
-FOLLOW_ON: dict[StageName, FollowOn] = {
-    StageName.DEPLOY: FollowOn("pipeline.deploy", "pipeline.deploy", "deploy.requested"),
-    StageName.PXE_BOOT: FollowOn("pipeline.pxe_boot", "pipeline.pxe_boot", "pxe_boot.requested"),
-    StageName.VALIDATE: FollowOn("pipeline.validate", "pipeline.validate", "validate.requested"),
-}
+from workers.messages import FOLLOW_ON, SCHEMA_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +30,7 @@ def request_message(
     body: dict[str, Any] = {
         "event_id": event_id,
         "event_type": spec.event_type,
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "occurred_at": at.isoformat(),
         "job_id": group.job_id,
         "causation_id": cause.event_id,
@@ -53,7 +40,7 @@ def request_message(
         body["correlation_id"] = cause.correlation_id
     return OutboxMessage(
         event_id=event_id,
-        task_name=spec.task_name,
+        task_name=spec.task,
         queue=spec.queue,
         body=body,
         image_group_id=group.id.value,

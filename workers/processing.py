@@ -1,17 +1,19 @@
-"""What every event task does: count, validate, handle, publish; retry or dead-letter."""
+"""What every event task does: count the delivery, parse the event into a command, handle
+it (one transaction) and publish its follow-ons (workers/service.py); or retry it, or
+dead-letter it."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from workers import dead_letters
-from workers.bootstrap import Runtime, runtime, utcnow
 from workers.errors import (
     AttemptsExhaustedError,
     DeadLetteredError,
@@ -20,7 +22,9 @@ from workers.errors import (
     is_transient,
 )
 from workers.handlers import Result
-from workers.schemas import EnvelopeBase
+from workers.root import Runtime, runtime
+from workers.schemas import EnvelopeBase, IncomingEvent
+from workers.service import execute
 
 log = logging.getLogger(__name__)
 
@@ -29,32 +33,24 @@ E = TypeVar("E", bound=EnvelopeBase)
 
 def process(
     task: Any,
-    model: type[E],
+    model: type[IncomingEvent],
     handler: Callable[..., Result],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> dict[str, Any]:
+    """The event path of a task: count it, parse it into a command, handle it, publish."""
     rt = runtime()
     request = task.request
     event_id = _event_id_of(kwargs.get("event"))
     # Before the count is read: a lower bound that holds even when the database is down.
     attempts = 1 + request.retries if isinstance(request.retries, int) else 1
     try:
-        if _is_redelivery(request):
-            # Counted in its own transaction so a crash mid-handler still counts.
-            with rt.new_uow() as uow:
-                attempts = 1 + uow.deliveries.record_delivery(event_id or request.id, utcnow())
-                uow.commit()
-        if attempts > rt.settings.max_attempts:
-            raise AttemptsExhaustedError(
-                f"delivered {attempts} times; the limit is {rt.settings.max_attempts}"
-            )
-        envelope = parse(model, args, kwargs)
-        result = handler(envelope, deps=rt.deps)
+        attempts = _count_delivery(rt, request, event_id, attempts)
+        command = parse(model, args, kwargs).to_command()
+        done = execute(lambda deps: handler(command, deps=deps), rt)
     except Exception as exc:
-        _fail(task, rt, exc, attempts, event_id, args, kwargs)
-    rt.relay.deliver(result.messages)
-    out = result.outcome
+        _fail(task, rt, exc, Attempt(attempts, event_id, args, kwargs))
+    out = done.result.outcome
     log.info(
         "%s event_id=%s task_id=%s image_group_id=%s outcome=%s status=%s follow_ons=%d",
         task.name,
@@ -63,9 +59,23 @@ def process(
         out.image_group_id,
         out.outcome,
         out.status,
-        len(result.messages),
+        len(done.result.messages),
     )
     return out.as_dict()
+
+
+def _count_delivery(rt: Runtime, request: Any, event_id: str | None, attempts: int) -> int:
+    """Deliveries after the first are counted, in their own transaction (so a crash mid-
+    handler still counts); past IMAGEGROUPS_MAX_ATTEMPTS the event is given up on."""
+    if _is_redelivery(request):
+        with rt.new_uow() as uow:
+            attempts = 1 + uow.deliveries.record_delivery(event_id or request.id, rt.now())
+            uow.commit()
+    if attempts > rt.settings.max_attempts:
+        raise AttemptsExhaustedError(
+            f"delivered {attempts} times; the limit is {rt.settings.max_attempts}"
+        )
+    return attempts
 
 
 def parse(model: type[E], args: tuple[Any, ...], kwargs: dict[str, Any]) -> E:
@@ -92,58 +102,66 @@ def parse(model: type[E], args: tuple[Any, ...], kwargs: dict[str, Any]) -> E:
         raise InvalidEventError(f"invalid {model.__name__}: {problems}") from None
 
 
-def _fail(
-    task: Any,
-    rt: Runtime,
-    exc: Exception,
-    attempts: int,
-    event_id: str | None,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> NoReturn:
-    request = task.request
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery of an event, as the failure path needs it."""
+
+    number: int
+    event_id: str | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def _fail(task: Any, rt: Runtime, exc: Exception, attempt: Attempt) -> NoReturn:
+    """Retry what is transient while attempts remain; dead-letter the rest, then fail."""
     settings = rt.settings
-    delay = backoff(attempts, base=settings.retry_backoff_base, cap=settings.retry_backoff_max)
-    if is_transient(exc) and attempts < settings.max_attempts:
+    delay = backoff(
+        attempt.number, base=settings.retry_backoff_base, cap=settings.retry_backoff_max
+    )
+    if is_transient(exc) and attempt.number < settings.max_attempts:
         log.warning(
             "%s event_id=%s task_id=%s attempt %d/%d failed (%s: %s); retrying in %.2fs",
             task.name,
-            event_id,
-            request.id,
-            attempts,
+            attempt.event_id,
+            task.request.id,
+            attempt.number,
             settings.max_attempts,
             type(exc).__name__,
             exc,
             delay,
         )
         _retry(task, exc, delay)
-    try:
-        letter_id = dead_letters.store(
-            rt.new_uow,
-            task_name=task.name,
-            event_id=event_id,
-            body=dead_letters.protocol_body(args, kwargs),
-            content_type="application/json",
-            exc=exc,
-            attempts=attempts,
-            now=utcnow(),
-            replay_of=_replay_of(request),
-        )
-    except Exception:
-        # Without the store a dead letter would be lost: keep the message alive instead.
-        log.error("could not dead-letter event_id=%s; retrying", event_id, exc_info=True)
-        _retry(task, exc, delay)
+    letter_id = _dead_letter(task, rt, exc, attempt, delay)
     log.error(
         "%s event_id=%s task_id=%s dead-lettered as %d after %d attempt(s): %s: %s",
         task.name,
-        event_id,
-        request.id,
+        attempt.event_id,
+        task.request.id,
         letter_id,
-        attempts,
+        attempt.number,
         type(exc).__name__,
         exc,
     )
     raise DeadLetteredError(f"dead-lettered as {letter_id}: {type(exc).__name__}: {exc}") from exc
+
+
+def _dead_letter(task: Any, rt: Runtime, exc: Exception, attempt: Attempt, delay: float) -> int:
+    try:
+        return dead_letters.store(
+            rt.new_uow,
+            task_name=task.name,
+            event_id=attempt.event_id,
+            body=dead_letters.protocol_body(attempt.args, attempt.kwargs),
+            content_type="application/json",
+            exc=exc,
+            attempts=attempt.number,
+            now=rt.now(),
+            replay_of=_replay_of(task.request),
+        )
+    except Exception:
+        # Without the store a dead letter would be lost: keep the message alive instead.
+        log.error("could not dead-letter event_id=%s; retrying", attempt.event_id, exc_info=True)
+        _retry(task, exc, delay)
 
 
 def _retry(task: Any, exc: Exception, delay: float) -> NoReturn:

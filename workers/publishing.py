@@ -6,9 +6,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from workers.handlers import CATALOG_PARSED, STAGE_FINISHED
-
-EVENTS_QUEUE = "imagegroups.events"
+from workers.messages import (
+    CATALOG_PARSED,
+    EVENTS_QUEUE,
+    SCHEMA_VERSION,
+    STAGE_FINISHED,
+    TASK_FOR_TYPE,
+)
 
 
 def envelope(
@@ -24,7 +28,7 @@ def envelope(
     body: dict[str, Any] = {
         "event_id": event_id or str(uuid.uuid4()),
         "event_type": event_type,
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "occurred_at": (at or datetime.now(UTC)).isoformat(),
         "job_id": job_id,
         "payload": payload,
@@ -50,7 +54,7 @@ def catalog_parsed(
         value = extra.pop(key, None)
         if value is not None:
             payload[key] = value
-    return envelope("catalog.parsed", job_id, payload, **extra)
+    return envelope(CATALOG_PARSED.event_type, job_id, payload, **extra)
 
 
 def stage_finished(
@@ -76,10 +80,7 @@ def stage_finished(
         "error_summary": error_summary,
     }
     payload.update({k: v for k, v in optional.items() if v is not None})
-    return envelope("stage.finished", job_id, payload, **extra)
-
-
-TASK_FOR_TYPE = {"catalog.parsed": CATALOG_PARSED, "stage.finished": STAGE_FINISHED}
+    return envelope(STAGE_FINISHED.event_type, job_id, payload, **extra)
 
 
 def send(app: Any, event: dict[str, Any], **options: Any) -> str:

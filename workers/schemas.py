@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 from uuid import UUID
 
 from pydantic import (
@@ -21,9 +21,19 @@ from pydantic import (
     model_validator,
 )
 
-from domain import ImageGroupId, RoleName, check_name
+from domain import (
+    EventIds,
+    ImageGroupId,
+    RecordStageResult,
+    ReserveCatalog,
+    RoleName,
+    StageName,
+    StageOutcome,
+    check_name,
+    check_roles,
+)
+from workers.messages import CATALOG_PARSED, FOLLOW_ON, SCHEMA_VERSION, STAGE_FINISHED
 
-SCHEMA_VERSION = 1
 MAX_RESULT_DETAIL_BYTES = 64 * 1024
 _NO_CONTROL = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
 # RFC 3339 section 5.6 `date-time` (T and Z may be lowercase; a missing offset is reported
@@ -89,15 +99,23 @@ ImageNameText = Annotated[
     AfterValidator(_image_name),
     Field(json_schema_extra={"minLength": 1, "pattern": _NO_CONTROL}),
 ]
-StageText = Literal[
-    "build-image",
-    "build-image-x86_64",
-    "build-image-aarch64",
-    "deploy",
-    "pxe-boot",
-    "restart",
-    "validate",
-]
+# The names come from the domain; Literals, so that the JSON Schema lists them.
+if TYPE_CHECKING:
+    StageText: TypeAlias = str
+    OutcomeText: TypeAlias = str
+    CatalogParsedType: TypeAlias = str
+    StageFinishedType: TypeAlias = str
+    DeployRequestedType: TypeAlias = str
+    PxeBootRequestedType: TypeAlias = str
+    ValidateRequestedType: TypeAlias = str
+else:
+    StageText = Literal[tuple(StageName.spellings())]
+    OutcomeText = Literal[tuple(outcome.value for outcome in StageOutcome)]
+    CatalogParsedType = Literal[CATALOG_PARSED.event_type]
+    StageFinishedType = Literal[STAGE_FINISHED.event_type]
+    DeployRequestedType = Literal[FOLLOW_ON[StageName.DEPLOY].event_type]
+    PxeBootRequestedType = Literal[FOLLOW_ON[StageName.PXE_BOOT].event_type]
+    ValidateRequestedType = Literal[FOLLOW_ON[StageName.VALIDATE].event_type]
 
 
 class Strict(BaseModel):
@@ -111,25 +129,23 @@ class CatalogParsedPayload(Strict):
     catalog_name: StrictStr | None = None
     catalog_version: StrictStr | None = None
 
+    # The domain's rule (domain/catalog.py), checked at the edge: the roles alone first, so
+    # that a repeated role is reported on `roles`, then with the images.
     @field_validator("roles")
     @classmethod
     def _unique(cls, roles: list[str]) -> list[str]:
-        dupes = sorted({r for r in roles if roles.count(r) > 1})
-        if dupes:
-            raise ValueError(f"roles must be unique; repeated: {dupes}")
+        check_roles(roles, None)
         return roles
 
     @model_validator(mode="after")
     def _images_name_known_roles(self) -> CatalogParsedPayload:
-        unknown = sorted(set(self.role_images or {}) - set(self.roles))
-        if unknown:
-            raise ValueError(f"role_images names roles that are not in roles: {unknown}")
+        check_roles(self.roles, self.role_images)
         return self
 
 
 class StageFinishedPayload(Strict):
     stage: StageText
-    outcome: Literal["succeeded", "failed"]
+    outcome: OutcomeText
     image_group_id: GroupIdText | None = None
     attempt: Annotated[StrictInt, Field(ge=1)] | None = None
     request_event_id: Uuid | None = None
@@ -161,21 +177,59 @@ class EnvelopeBase(Strict):
     @classmethod
     def _supported(cls, version: Any) -> Any:
         if version != SCHEMA_VERSION or not isinstance(version, int) or isinstance(version, bool):
-            raise ValueError(f"unsupported schema_version {version!r}; this worker reads 1")
+            raise ValueError(
+                f"unsupported schema_version {version!r}; this worker reads {SCHEMA_VERSION}"
+            )
         return version
 
     def ids(self) -> tuple[str, str]:
         return str(self.event_id), str(self.job_id)
 
+    def event_ids(self) -> EventIds:
+        correlation = None if self.correlation_id is None else str(self.correlation_id)
+        return EventIds(str(self.event_id), str(self.job_id), correlation)
 
-class CatalogParsedEvent(EnvelopeBase):
-    event_type: Literal["catalog.parsed"]
+
+class IncomingEvent(EnvelopeBase):
+    """An event the worker consumes; its handler takes the command it stands for."""
+
+    def to_command(self) -> ReserveCatalog | RecordStageResult:
+        raise NotImplementedError
+
+
+class CatalogParsedEvent(IncomingEvent):
+    event_type: CatalogParsedType
     payload: CatalogParsedPayload
 
+    def to_command(self) -> ReserveCatalog:
+        p = self.payload
+        return ReserveCatalog(
+            ids=self.event_ids(),
+            image_group_id=ImageGroupId(p.image_group_id),
+            roles=tuple(RoleName(r) for r in p.roles),
+            role_images=p.role_images or {},
+            catalog_name=p.catalog_name,
+            catalog_version=p.catalog_version,
+        )
 
-class StageFinishedEvent(EnvelopeBase):
-    event_type: Literal["stage.finished"]
+
+class StageFinishedEvent(IncomingEvent):
+    event_type: StageFinishedType
     payload: StageFinishedPayload
+
+    def to_command(self) -> RecordStageResult:
+        p = self.payload
+        return RecordStageResult(
+            ids=self.event_ids(),
+            stage=StageName.parse(p.stage),
+            outcome=StageOutcome(p.outcome),
+            image_group_id=None if p.image_group_id is None else ImageGroupId(p.image_group_id),
+            attempt=p.attempt,
+            request_event_id=None if p.request_event_id is None else str(p.request_event_id),
+            error_code=p.error_code,
+            error_summary=p.error_summary,
+            result_detail=p.result_detail,
+        )
 
 
 class ImageRef(Strict):
@@ -195,27 +249,27 @@ class StageRequestedPayload(Strict):
 
 
 class DeployRequestedEvent(EnvelopeBase):
-    event_type: Literal["deploy.requested"]
+    event_type: DeployRequestedType
     payload: DeployRequestedPayload
 
 
 class PxeBootRequestedEvent(EnvelopeBase):
-    event_type: Literal["pxe_boot.requested"]
+    event_type: PxeBootRequestedType
     payload: StageRequestedPayload
 
 
 class ValidateRequestedEvent(EnvelopeBase):
-    event_type: Literal["validate.requested"]
+    event_type: ValidateRequestedType
     payload: StageRequestedPayload
 
 
 #: Every message of the contract, by the file name its JSON Schema is exported under.
 SCHEMAS: dict[str, type[EnvelopeBase]] = {
-    "catalog.parsed": CatalogParsedEvent,
-    "stage.finished": StageFinishedEvent,
-    "deploy.requested": DeployRequestedEvent,
-    "pxe_boot.requested": PxeBootRequestedEvent,
-    "validate.requested": ValidateRequestedEvent,
+    CATALOG_PARSED.event_type: CatalogParsedEvent,
+    STAGE_FINISHED.event_type: StageFinishedEvent,
+    FOLLOW_ON[StageName.DEPLOY].event_type: DeployRequestedEvent,
+    FOLLOW_ON[StageName.PXE_BOOT].event_type: PxeBootRequestedEvent,
+    FOLLOW_ON[StageName.VALIDATE].event_type: ValidateRequestedEvent,
 }
 
 

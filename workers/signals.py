@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import signals
 
-from workers import bootstrap
+from workers import root
 from workers.errors import shortest_retry_span
 from workers.relay import OutboxRelay, OutboxSweeper
 from workers.settings import Settings
@@ -25,22 +25,26 @@ _sweeper: OutboxSweeper | None = None
 
 def is_event_worker(sender: Any) -> bool:
     """Whether the signal's sender (a worker or its consumer) belongs to the event app."""
-    from workers.celery_app import app
+    from workers.celery import app
 
     return getattr(sender, "app", None) is app
 
 
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if is_event_worker(sender):
-        bootstrap.batch_sent_marks()
-        warning = recovery_warning(bootstrap.runtime().settings)
+        root.batch_sent_marks()
+        warning = recovery_warning(root.runtime().settings, sender.app.conf.broker_url)
         if warning:
             log.warning(warning)
 
 
-def recovery_warning(settings: Settings) -> str | None:
+def recovery_warning(settings: Settings, broker_url: str | None = None) -> str | None:
     """Said at start when a dead worker's messages would come back after the retries of the
-    events waiting for them (a build result for its catalog) have run out."""
+    events waiting for them (a build result for its catalog) have run out. Only Redis hands
+    messages back after a visibility timeout; other brokers notice a dead consumer at once."""
+    broker = broker_url or settings.celery_broker_url
+    if broker.split("://", 1)[0] not in ("redis", "rediss"):
+        return None
     span = shortest_retry_span(
         settings.max_attempts, base=settings.retry_backoff_base, cap=settings.retry_backoff_max
     )
@@ -56,15 +60,15 @@ def recovery_warning(settings: Settings) -> str | None:
 
 
 def _after_fork(**_: Any) -> None:
-    bootstrap.reset(after_fork=True)
+    root.reset(after_fork=True)
 
 
 def _before_exit(**_: Any) -> None:
-    bootstrap.reset()  # flushes the batched "sent" marks of this process
+    root.reset()  # flushes the batched "sent" marks of this process
 
 
 def _relay() -> OutboxRelay:
-    return bootstrap.runtime().relay
+    return root.runtime().relay
 
 
 def _start_sweeper(sender: Any = None, **_: Any) -> None:
@@ -73,7 +77,7 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
         return  # the simulator consumes the pipeline's queues; it must not send our outbox
     if _sweeper is not None:
         return  # one sweeper per process, however many embedded workers start
-    settings = bootstrap.runtime().settings
+    settings = root.runtime().settings
     _sweeper = OutboxSweeper(
         _relay,
         interval=settings.outbox_sweep_interval,
@@ -90,11 +94,13 @@ def _stop_sweeper(sender: Any = None, **_: Any) -> None:
     if _sweeper is not None:
         _sweeper.stop()
         _sweeper = None
-    bootstrap.reset()  # flushes the main process's batched "sent" marks
+    root.reset()  # flushes the main process's batched "sent" marks
 
 
-signals.worker_init.connect(_on_worker_init, weak=False)
-signals.worker_process_init.connect(_after_fork, weak=False)
-signals.worker_ready.connect(_start_sweeper, weak=False)
-signals.worker_shutdown.connect(_stop_sweeper, weak=False)
-signals.worker_process_shutdown.connect(_before_exit, weak=False)
+def connect() -> None:
+    """Wire the handlers to Celery's signals (the Celery app does, when it is built)."""
+    signals.worker_init.connect(_on_worker_init, weak=False)
+    signals.worker_process_init.connect(_after_fork, weak=False)
+    signals.worker_ready.connect(_start_sweeper, weak=False)
+    signals.worker_shutdown.connect(_stop_sweeper, weak=False)
+    signals.worker_process_shutdown.connect(_before_exit, weak=False)

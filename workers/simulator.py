@@ -10,6 +10,8 @@ from typing import Any
 
 from celery import Celery
 
+from domain import StageName
+from workers.messages import FOLLOW_ON, PIPELINE_QUEUES
 from workers.publishing import send, stage_finished
 from workers.schemas import (
     DeployRequestedEvent,
@@ -20,11 +22,10 @@ from workers.schemas import (
 
 log = logging.getLogger(__name__)
 
-PIPELINE_QUEUES = ("pipeline.deploy", "pipeline.pxe_boot", "pipeline.validate")
 _STAGES: dict[str, tuple[str, type[EnvelopeBase]]] = {
-    "pipeline.deploy": ("deploy", DeployRequestedEvent),
-    "pipeline.pxe_boot": ("pxe-boot", PxeBootRequestedEvent),
-    "pipeline.validate": ("validate", ValidateRequestedEvent),
+    FOLLOW_ON[StageName.DEPLOY].task: (StageName.DEPLOY.value, DeployRequestedEvent),
+    FOLLOW_ON[StageName.PXE_BOOT].task: (StageName.PXE_BOOT.value, PxeBootRequestedEvent),
+    FOLLOW_ON[StageName.VALIDATE].task: (StageName.VALIDATE.value, ValidateRequestedEvent),
 }
 
 
@@ -82,7 +83,7 @@ def answer(task_name: str, event: dict[str, Any], *, reply_app: Any) -> dict[str
 
 def register(app: Celery) -> None:
     """Register the three pipeline tasks on `app` (its own app, or the demo's)."""
-    for task_name in PIPELINE_QUEUES:
+    for task_name in _STAGES:
 
         def run(event: dict[str, Any], _name: str = task_name) -> dict[str, Any]:
             return answer(_name, event, reply_app=app)

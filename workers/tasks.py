@@ -7,12 +7,8 @@ from typing import Any
 from celery import shared_task
 
 from workers.errors import DeadLetteredError
-from workers.handlers import (
-    CATALOG_PARSED,
-    STAGE_FINISHED,
-    handle_catalog_parsed,
-    handle_stage_finished,
-)
+from workers.handlers import handle_catalog_parsed, handle_stage_finished
+from workers.messages import CATALOG_PARSED, STAGE_FINISHED
 from workers.processing import process
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
@@ -30,11 +26,11 @@ _OPTIONS: dict[str, Any] = {
 
 # The task is positional-only, so that a keyword a publisher sends (even `self` or `task`)
 # reaches the envelope check and is refused there, with a reason.
-@shared_task(name=CATALOG_PARSED, **_OPTIONS)  # type: ignore[untyped-decorator]
+@shared_task(name=CATALOG_PARSED.task, **_OPTIONS)  # type: ignore[untyped-decorator]
 def catalog_parsed(task: Any, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return process(task, CatalogParsedEvent, handle_catalog_parsed, args, kwargs)
 
 
-@shared_task(name=STAGE_FINISHED, **_OPTIONS)  # type: ignore[untyped-decorator]
+@shared_task(name=STAGE_FINISHED.task, **_OPTIONS)  # type: ignore[untyped-decorator]
 def stage_finished(task: Any, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return process(task, StageFinishedEvent, handle_stage_finished, args, kwargs)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import select
+
 from domain import ImageGroupId, ImageGroupStatus, OutboxMessage, Transition
+from persistence.mappers import outbox_to_entity
+from persistence.models import OutboxRow
 from tests.integration.stack import Stack, wait_for
 from workers import publishing
 
@@ -45,4 +49,11 @@ def moves(s: Stack, group_id: str) -> list[tuple[str | None, str]]:
 
 
 def follow_ons(s: Stack, group_id: str) -> list[OutboxMessage]:
-    return s.query(lambda uow: uow.outbox.list_for_group(group_id))
+    """The group's follow-on events in the outbox, oldest first (a test's own read)."""
+    with s.engine.connect() as conn:
+        rows = conn.execute(
+            select(OutboxRow)
+            .where(OutboxRow.image_group_id == group_id)
+            .order_by(OutboxRow.created_at, OutboxRow.event_id)
+        )
+        return [outbox_to_entity(row) for row in rows]

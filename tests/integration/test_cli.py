@@ -26,6 +26,7 @@ from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
 from workers import handlers, publishing
 from workers.dead_letters import REPLAY_HEADER, protocol_body
+from workers.messages import CATALOG_PARSED
 from workers.schemas import CatalogParsedEvent, DeployRequestedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -86,7 +87,7 @@ class Env:
         letter = DeadLetter(
             **{
                 "id": None,
-                "task_name": handlers.CATALOG_PARSED,
+                "task_name": CATALOG_PARSED.task,
                 "event_id": None,
                 "body": body,
                 "content_type": "application/json",
@@ -163,7 +164,7 @@ def _seed(
     event = publishing.catalog_parsed(
         job_id, group_id, ["login", "compute"], {"login": "login-v2.img"}
     )
-    handlers.handle_catalog_parsed(CatalogParsedEvent.model_validate(event), deps=deps)
+    handlers.handle_catalog_parsed(CatalogParsedEvent.model_validate(event).to_command(), deps=deps)
     seeded = Seeded(job_id, created_at=T0)
     for stage, outcome in [("build-image", "succeeded"), *stages]:
         seeded.events[stage] = _finish(deps, job_id, stage, outcome)
@@ -174,7 +175,7 @@ def _seed(
 
 def _finish(deps: handlers.Deps, job_id: str, stage: str, outcome: str) -> str:
     event = publishing.stage_finished(job_id, stage, outcome)
-    handlers.handle_stage_finished(StageFinishedEvent.model_validate(event), deps=deps)
+    handlers.handle_stage_finished(StageFinishedEvent.model_validate(event).to_command(), deps=deps)
     return str(event["event_id"])
 
 
@@ -397,7 +398,7 @@ def test_publish_catalog_parsed_from_a_file_queues_a_valid_envelope(env: Env) ->
         m for m in queued(env.redis, "imagegroups.events") if m[0]["id"] == event_id
     ]
     parsed = CatalogParsedEvent.model_validate(event)
-    assert headers["task"] == handlers.CATALOG_PARSED
+    assert headers["task"] == CATALOG_PARSED.task
     assert str(parsed.event_id) == event_id
     assert str(parsed.job_id) == job_id
     assert parsed.payload.image_group_id == "tiny-cluster-v1"
@@ -474,7 +475,7 @@ def test_dead_letters_replay_sends_good_bodies_again_and_reports_each_refusal(en
     [(headers, event)] = sent
     assert headers[REPLAY_HEADER] == good
     assert headers["id"] == report[good]["task_id"]
-    CatalogParsedEvent.model_validate(event)
+    CatalogParsedEvent.model_validate(event).to_command()
 
 
 def test_dead_letters_replay_all_sends_every_dead_letter(env: Env) -> None:

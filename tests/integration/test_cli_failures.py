@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
 from workers import handlers, publishing
-from workers.bootstrap import utcnow
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -56,11 +56,16 @@ class Pipeline:
 
     def __init__(self, engine: Engine, group_id: str, events: dict[str, str]) -> None:
         self.deps = handlers.Deps(
-            lambda: SqlUnitOfWork(engine), utcnow, lambda: str(uuid.uuid4()), True
+            lambda: SqlUnitOfWork(engine),
+            lambda: datetime.now(UTC),
+            lambda: str(uuid.uuid4()),
+            True,
         )
         self.group_id, self.job_id, self.events = group_id, str(uuid.uuid4()), events
         event = publishing.catalog_parsed(self.job_id, group_id, ["compute"])
-        handlers.handle_catalog_parsed(CatalogParsedEvent.model_validate(event), deps=self.deps)
+        handlers.handle_catalog_parsed(
+            CatalogParsedEvent.model_validate(event).to_command(), deps=self.deps
+        )
         self.finish("build-image", "succeeded", 1)
 
     def finish(
@@ -74,7 +79,9 @@ class Pipeline:
         event = publishing.stage_finished(
             self.job_id, stage, outcome, attempt=attempt, error_code=code, error_summary=why
         )
-        handlers.handle_stage_finished(StageFinishedEvent.model_validate(event), deps=self.deps)
+        handlers.handle_stage_finished(
+            StageFinishedEvent.model_validate(event).to_command(), deps=self.deps
+        )
         self.events[f"{self.group_id}/{stage}/{attempt}"] = str(event["event_id"])
 
     def redeploy(self) -> None:

@@ -104,7 +104,7 @@ def test_sixteen_jobs_reserving_one_id_at_once_leave_exactly_one_holder(db: Data
 
     def reserve(uow: SqlUnitOfWork, job_id: str) -> None:
         reservation = CatalogReservation(group_id, job_id, (RoleName("compute"),), created_at=T0)
-        assert uow.catalogs.reserve(reservation) is True
+        assert uow.catalogs.reserve(reservation) is None  # newly reserved
 
     result = race(db, reserve)
     winner = result.winner()

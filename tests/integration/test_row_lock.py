@@ -22,6 +22,7 @@ from domain import (
     ImageGroupId,
     ImageGroupStatus,
     RoleName,
+    StageName,
 )
 from persistence.db import make_engine
 from persistence.migrate import upgrade
@@ -84,7 +85,7 @@ def new_group(job: Job) -> ImageGroup:
 def start_deploy_under_lock(uow: SqlUnitOfWork, job: Job) -> None:
     group = uow.groups.find_by_job_id_for_update(job.job_id)
     assert group is not None and group.status is ImageGroupStatus.BUILT
-    group.start_deploy(event_id="ev-deploy", at=T0 + timedelta(minutes=1))
+    group.start(StageName.DEPLOY, event_id="ev-deploy", at=T0 + timedelta(minutes=1))
     uow.groups.update_status(group)
 
 

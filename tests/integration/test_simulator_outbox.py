@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from persistence.uow import SqlUnitOfWork
 from tests.integration.flow import follow_ons
 from tests.integration.stack import Stack, redis_messages, stack, wait_for
 from workers import publishing
-from workers.bootstrap import utcnow
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
@@ -27,12 +27,14 @@ EAGER_SWEEP = {"IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL": "0.05", "IMAGEGROUPS_OUTBOX_
 
 def unsent_deploy_request(s: Stack, group_id: str) -> OutboxMessage:
     """A group that entered DEPLOYING whose deploy request was committed but never sent."""
-    deps = Deps(lambda: SqlUnitOfWork(s.engine), utcnow, lambda: str(uuid.uuid4()), True)
+    deps = Deps(
+        lambda: SqlUnitOfWork(s.engine), lambda: datetime.now(UTC), lambda: str(uuid.uuid4()), True
+    )
     job = str(uuid.uuid4())
     parsed = publishing.catalog_parsed(job, group_id, ["compute"])
-    handle_catalog_parsed(CatalogParsedEvent.model_validate(parsed), deps=deps)
+    handle_catalog_parsed(CatalogParsedEvent.model_validate(parsed).to_command(), deps=deps)
     built = publishing.stage_finished(job, "build-image", "succeeded")
-    handle_stage_finished(StageFinishedEvent.model_validate(built), deps=deps)
+    handle_stage_finished(StageFinishedEvent.model_validate(built).to_command(), deps=deps)
     [request] = follow_ons(s, group_id)
     assert request.sent_at is None
     return request

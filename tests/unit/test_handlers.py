@@ -102,13 +102,17 @@ class World:
             event_id=event_id or next(self.ids),
             at=T0,
         )
-        return handle_catalog_parsed(CatalogParsedEvent.model_validate(body), deps=self.deps)
+        return handle_catalog_parsed(
+            CatalogParsedEvent.model_validate(body).to_command(), deps=self.deps
+        )
 
     def stage(
         self, stage: str, outcome: str, *, job: str = JOB, event_id: str | None = None, **kw: Any
     ) -> Result:
         body = self.stage_body(stage, outcome, job=job, event_id=event_id, **kw)
-        return handle_stage_finished(StageFinishedEvent.model_validate(body), deps=self.deps)
+        return handle_stage_finished(
+            StageFinishedEvent.model_validate(body).to_command(), deps=self.deps
+        )
 
     def stage_body(
         self, stage: str, outcome: str, *, job: str = JOB, event_id: str | None = None, **kw: Any

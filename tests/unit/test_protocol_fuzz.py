@@ -27,7 +27,7 @@ from kombu.transport.virtual.base import Message as VirtualMessage
 from domain import DomainError, InvalidValueError
 from persistence.memory import MemoryState, MemoryUnitOfWork
 from workers import protocol, publishing, transport
-from workers.celery_app import app
+from workers.celery import app
 from workers.consumer import MESSAGE_ERRORS
 from workers.errors import InvalidEventError, InvalidTaskMessageError
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
@@ -274,11 +274,11 @@ def test_every_envelope_ends_in_an_outcome_or_a_permanent_or_transient_refusal(
         try:
             if isinstance(event, dict) and event.get("event_type") == "catalog.parsed":
                 result = handle_catalog_parsed(
-                    parse(CatalogParsedEvent, (), {"event": event}), deps=deps
+                    parse(CatalogParsedEvent, (), {"event": event}).to_command(), deps=deps
                 )
             else:
                 result = handle_stage_finished(
-                    parse(StageFinishedEvent, (), {"event": event}), deps=deps
+                    parse(StageFinishedEvent, (), {"event": event}).to_command(), deps=deps
                 )
         except (InvalidEventError, DomainError, InvalidValueError):
             continue  # dead-lettered, or (not-yet-arrived catalog or group) retried

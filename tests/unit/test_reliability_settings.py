@@ -67,7 +67,14 @@ def test_a_hard_time_limit_requeues_and_a_failure_acks_once_dead_lettered() -> N
 
 
 def test_the_event_tasks_have_no_retry_cap_of_celerys_own() -> None:
-    from workers.celery_app import app
+    from workers.celery import app
 
     for name in ("imagegroups.catalog_parsed", "imagegroups.stage_finished"):
         assert app.tasks[name].max_retries is None
+
+
+def test_no_warning_for_a_broker_that_notices_a_dead_consumer_at_once() -> None:
+    s = Settings.model_validate(
+        {"IMAGEGROUPS_MAX_ATTEMPTS": 3, "CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"}
+    )
+    assert recovery_warning(s) is None

@@ -317,17 +317,6 @@ def test_deploy_result_after_group_failed_is_stale() -> None:
     assert group.status is S.FAILED
 
 
-def test_succeed_and_fail_are_finish_with_the_matching_outcome() -> None:
-    passing = _group(S.VALIDATING)
-    failing = _group(S.VALIDATING)
-
-    passing.succeed(VALIDATE, attempt=1, event_id="evt-ok", at=LATER)
-    failing.fail(VALIDATE, attempt=1, event_id="evt-ko", at=LATER)
-
-    assert passing.status is S.PASSED
-    assert failing.status is S.FAILED
-
-
 # ---------------------------------------------------------------------------------------
 # Attempts
 # ---------------------------------------------------------------------------------------
@@ -469,19 +458,19 @@ def test_start_from_any_other_status_is_an_invalid_transition_and_changes_nothin
 
 
 @pytest.mark.parametrize(
-    ("method", "status", "expected"),
+    ("stage", "status", "expected"),
     [
-        ("start_deploy", S.BUILT, S.DEPLOYING),
-        ("start_pxe_boot", S.DEPLOYED, S.RESTARTING),
-        ("start_validate", S.RESTARTED, S.VALIDATING),
+        (DEPLOY, S.BUILT, S.DEPLOYING),
+        (PXE_BOOT, S.DEPLOYED, S.RESTARTING),
+        (VALIDATE, S.RESTARTED, S.VALIDATING),
     ],
 )
-def test_named_start_methods_start_their_stage(
-    method: str, status: ImageGroupStatus, expected: ImageGroupStatus
+def test_start_starts_the_stage_it_is_given(
+    stage: StageName, status: ImageGroupStatus, expected: ImageGroupStatus
 ) -> None:
     group = _group(status)
 
-    getattr(group, method)(event_id="evt-start", at=LATER)
+    group.start(stage, event_id="evt-start", at=LATER)
 
     assert group.status is expected
 
@@ -700,7 +689,7 @@ def test_every_successful_move_appends_exactly_one_transition_with_its_event_and
 
     count = len(group.new_transitions)
     t2 = CREATED + timedelta(seconds=2)
-    group.fail(DEPLOY, attempt=None, event_id="e2", at=t2)
+    group.finish(DEPLOY, StageOutcome.FAILED, attempt=None, event_id="e2", at=t2)
     check_one_more("e2", t2, S.DEPLOYING)
 
     count = len(group.new_transitions)

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 import pytest
 from celery import signals as celery_signals
 
-from workers import bootstrap, simulator
+from workers import root, simulator
 from workers import signals as lifecycle
-from workers.celery_app import app
+from workers.celery import app
 from workers.settings import Settings
 
 
@@ -37,8 +37,8 @@ def fake_sweeper(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lifecycle, "OutboxSweeper", FakeSweeper)
     monkeypatch.setattr(lifecycle, "_sweeper", None)
     settings = Settings(IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL=0.5)
-    monkeypatch.setattr(bootstrap, "runtime", lambda: SimpleNamespace(settings=settings))
-    monkeypatch.setattr(bootstrap, "reset", lambda **_: None)
+    monkeypatch.setattr(root, "runtime", lambda: SimpleNamespace(settings=settings))
+    monkeypatch.setattr(root, "reset", lambda **_: None)
 
 
 class Worker:

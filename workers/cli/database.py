@@ -7,8 +7,8 @@ from sqlalchemy.engine import make_url
 
 from persistence.db import sqlite_file
 from persistence.migrate import current_revisions, heads, state_of
-from workers.bootstrap import runtime
 from workers.cli.output import CommandError
+from workers.root import runtime
 from workers.settings import Settings
 
 UPGRADE = "imagegroups db upgrade"

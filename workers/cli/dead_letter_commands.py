@@ -7,9 +7,9 @@ from typing import Any
 
 from domain import DeadLetter, DeadLetterStatus
 from workers import dead_letters
-from workers.bootstrap import runtime, utcnow
 from workers.cli.output import CommandError, iso, print_error, print_fields, print_json, print_table
-from workers.publishing import EVENTS_QUEUE
+from workers.messages import EVENTS_QUEUE
+from workers.root import Runtime, runtime
 
 _LIST_HEADERS = ["ID", "STATUS", "TASK", "EVENT", "ERROR", "ATTEMPTS", "LAST FAILED"]
 
@@ -66,24 +66,25 @@ def show(args: argparse.Namespace) -> int:
 
 
 def _send(task_name: str, args: list[Any], kwargs: dict[str, Any], headers: dict[str, Any]) -> str:
-    from workers.celery_app import app
+    from workers.celery import app
 
     result = app.send_task(task_name, args=args, kwargs=kwargs, headers=headers, queue=EVENTS_QUEUE)
     return str(result.id)
 
 
 def replay(args: argparse.Namespace) -> int:
-    ids: list[int] = _dead_ids() if args.all else list(dict.fromkeys(args.ids))
-    results = [_replay_one(letter_id) for letter_id in ids]
+    rt = runtime()
+    ids: list[int] = _dead_ids(rt) if args.all else list(dict.fromkeys(args.ids))
+    results = [_replay_one(rt, letter_id) for letter_id in ids]
     _report_replays(results, as_json=args.json)
     return 1 if any(not r["replayed"] for r in results) else 0
 
 
-def _replay_one(letter_id: int) -> dict[str, Any]:
+def _replay_one(rt: Runtime, letter_id: int) -> dict[str, Any]:
     outcome: dict[str, Any] = {"id": letter_id, "replayed": False, "event_id": None}
     try:
         letter, task_id = dead_letters.replay(
-            letter_id, new_uow=runtime().new_uow, send=_send, now=utcnow()
+            letter_id, new_uow=rt.new_uow, send=_send, now=rt.now()
         )
     except (dead_letters.ReplayRefusedError, LookupError) as exc:
         return outcome | {"task_id": None, "error": str(exc)}
@@ -95,8 +96,8 @@ def _replay_one(letter_id: int) -> dict[str, Any]:
     }
 
 
-def _dead_ids() -> list[int]:
-    with runtime().new_uow() as uow:
+def _dead_ids(rt: Runtime) -> list[int]:
+    with rt.new_uow() as uow:
         return [
             letter.id
             for letter in uow.dead_letters.list(DeadLetterStatus.DEAD)
@@ -120,7 +121,8 @@ def _report_replays(results: list[dict[str, Any]], *, as_json: bool) -> None:
 
 def discard(args: argparse.Namespace) -> int:
     try:
-        letter = dead_letters.discard(args.id, new_uow=runtime().new_uow, now=utcnow())
+        rt = runtime()
+        letter = dead_letters.discard(args.id, new_uow=rt.new_uow, now=rt.now())
     except (dead_letters.ReplayRefusedError, LookupError) as exc:
         raise CommandError(str(exc)) from None
     if args.json:

@@ -10,9 +10,9 @@ import argparse
 from typing import Any
 
 from domain import DeadLetterStatus
-from workers.bootstrap import runtime, utcnow
 from workers.cli.database import require_schema
 from workers.cli.output import CommandError, print_json, print_table
+from workers.root import runtime
 from workers.worker_health import COMMAND
 
 BROKER_TIMEOUT_SECONDS = 3.0
@@ -32,7 +32,7 @@ def check_database() -> dict[str, Any]:
 
 
 def check_broker() -> dict[str, Any]:
-    from workers.celery_app import app
+    from workers.celery import app
 
     try:
         with app.connection_for_write(connect_timeout=BROKER_TIMEOUT_SECONDS) as conn:
@@ -49,16 +49,17 @@ def check_broker() -> dict[str, Any]:
 
 def backlog() -> tuple[dict[str, Any], dict[str, Any]]:
     """Outbox rows not yet sent and dead letters waiting; None values when the DB is down."""
-    with runtime().new_uow() as uow:
+    rt = runtime()
+    with rt.new_uow() as uow:
         pending, oldest = uow.outbox.pending()
         waiting = uow.dead_letters.count(DeadLetterStatus.DEAD)
-    age = None if oldest is None else round((utcnow() - oldest).total_seconds(), 3)
+    age = None if oldest is None else round((rt.now() - oldest).total_seconds(), 3)
     return {"pending": pending, "oldest_unsent_age_seconds": age}, {"waiting": waiting}
 
 
 def ask_workers() -> list[dict[str, Any]]:
     """Each running worker's own view: can it store dead letters and reach its database?"""
-    from workers.celery_app import app
+    from workers.celery import app
 
     replies = app.control.broadcast(COMMAND, reply=True, timeout=WORKER_REPLY_SECONDS) or []
     found = [{"name": name} | state for reply in replies for name, state in reply.items()]

@@ -15,7 +15,7 @@ from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 def _send(event: dict[str, Any]) -> str:
     """Send through the real app; tests replace this function to see what would be sent."""
-    from workers.celery_app import app
+    from workers.celery import app
 
     # Task id = event_id, so Flower and the worker's logs name the event the same way.
     return publishing.send(app, event, task_id=event["event_id"])

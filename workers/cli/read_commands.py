@@ -14,8 +14,8 @@ from domain import (
     StageState,
     UnitOfWork,
 )
-from workers.bootstrap import runtime
 from workers.cli.output import iso, print_fields, print_json, print_table
+from workers.root import runtime
 
 
 def group_document(group: ImageGroup, failure: StageRecord | None = None) -> dict[str, Any]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from domain import StageName
 from workers import handlers, relay
-from workers.bootstrap import runtime
 from workers.cli.output import print_json, print_warning
+from workers.root import runtime
+from workers.service import execute
 
 #: The stages an operator may request, as the command line spells them.
 REQUESTABLE = {
@@ -21,22 +22,20 @@ REQUESTABLE = {
 
 
 def request(args: argparse.Namespace) -> int:
-    rt = runtime()
-    result = handlers.request_stage(args.image_group_id, REQUESTABLE[args.stage], deps=rt.deps)
-    return _report(args, result)
+    stage = REQUESTABLE[args.stage]
+    return _run(args, lambda deps: handlers.request_stage(args.image_group_id, stage, deps=deps))
 
 
 def cleanup(args: argparse.Namespace) -> int:
-    rt = runtime()
-    result = handlers.cleanup(args.image_group_id, deps=rt.deps)
-    return _report(args, result)
+    return _run(args, lambda deps: handlers.cleanup(args.image_group_id, deps=deps))
 
 
-def _report(args: argparse.Namespace, result: handlers.Result) -> int:
-    """Publish the committed follow-on now; what cannot be sent stays for the outbox sweep."""
+def _run(args: argparse.Namespace, handle: Callable[[handlers.Deps], handlers.Result]) -> int:
+    """The command end to end; a follow-on that cannot be sent now stays for the sweep."""
     with _publish_failures() as failures:
-        sent = runtime().relay.deliver(result.messages)
-    unsent = [m.event_id for m in result.messages[sent:]]
+        done = execute(handle, runtime())
+    result, sent = done.result, done.sent
+    unsent = [m.event_id for m in done.unsent]
     if unsent:
         why = f" ({failures[-1]})" if failures else ""
         print_warning(

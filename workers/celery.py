@@ -1,13 +1,15 @@
-"""The Celery application; `celery -A workers worker` finds it as `workers.app`."""
+"""The Celery application; `celery -A workers worker` finds it here, as `workers.celery.app`."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from workers import flower_access
+from workers import flower_access, signals
 
 app = Celery("imagegroups")
 app.config_from_object("celeryconfig")
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 # `celery -A workers flower` imports this module before Flower reads its options.
 flower_access.install()
+# The worker's lifecycle: fresh connections after fork, the outbox sweep, leases.
+signals.connect()

@@ -1,0 +1,49 @@
+"""The two incoming events as commands in the domain's vocabulary, parsed from the wire once.
+
+A handler receives one of these, never the message it came in: the ids are typed, the stage
+and outcome are enums, the catalog is already a valid reservation request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.values import ImageGroupId, RoleName, StageName, StageOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class EventIds:
+    """Who an event is: its own id, its job, and the correlation it carries along."""
+
+    event_id: str
+    job_id: str
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveCatalog:
+    """`catalog.parsed`: reserve the group id for the job, with its roles and images."""
+
+    ids: EventIds
+    image_group_id: ImageGroupId
+    roles: tuple[RoleName, ...]
+    role_images: Mapping[str, str] = field(default_factory=dict)
+    catalog_name: str | None = None
+    catalog_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStageResult:
+    """`stage.finished`: the pipeline reports how a stage of the job's group went."""
+
+    ids: EventIds
+    stage: StageName
+    outcome: StageOutcome
+    image_group_id: ImageGroupId | None = None
+    attempt: int | None = None
+    request_event_id: str | None = None
+    error_code: str | None = None
+    error_summary: str | None = None
+    result_detail: dict[str, Any] | None = None

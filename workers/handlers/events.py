@@ -1,0 +1,181 @@
+"""The incoming events: a catalog parsed, and a stage finished; each one transaction.
+
+Every handler claims the event in the inbox first (a repeat is a duplicate), then takes its
+row lock, asks the aggregate for the transition, and writes history, stages and the outbox.
+Lock order everywhere: the catalog reservation row, then the group row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain import (
+    CatalogConflictError,
+    CatalogNotParsedError,
+    CatalogReservation,
+    DuplicateImageGroupError,
+    GroupNotCreatedError,
+    ImageGroup,
+    ImageGroupId,
+    ImageGroupMismatchError,
+    JobRecord,
+    PipelinePhase,
+    RecordStageResult,
+    ReserveCatalog,
+    StageName,
+    StageOutcome,
+    StageRecord,
+    StageState,
+    StaleResultError,
+    UnitOfWork,
+    next_stage,
+)
+from workers.follow_on import Cause
+from workers.handlers.base import Deps, EventOutcome, Outcome, Result, persist_change
+from workers.messages import CATALOG_PARSED, STAGE_FINISHED
+
+APPLIED, DUPLICATE, STALE = EventOutcome.APPLIED, EventOutcome.DUPLICATE, EventOutcome.STALE
+
+
+def handle_catalog_parsed(command: ReserveCatalog, *, deps: Deps) -> Result:
+    ids, now, group_id = command.ids, deps.clock(), command.image_group_id.value
+    reservation = CatalogReservation(
+        image_group_id=command.image_group_id,
+        job_id=ids.job_id,
+        roles=command.roles,
+        role_images=command.role_images,
+        catalog_name=command.catalog_name,
+        catalog_version=command.catalog_version,
+        created_at=now,
+    )
+    with deps.new_uow() as uow:
+        if not uow.inbox.claim(ids.event_id, CATALOG_PARSED.task, APPLIED, now):
+            return Result(Outcome(DUPLICATE, ids.event_id, group_id))
+        held = uow.catalogs.reserve(reservation)
+        if held is None:
+            uow.jobs.upsert(JobRecord(ids.job_id, PipelinePhase.BUILD), now)
+            outcome = Outcome(APPLIED, ids.event_id, group_id)
+        elif held.same_catalog(reservation):
+            uow.inbox.set_outcome(ids.event_id, DUPLICATE)
+            outcome = Outcome(DUPLICATE, ids.event_id, group_id, detail="already reserved")
+        else:
+            # The same catalog again is a no-op; another one must not pass silently.
+            raise CatalogConflictError(group_id, ids.job_id)
+        uow.commit()
+    return Result(outcome)
+
+
+def handle_stage_finished(command: RecordStageResult, *, deps: Deps) -> Result:
+    event_id, now = command.ids.event_id, deps.clock()
+    given = None if command.image_group_id is None else command.image_group_id.value
+    with deps.new_uow() as uow:
+        if not uow.inbox.claim(event_id, STAGE_FINISHED.task, APPLIED, now):
+            return Result(Outcome(DUPLICATE, event_id, given))
+        try:
+            if command.stage.is_build():
+                group = _apply_build_result(uow, command, deps, now)
+            else:
+                group = _apply_stage_result(uow, command, deps, now)
+        except StaleResultError as stale:
+            uow.inbox.set_outcome(event_id, STALE)
+            uow.commit()
+            return Result(Outcome(STALE, event_id, stale.image_group_id, detail=str(stale)))
+        cause = Cause(event_id, command.ids.correlation_id)
+        stage_row = _stage_result(command, group, now)
+        messages = persist_change(uow, group, cause, deps, now, stages=[stage_row])
+        uow.commit()
+    if group is None:
+        return Result(Outcome(APPLIED, event_id), messages)
+    return Result(Outcome(APPLIED, event_id, group.id.value, group.status), messages)
+
+
+def _apply_build_result(
+    uow: UnitOfWork, command: RecordStageResult, deps: Deps, now: datetime
+) -> ImageGroup | None:
+    event_id, job_id = command.ids.event_id, command.ids.job_id
+    # The reservation lock serialises the creation of the job's group (no row to lock yet).
+    reservation = uow.catalogs.find_by_job_id_for_update(job_id)
+    failed = command.outcome is StageOutcome.FAILED
+    if reservation is None and not failed:
+        raise CatalogNotParsedError(job_id)  # the catalog may still be on its way
+    if reservation is not None:
+        _check_group_id(job_id, reservation.image_group_id, command.image_group_id)
+    if failed or reservation is None:
+        # A failed build needs no catalog: the stage is recorded failed and no group exists.
+        _refuse_if_built(uow, command)
+        return None
+    images = reservation.images(deps.new_id)
+    group = ImageGroup.create(reservation.image_group_id, job_id, images, event_id=event_id, at=now)
+    if deps.auto_advance:
+        group.start(StageName.DEPLOY, event_id=event_id, at=now)
+    try:
+        uow.groups.save(group)  # insert first: the usual case costs no look-up
+    except DuplicateImageGroupError:
+        _refuse_if_built(uow, command)
+        raise
+    uow.jobs.upsert(JobRecord(job_id, PipelinePhase.DEPLOY), now)
+    return group
+
+
+def _refuse_if_built(uow: UnitOfWork, command: RecordStageResult) -> None:
+    existing = uow.groups.find_by_job_id(command.ids.job_id)
+    if existing is not None:
+        raise StaleResultError(
+            existing.id.value, existing.status, command.stage, "group already built"
+        )
+
+
+def _apply_stage_result(
+    uow: UnitOfWork, command: RecordStageResult, deps: Deps, now: datetime
+) -> ImageGroup:
+    event_id, job_id = command.ids.event_id, command.ids.job_id
+    group = uow.groups.find_by_job_id_for_update(job_id)
+    if group is None:
+        raise GroupNotCreatedError(job_id=job_id)
+    _check_group_id(job_id, group.id, command.image_group_id)
+    if command.attempt is None and command.request_event_id is not None:
+        _refuse_an_old_request(uow, group, command)
+    group.finish(command.stage, command.outcome, attempt=command.attempt, event_id=event_id, at=now)
+    follow = next_stage(group.status)
+    if command.outcome is StageOutcome.SUCCEEDED and deps.auto_advance and follow is not None:
+        group.start(follow, event_id=event_id, at=now)
+    uow.groups.update_status(group)
+    return group
+
+
+def _refuse_an_old_request(uow: UnitOfWork, group: ImageGroup, command: RecordStageResult) -> None:
+    """Without an attempt, the request it answers tells an old result from the current one."""
+    for record in uow.stages.find(group.job_id):
+        if (
+            record.stage is command.stage
+            and record.state is StageState.REQUESTED
+            and record.event_id != command.request_event_id
+        ):
+            raise StaleResultError(
+                group.id.value,
+                group.status,
+                command.stage,
+                f"it answers request {command.request_event_id}; "
+                f"the current request is {record.event_id}",
+            )
+
+
+def _check_group_id(job_id: str, actual: ImageGroupId, given: ImageGroupId | None) -> None:
+    if given is not None and given != actual:
+        raise ImageGroupMismatchError(job_id, actual.value, given.value)
+
+
+def _stage_result(
+    command: RecordStageResult, group: ImageGroup | None, now: datetime
+) -> StageRecord:
+    return StageRecord(
+        job_id=command.ids.job_id,
+        stage=command.stage,
+        state=StageState(command.outcome.value),
+        attempt=command.attempt or (1 if group is None else group.attempt),
+        event_id=command.ids.event_id,
+        updated_at=now,
+        result_detail=command.result_detail,
+        error_code=command.error_code,
+        error_summary=command.error_summary,
+    )

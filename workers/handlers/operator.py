@@ -1,0 +1,36 @@
+"""Operator commands: request the next stage of a group, or mark it cleaned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from domain import ImageGroup, ImageGroupId, ImageGroupNotFoundError, StageName
+from workers.follow_on import Cause
+from workers.handlers.base import Deps, EventOutcome, Outcome, Result, persist_change
+
+
+def request_stage(group_id: str, stage: StageName, *, deps: Deps) -> Result:
+    """Ask for a stage now (a redeploy from FAILED starts a new attempt)."""
+    return _command(group_id, deps, lambda g, cmd, at: g.start(stage, event_id=cmd, at=at))
+
+
+def cleanup(group_id: str, *, deps: Deps) -> Result:
+    """Mark the group CLEANED."""
+    return _command(group_id, deps, lambda g, cmd, at: g.clean(event_id=cmd, at=at))
+
+
+def _command(
+    group_id: str, deps: Deps, change: Callable[[ImageGroup, str, datetime], None]
+) -> Result:
+    command_id, now = deps.new_id(), deps.clock()
+    with deps.new_uow() as uow:
+        group = uow.groups.find_by_id_for_update(ImageGroupId(group_id))
+        if group is None:
+            raise ImageGroupNotFoundError(image_group_id=group_id)
+        change(group, command_id, now)
+        uow.groups.update_status(group)
+        messages = persist_change(uow, group, Cause(command_id), deps, now)
+        uow.commit()
+    outcome = Outcome(EventOutcome.APPLIED, command_id, group.id.value, group.status)
+    return Result(outcome, messages)
