@@ -26,7 +26,7 @@ def demo_command(groups: int) -> list[str]:
     cli = Path(sys.executable).with_name("imagegroups")
     if cli.exists():
         return [str(cli), "demo", "--groups", str(groups)]
-    code = f"import sys, workers.demo as d; sys.exit(d.main(groups={groups}))"
+    code = f"import sys, workers.standin.demo as d; sys.exit(d.main(groups={groups}))"
     return [sys.executable, "-c", code]
 
 

@@ -236,7 +236,7 @@ def test_simulate_starts_the_stand_in_with_the_given_behaviour(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr("workers.simulator.run_worker", lambda **kw: calls.append(kw))
+    monkeypatch.setattr("workers.standin.simulator.run_worker", lambda **kw: calls.append(kw))
 
     argv = ["simulate", "--fail-rate", "0.25", "--delay", "0.5", "--seed", "7"]
     assert main([*argv, "--concurrency", "2"]) == 0
@@ -251,9 +251,9 @@ def test_demo_hands_the_group_count_to_the_demo_module(monkeypatch: pytest.Monke
         calls.append(groups)
         return 0
 
-    fake = types.ModuleType("workers.demo")
+    fake = types.ModuleType("workers.standin.demo")
     fake.main = demo_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "workers.demo", fake)
+    monkeypatch.setitem(sys.modules, "workers.standin.demo", fake)
 
     assert main(["demo", "--groups", "3"]) == 0
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from workers import demo
-from workers.demo_view import GroupRow, PlainView
+from workers.standin import demo
+from workers.standin.demo_view import GroupRow, PlainView
 
 
 class ScriptedRun(demo.DemoRun):

@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 import pytest
 from celery import signals as celery_signals
 
-from workers import root, simulator
+from workers import root
 from workers import signals as lifecycle
 from workers.celery import app
 from workers.settings import Settings
+from workers.standin import simulator
 
 
 class FakeSweeper:

@@ -7,11 +7,11 @@ import importlib
 
 from workers.cli.output import CommandError
 
-DEMO_MODULE = "workers.demo"
+DEMO_MODULE = "workers.standin.demo"
 
 
 def simulate(args: argparse.Namespace) -> int:
-    from workers.simulator import run_worker
+    from workers.standin.simulator import run_worker
 
     run_worker(
         fail_rate=args.fail_rate, delay=args.delay, seed=args.seed, concurrency=args.concurrency

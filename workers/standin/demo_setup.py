@@ -18,10 +18,11 @@ from sqlalchemy.exc import OperationalError
 
 from persistence.db import is_sqlite
 from persistence.migrate import upgrade
-from workers import root, simulator
+from workers import root
 from workers.celery import app
 from workers.messages import EVENTS_QUEUE, PIPELINE_QUEUES
 from workers.settings import Settings
+from workers.standin import simulator
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -109,9 +110,13 @@ def stop_workers(workers: Sequence[EmbeddedWorker]) -> None:
     worker_state.should_stop = None
 
 
+#: The demo's stand-in pipeline; each run sets how it answers (demo.scripted).
+STAND_IN = simulator.StandIn()
+
+
 @cache
 def register_simulator() -> None:
-    simulator.register(app)  # once per process: the stand-in pipeline's tasks on our app
+    STAND_IN.register(app)  # once per process: the stand-in pipeline's tasks on our app
 
 
 def embedded_workers(setup: Setup) -> list[EmbeddedWorker]:

@@ -11,15 +11,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from celery import signals as celery_signals
 from sqlalchemy.engine import make_url
 
 from domain import ImageGroupStatus, StageName
-from workers import root, simulator
+from workers import root
 from workers.celery import app
-from workers.demo_runtime import (
+from workers.handlers import request_stage
+from workers.publishing import catalog_parsed, send, stage_finished
+from workers.relay import OutboxSweeper
+from workers.service import execute
+from workers.settings import get_settings
+from workers.standin import simulator
+from workers.standin.demo_setup import (
+    STAND_IN,
     DemoError,
     Setup,
     demo_setup,
@@ -27,7 +33,7 @@ from workers.demo_runtime import (
     prepare,
     stop_workers,
 )
-from workers.demo_view import (
+from workers.standin.demo_view import (
     STAGES,
     GroupRow,
     Summary,
@@ -37,12 +43,6 @@ from workers.demo_view import (
     read_summary,
     render_summary,
 )
-from workers.handlers import request_stage
-from workers.messages import PIPELINE_QUEUES
-from workers.publishing import catalog_parsed, send, stage_finished
-from workers.relay import OutboxSweeper
-from workers.service import execute
-from workers.settings import get_settings
 
 POLL_SECONDS = 0.15
 ROLES = ("slurm_control_node", "slurm_node", "login_node")
@@ -78,36 +78,22 @@ class ScriptedBehaviour(simulator.Behaviour):
     """The stand-in's answers: the planned failures first, then `fail_rate` at random."""
 
     plans: dict[str, GroupPlan] = field(default_factory=dict)
-    requests: dict[str, tuple[str, int]] = field(default_factory=dict)
 
-    def on_task_prerun(self, sender: Any = None, kwargs: Any = None, **_: Any) -> None:
-        # Runs in the simulator's thread just before it answers, so `fails` finds the request.
-        event = (kwargs or {}).get("event")
-        if getattr(sender, "name", None) in PIPELINE_QUEUES and isinstance(event, dict):
-            payload = event.get("payload") or {}
-            attempt = payload.get("attempt")
-            self.requests[str(event.get("event_id"))] = (
-                str(payload.get("image_group_id")),
-                attempt if isinstance(attempt, int) else 0,
-            )
-
-    def fails(self, request_event_id: str, stage: str) -> bool:
-        group_id, attempt = self.requests.get(request_event_id, ("", 0))
-        plan = self.plans.get(group_id)
-        if plan is not None and plan.fail_on.get(attempt) == stage:
+    def fails(self, request: simulator.Request) -> bool:
+        plan = self.plans.get(request.image_group_id)
+        if plan is not None and plan.fail_on.get(request.attempt) == request.stage:
             return True
-        return super().fails(request_event_id, stage)
+        return super().fails(request)
 
 
 @contextmanager
 def scripted(behaviour: ScriptedBehaviour) -> Iterator[None]:
-    original, simulator.behaviour = simulator.behaviour, behaviour
-    celery_signals.task_prerun.connect(behaviour.on_task_prerun, weak=False)
+    """The demo's stand-in answers as planned for this run, and as by default after it."""
+    STAND_IN.behaviour = behaviour
     try:
         yield
     finally:
-        celery_signals.task_prerun.disconnect(behaviour.on_task_prerun)
-        simulator.behaviour = original
+        STAND_IN.behaviour = simulator.Behaviour()
 
 
 class DemoRun:

@@ -1,0 +1,61 @@
+"""The dependency rule and the size of things (docs/architecture.md), checked on every run."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from importlinter.cli import lint_imports
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("domain", "persistence", "workers")
+MODULE_LINES = 300
+FUNCTION_LINES = 40
+#: Modules allowed past the limit, each with the reason (empty: none is).
+LONG_MODULES: dict[str, str] = {}
+#: Functions allowed past the limit, each with the reason.
+LONG_FUNCTIONS: dict[str, str] = {}
+
+
+def _sources() -> list[Path]:
+    return sorted(
+        path
+        for package in PACKAGES
+        for path in (REPO / package).rglob("*.py")
+        if "migrations" not in path.parts
+    )
+
+
+def test_the_import_contracts_hold() -> None:
+    # Contracts in pyproject.toml: layers, a standard-library-only domain, handlers free of
+    # Celery, SQL and the wire, and a production worker that never imports the stand-ins.
+    assert lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True) == 0
+
+
+def test_no_module_is_longer_than_the_limit_without_a_stated_reason() -> None:
+    long = {
+        str(path.relative_to(REPO)): n
+        for path in _sources()
+        if (n := len(path.read_text().splitlines())) > MODULE_LINES
+    }
+    assert set(long) <= set(LONG_MODULES), f"over {MODULE_LINES} lines: {long}"
+
+
+def test_no_function_is_longer_than_the_limit_without_a_stated_reason() -> None:
+    long = {}
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > FUNCTION_LINES:
+                    long[f"{path.relative_to(REPO)}:{node.name}"] = lines
+    assert set(long) <= set(LONG_FUNCTIONS), f"over {FUNCTION_LINES} lines: {long}"
+
+
+@pytest.mark.parametrize("package", ["domain"])
+def test_the_domain_reads_neither_the_clock_nor_the_environment(package: str) -> None:
+    for path in (REPO / package).rglob("*.py"):
+        text = path.read_text()
+        for call in ("datetime.now(", "os.environ", "uuid.uuid4(", "time.time("):
+            assert call not in text, f"{path.relative_to(REPO)} calls {call}"
