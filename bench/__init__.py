@@ -1,0 +1,1 @@
+"""Benchmarks of the worker against bare Celery on the same broker (bench/run.py)."""
