@@ -41,7 +41,8 @@ def drain(
 ) -> Drain:
     """Wait for `total` pre-loaded messages on `queue` to be taken and acknowledged."""
     pids = lambda: [p for w in workers for p in w.pids()]  # noqa: E731
-    meter = Meter(pids, stack.redis, database_name(database_url))
+    mains = lambda: [w.popen.pid for w in workers]  # noqa: E731
+    meter = Meter(pids, stack.redis, database_name(database_url), mains)
     start: float | None = None
     deadline = time.monotonic() + timeout
     while True:

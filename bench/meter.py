@@ -1,6 +1,7 @@
 """CPU used during a measurement, per party, in cores (CPU seconds per wall second), from /proc.
 
-worker: the worker processes and their pool processes; postgres: the backends of the
+worker: the worker processes and their pool processes (consumer: the worker processes alone,
+each one thread fetching, dispatching and acknowledging messages); postgres: the backends of the
 measured database plus PostgreSQL's own background processes; redis: the whole Redis server
 (`INFO cpu`); bench: this process; other: whatever else the machine did meanwhile (other
 test runs, say). A large `other` means the figure was disturbed.
@@ -29,6 +30,7 @@ _BACKENDS = text(
 @dataclass
 class Cpu:
     worker: float = 0.0
+    consumer: float = 0.0
     postgres: float = 0.0
     redis: float = 0.0
     bench: float = 0.0
@@ -70,9 +72,14 @@ class Meter:
     """Snapshot at start(), difference at stop(); pids are looked up at both ends."""
 
     def __init__(
-        self, worker_pids: Callable[[], list[int]], client: redis.Redis, database: str | None
+        self,
+        worker_pids: Callable[[], list[int]],
+        client: redis.Redis,
+        database: str | None,
+        consumer_pids: Callable[[], list[int]] = list,
     ) -> None:
         self.worker_pids = worker_pids
+        self.consumer_pids = consumer_pids
         self.client = client
         self.database = database
         self._start: dict[str, float] = {}
@@ -100,11 +107,13 @@ class Meter:
     def stop(self) -> Cpu:
         wall = max(time.perf_counter() - self._wall, 1e-9)
         worker = self._delta(self.worker_pids())
+        consumer = self._delta(self.consumer_pids())
         postgres = self._delta(self._pg_pids())
         if self._engine is not None:
             self._engine.dispose()
         return Cpu(
             worker=worker / wall,
+            consumer=consumer / wall,
             postgres=postgres / wall,
             redis=(redis_seconds(self.client) - self._start["redis"]) / wall,
             bench=(time.process_time() - self._start["bench"]) / wall,

@@ -40,12 +40,12 @@ def _cpu(d: Drain) -> str:
     c = d.cpu
     flag = "  disturbed" if c.other > DISTURBED else ""
     return (
-        f"{c.worker:4.2f} {c.postgres:4.2f} {c.redis:4.2f} {c.machine:4.2f}/{c.cores} "
-        f"{c.other:4.2f}{flag}"
+        f"{c.worker:4.2f} {c.consumer:4.2f} {c.postgres:4.2f} {c.redis:4.2f} "
+        f"{c.machine:4.2f}/{c.cores} {c.other:4.2f}{flag}"
     )
 
 
-_CPU_HEAD = "wrk  pg   rds  busy   other"
+_CPU_HEAD = "wrk  cons pg   rds  busy   other"
 
 
 def _drain_line(d: Drain, base: float, goal: float | None = None) -> str:
@@ -153,8 +153,8 @@ def text(results: Results) -> str:
         f"imagegroup-worker bench  {h['started']}  code {h['code']}  {h['cores']} cores",
         f"command: {h['command']}",
         f"CELERY_RESULT_BACKEND={h['result_backend']}  settings {h['settings'] or 'defaults'}",
-        "CPU columns: cores used by the worker(s), PostgreSQL, Redis, the whole machine, and "
-        "by other processes (high = disturbed)",
+        "CPU columns, in cores: the worker(s) with their pool processes, of which the consumer "
+        "(main process), PostgreSQL, Redis, the whole machine, other processes (high = disturbed)",
     ]
     parts: list[list[str]] = []
     if results.throughput:
