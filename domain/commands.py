@@ -6,11 +6,11 @@ and outcome are enums, the catalog is already a valid reservation request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from domain.values import ImageGroupId, RoleName, StageName, StageOutcome
+from domain.catalog import CatalogReservation
+from domain.values import ImageGroupId, StageName, StageOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +24,10 @@ class EventIds:
 
 @dataclass(frozen=True, slots=True)
 class ReserveCatalog:
-    """`catalog.parsed`: reserve the group id for the job, with its roles and images."""
+    """`catalog.parsed`: reserve the catalog's group id for the job (its roles and images)."""
 
     ids: EventIds
-    image_group_id: ImageGroupId
-    roles: tuple[RoleName, ...]
-    role_images: Mapping[str, str] = field(default_factory=dict)
-    catalog_name: str | None = None
-    catalog_version: str | None = None
+    catalog: CatalogReservation
 
 
 @dataclass(frozen=True, slots=True)

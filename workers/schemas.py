@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from domain import (
+    CatalogReservation,
     EventIds,
     ImageGroupId,
     RecordStageResult,
@@ -203,14 +204,15 @@ class CatalogParsedEvent(IncomingEvent):
 
     def to_command(self) -> ReserveCatalog:
         p = self.payload
-        return ReserveCatalog(
-            ids=self.event_ids(),
+        catalog = CatalogReservation(
             image_group_id=ImageGroupId(p.image_group_id),
+            job_id=str(self.job_id),
             roles=tuple(RoleName(r) for r in p.roles),
             role_images=p.role_images or {},
             catalog_name=p.catalog_name,
             catalog_version=p.catalog_version,
         )
+        return ReserveCatalog(ids=self.event_ids(), catalog=catalog)
 
 
 class StageFinishedEvent(IncomingEvent):

@@ -6,7 +6,7 @@ import base64
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select, text
 
 from domain import DeadLetter
 from persistence.models import DeadLetterRow, ProcessedEventRow
@@ -80,3 +80,16 @@ def still_consuming(s: Stack, worker: Process | None = None, timeout: float = 30
     wait_status(s, group_id, "DEPLOYING", timeout=timeout)
     if worker is not None:
         assert RECONNECT not in worker.output(), "the worker dropped its broker connection"
+
+
+def lock_wait_seconds(engine: Engine) -> float:
+    """How long the longest wait on a row lock in this database has lasted so far."""
+    with engine.connect() as conn:
+        waited = conn.execute(
+            text(
+                "SELECT coalesce(max(extract(epoch FROM now() - query_start)), 0) "
+                "FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        ).scalar_one()
+    return float(waited)

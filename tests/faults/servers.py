@@ -57,6 +57,11 @@ class RedisServer:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def kill_and_start(self) -> None:
+        """A crash and a restart from the AOF, on the same port."""
+        self.kill()
+        self.start()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()

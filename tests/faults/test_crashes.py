@@ -6,7 +6,7 @@ them, and ends by checking every invariant (tests/faults/invariants.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
 from persistence.models import CatalogReservationRow, DeliveryRow, ImageGroupRow
-from tests.faults.checks import RECONNECT
+from tests.faults.checks import RECONNECT, lock_wait_seconds
 from tests.faults.invariants import (
     assert_invariants,
     plan,
@@ -24,7 +24,7 @@ from tests.faults.invariants import (
 from tests.faults.scenario import QUICK, answering, progressed
 from tests.faults.servers import private_postgres, private_redis
 from tests.integration.flow import new_job, start_group, wait_status
-from tests.integration.stack import Stack, stack, stack_on, wait_for
+from tests.integration.stack import Process, Stack, stack, stack_on, wait_for
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
 from workers import publishing
@@ -70,15 +70,21 @@ def test_redis_killed_mid_flow_and_restarted_from_its_aof_loses_nothing(tmp_path
         fresh_database("rediscrash") as database,
         stack_on(tmp_path, database, server.url, **QUICK) as s,
     ):
-        worker = s.start_worker("--concurrency", "2")
-        plans = plan(30, "redis", fail_rate=0.2, seed=2)
-        with answering(s, plans) as pipeline:
-            events = [event for planned in plans for event in publish(s, planned)]
-            wait_for(lambda: progressed(s, 5), timeout=30, what="the flow to be under way")
-            server.kill()
-            server.start()
-            assert_invariants(s, plans, pipeline, events=events)
+        worker = _crash_mid_flow(s, "redis", 2, crash=server.kill_and_start)
         assert RECONNECT in worker.output(), "the worker never noticed the crash"
+
+
+def _crash_mid_flow(s: Stack, prefix: str, seed: int, crash: Callable[[], None]) -> Process:
+    """Thirty groups under way, then `crash`; every invariant must hold after it."""
+    worker = s.start_worker("--concurrency", "2")
+    plans = plan(30, prefix, fail_rate=0.2, seed=seed)
+    with answering(s, plans) as pipeline:
+        events = [event for planned in plans for event in publish(s, planned)]
+        wait_for(lambda: progressed(s, 5), timeout=30, what="the flow to be under way")
+        crash()
+        s.engine.dispose()  # the test's own pooled connections may have died with the server
+        assert_invariants(s, plans, pipeline, events=events)
+    return worker
 
 
 @contextmanager
@@ -97,14 +103,7 @@ def test_postgresql_restarted_mid_flow_loses_nothing(tmp_path: Path) -> None:
         lease_redis_db() as redis_url,
         stack_on(tmp_path, database, redis_url, **QUICK) as s,
     ):
-        worker = s.start_worker("--concurrency", "2")
-        plans = plan(30, "pg", fail_rate=0.2, seed=3)
-        with answering(s, plans) as pipeline:
-            events = [event for planned in plans for event in publish(s, planned)]
-            wait_for(lambda: progressed(s, 5), timeout=30, what="the flow to be under way")
-            server.restart()
-            s.engine.dispose()  # the test's own pooled connections died with the server
-            assert_invariants(s, plans, pipeline, events=events)
+        worker = _crash_mid_flow(s, "pg", 3, crash=server.restart)
         assert "retrying in" in worker.output(), "the restart went unnoticed"
 
 
@@ -137,7 +136,11 @@ def test_a_live_worker_keeps_a_message_it_holds_past_the_visibility_timeout(
                 select(ImageGroupRow).where(ImageGroupRow.id == "leased").with_for_update()
             )
             publishing.send(s.client, deployed)
-            wait_for(lambda: _lock_wait(s) >= 10.0, timeout=30, what="a 10 s wait on the lock")
+            wait_for(
+                lambda: lock_wait_seconds(s.engine) >= 10.0,
+                timeout=30,
+                what="a 10 s wait on the lock",
+            )
             blocker.rollback()
         wait_status(s, "leased", "RESTARTING")
         with s.engine.connect() as conn:
@@ -145,15 +148,3 @@ def test_a_live_worker_keeps_a_message_it_holds_past_the_visibility_timeout(
                 select(DeliveryRow.attempts).where(DeliveryRow.key == deployed["event_id"])
             )
         assert counted is None, "the message was delivered a second time"
-
-
-def _lock_wait(s: Stack) -> float:
-    with s.engine.connect() as conn:
-        waited = conn.execute(
-            text(
-                "SELECT coalesce(max(extract(epoch FROM now() - query_start)), 0) "
-                "FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()"
-            )
-        ).scalar_one()
-    return float(waited)

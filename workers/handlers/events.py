@@ -7,12 +7,12 @@ Lock order everywhere: the catalog reservation row, then the group row.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from domain import (
     CatalogConflictError,
     CatalogNotParsedError,
-    CatalogReservation,
     DuplicateImageGroupError,
     GroupNotCreatedError,
     ImageGroup,
@@ -38,16 +38,9 @@ APPLIED, DUPLICATE, STALE = EventOutcome.APPLIED, EventOutcome.DUPLICATE, EventO
 
 
 def handle_catalog_parsed(command: ReserveCatalog, *, deps: Deps) -> Result:
-    ids, now, group_id = command.ids, deps.clock(), command.image_group_id.value
-    reservation = CatalogReservation(
-        image_group_id=command.image_group_id,
-        job_id=ids.job_id,
-        roles=command.roles,
-        role_images=command.role_images,
-        catalog_name=command.catalog_name,
-        catalog_version=command.catalog_version,
-        created_at=now,
-    )
+    ids, now = command.ids, deps.clock()
+    reservation = replace(command.catalog, created_at=now)
+    group_id = reservation.image_group_id.value
     with deps.new_uow() as uow:
         if not uow.inbox.claim(ids.event_id, CATALOG_PARSED.task, APPLIED, now):
             return Result(Outcome(DUPLICATE, ids.event_id, group_id))
