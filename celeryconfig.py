@@ -50,12 +50,16 @@ result_backend_transport_options = {"visibility_timeout": _settings.visibility_t
 broker_connection_retry_on_startup = True
 worker_cancel_long_running_tasks_on_connection_loss = True
 
-# What Flower needs to show every task with its arguments and result (it learns "started"
-# from the task-started event, so no STARTED write to the result backend per task).
+# What Flower needs to show every task with its arguments, state and outcome: task events
+# (received, started, succeeded with the result's repr, retried, failed with the error).
 worker_send_task_events = True
 task_send_sent_event = True
-result_extended = True
-result_expires = 7 * 24 * 3600
+# Results are stored only when CELERY_RESULT_BACKEND is set, for a publisher that waits on
+# one: the outcome alone (no arguments), for a day. Stored by default for every event, with
+# its arguments, they would grow the broker's Redis by the event rate times their lifetime.
+task_ignore_result = result_backend is None
+result_extended = False
+result_expires = 24 * 3600
 
 task_default_queue = messages.EVENTS_QUEUE
 task_routes = messages.task_routes()

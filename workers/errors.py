@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -11,6 +9,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from domain import CatalogNotParsedError, DomainError, GroupNotCreatedError, InvalidValueError
+from workers.backoff import backoff, shortest_retry_span
 
 # SQLSTATEs that mean "try again": serialization failure, deadlock, lock not available,
 # and the connection-loss / shutdown family.
@@ -68,13 +67,14 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
-def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with equal jitter: half fixed, half random, never above `cap`."""
-    # The exponent is bounded so a large attempt count cannot overflow the float.
-    ceiling = min(cap, base * 2.0 ** min(max(attempt - 1, 0), 64))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
-
-
-def shortest_retry_span(attempts: int, *, base: float, cap: float) -> float:
-    """The least time from an event's first delivery to its last (`attempts` deliveries)."""
-    return sum(min(cap, base * 2.0 ** min(n - 1, 64)) / 2 for n in range(1, attempts))
+__all__ = [
+    "AttemptsExhaustedError",
+    "DeadLetteredError",
+    "InvalidEventError",
+    "InvalidTaskMessageError",
+    "UndecodableMessageError",
+    "UnknownTaskError",
+    "backoff",
+    "is_transient",
+    "shortest_retry_span",
+]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.backoff import longest_retry_span
 
 
 class Settings(BaseSettings):
@@ -13,9 +15,9 @@ class Settings(BaseSettings):
 
     database_url: str = Field("sqlite:///imagegroups.db", validation_alias="DATABASE_URL")
     celery_broker_url: str = Field("redis://localhost:6379/0", validation_alias="CELERY_BROKER_URL")
-    celery_result_backend: str = Field(
-        "redis://localhost:6379/1", validation_alias="CELERY_RESULT_BACKEND"
-    )
+    # Off unless set: Flower builds its view from task events, and a result stored per event
+    # in the broker's Redis would fill it. Set it for a publisher that waits on a result.
+    celery_result_backend: str | None = Field(None, validation_alias="CELERY_RESULT_BACKEND")
     max_attempts: int = Field(8, ge=1, validation_alias="IMAGEGROUPS_MAX_ATTEMPTS")
     retry_backoff_max: float = Field(60.0, gt=0, validation_alias="IMAGEGROUPS_RETRY_BACKOFF_MAX")
     auto_advance: bool = Field(True, validation_alias="IMAGEGROUPS_AUTO_ADVANCE")
@@ -39,6 +41,21 @@ class Settings(BaseSettings):
     # A handler takes milliseconds; one still running after this is killed, and its event
     # comes back like a killed worker's (counted, dead-lettered after MAX_ATTEMPTS).
     task_time_limit: int = Field(60, ge=1, validation_alias="IMAGEGROUPS_TASK_TIME_LIMIT")
+    # Retention (persistence/retention.py). The inbox keeps an event_id for this long: the
+    # idempotency window, which must outlast every way an event can come back (checked below).
+    inbox_retention: float = Field(
+        7 * 24 * 3600.0, gt=0, validation_alias="IMAGEGROUPS_INBOX_RETENTION"
+    )
+    outbox_retention: float = Field(
+        24 * 3600.0, gt=0, validation_alias="IMAGEGROUPS_OUTBOX_RETENTION"
+    )
+    dead_letter_retention: float = Field(
+        30 * 24 * 3600.0, gt=0, validation_alias="IMAGEGROUPS_DEAD_LETTER_RETENTION"
+    )
+    # How often a worker prunes (0: never; `imagegroups prune` does it by hand).
+    retention_interval: float = Field(
+        600.0, ge=0, validation_alias="IMAGEGROUPS_RETENTION_INTERVAL"
+    )
     # Flower shows every event's arguments, so it refuses to start without authentication
     # unless the operator says an open dashboard is intended (workers/flower_access.py).
     flower_unauthenticated: bool = Field(
@@ -65,6 +82,32 @@ class Settings(BaseSettings):
         """How far ahead a message may be scheduled: the longest retry countdown, plus a
         minute for clocks that disagree. A message held longer ties up a prefetch slot."""
         return self.retry_backoff_max + 60.0
+
+    @property
+    def longest_redelivery_seconds(self) -> float:
+        """The longest an event can take to come back to a worker after its first delivery:
+        every retry at its longest wait, then a dead worker's recovery, each handler run to
+        its time limit."""
+        retries = longest_retry_span(
+            self.max_attempts, base=self.retry_backoff_base, cap=self.retry_backoff_max
+        )
+        return retries + self.max_attempts * (self.recovery_seconds + self.task_time_limit)
+
+    @model_validator(mode="after")
+    def _window_outlasts_redelivery(self) -> Settings:
+        needed = max(3600.0, 2 * self.longest_redelivery_seconds)
+        if self.inbox_retention < needed:
+            raise ValueError(
+                f"IMAGEGROUPS_INBOX_RETENTION ({self.inbox_retention:g}s) must be at least "
+                f"{needed:g}s: twice the longest an event can take to be delivered again "
+                f"({self.longest_redelivery_seconds:g}s), and an hour"
+            )
+        return self
+
+    @field_validator("celery_result_backend")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from celery import signals
 
 from workers import root
 from workers.errors import shortest_retry_span
+from workers.housekeeping import Every, pruning
 from workers.relay import OutboxRelay, OutboxSweeper
 from workers.settings import Settings
 from workers.worker_health import HEALTH
@@ -21,6 +22,7 @@ from workers.worker_health import HEALTH
 log = logging.getLogger(__name__)
 
 _sweeper: OutboxSweeper | None = None
+_housekeeping: Every | None = None
 
 
 def is_event_worker(sender: Any) -> bool:
@@ -85,15 +87,27 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
         health=HEALTH.database,
     )
     _sweeper.start()
+    _start_housekeeping()
+
+
+def _start_housekeeping() -> None:
+    global _housekeeping
+    if _housekeeping is None:
+        _housekeeping = pruning(root.runtime)
+        if _housekeeping is not None:
+            _housekeeping.start()
 
 
 def _stop_sweeper(sender: Any = None, **_: Any) -> None:
-    global _sweeper
+    global _sweeper, _housekeeping
     if not is_event_worker(sender):
         return
     if _sweeper is not None:
         _sweeper.stop()
         _sweeper = None
+    if _housekeeping is not None:
+        _housekeeping.stop()
+        _housekeeping = None
     root.reset()  # flushes the main process's batched "sent" marks
 
 

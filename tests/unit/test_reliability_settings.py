@@ -78,3 +78,20 @@ def test_no_warning_for_a_broker_that_notices_a_dead_consumer_at_once() -> None:
         {"IMAGEGROUPS_MAX_ATTEMPTS": 3, "CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"}
     )
     assert recovery_warning(s) is None
+
+
+def test_the_idempotency_window_must_outlast_every_way_an_event_comes_back() -> None:
+    s = defaults()
+    # 8 deliveries at their longest waits, then each recovered and run to its time limit.
+    assert s.longest_redelivery_seconds == pytest.approx(123 + 8 * (33 + 60))
+    assert s.inbox_retention == 7 * 24 * 3600 >= 2 * s.longest_redelivery_seconds
+    with pytest.raises(ValueError, match="IMAGEGROUPS_INBOX_RETENTION"):
+        Settings.model_validate({"IMAGEGROUPS_INBOX_RETENTION": 1800})
+
+
+def test_results_are_not_stored_unless_a_backend_is_set() -> None:
+    assert defaults().celery_result_backend is None
+    assert celeryconfig.task_ignore_result is (celeryconfig.result_backend is None)
+    assert celeryconfig.result_extended is False
+    blank = Settings.model_validate({"CELERY_RESULT_BACKEND": ""})
+    assert blank.celery_result_backend is None

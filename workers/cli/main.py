@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from domain import STAGE_ALIASES, DomainError, ImageGroupStatus, InvalidValueError, StageName
 from workers.cli import arguments as arg
 from workers.cli import dead_letter_commands as dl
-from workers.cli import health, publish_commands, read_commands, write_commands
+from workers.cli import health, prune_command, publish_commands, read_commands, write_commands
 from workers.cli.arguments import Parser
 from workers.cli.output import CommandError, print_error
 from workers.cli.runners import demo, simulate
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     health_parser = commands.add_parser("health", help="database, broker, outbox, dead letters")
     arg.json_flag(health_parser)
     health_parser.set_defaults(func=health.health)
+    prune = commands.add_parser("prune", help="delete what is past its retention, now")
+    arg.json_flag(prune)
+    prune.set_defaults(func=prune_command.prune, needs_schema=True)
     return parser
 
 

@@ -44,7 +44,7 @@ class DemoError(Exception):
 class Setup:
     settings: Settings
     broker_url: str
-    result_backend: str
+    result_backend: str | None
     fresh_database: bool
 
 
@@ -60,13 +60,17 @@ def demo_setup(base: Settings) -> Setup:
         database_url=url, auto_advance=True, retry_backoff_base=0.05, retry_backoff_max=0.5
     )
     broker = base.celery_broker_url if "celery_broker_url" in given else "memory://localhost/"
-    backend = base.celery_result_backend if "celery_result_backend" in given else "cache+memory://"
-    return Setup(base.model_copy(update=update), broker, backend, fresh)
+    return Setup(base.model_copy(update=update), broker, base.celery_result_backend, fresh)
 
 
 def apply_celery_conf(setup: Setup, target: Celery) -> None:
     memory = MEMORY_CONF if setup.broker_url.startswith("memory://") else {}
-    target.conf.update(broker_url=setup.broker_url, result_backend=setup.result_backend, **memory)
+    target.conf.update(
+        broker_url=setup.broker_url,
+        result_backend=setup.result_backend,
+        task_ignore_result=setup.result_backend is None,
+        **memory,
+    )
 
 
 class EmbeddedWorker:
