@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -102,6 +103,12 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
             message.reject_log_error(log, self.connection_errors, requeue=True)
 
 
+def _body_or_headers(message: Any, headers: dict[str, Any]) -> str:
+    """The body as received; a message with none keeps its headers, so it can be told apart."""
+    body = dead_letters.body_text(message.body)
+    return body or "(no body) headers: " + json.dumps(headers, default=repr, sort_keys=True)
+
+
 def _store(message: Any, error: Exception) -> bool:
     headers = message.headers if isinstance(message.headers, dict) else {}
     task_name = headers.get("task")
@@ -111,7 +118,7 @@ def _store(message: Any, error: Exception) -> bool:
             rt.new_uow,
             task_name=task_name if isinstance(task_name, str) else "(unknown)",
             event_id=None,
-            body=dead_letters.body_text(message.body),
+            body=_body_or_headers(message, headers),
             content_type=message.content_type,
             exc=error,
             attempts=1,

@@ -72,10 +72,18 @@ def _text(value: str, limit: int | None = None) -> str:
     return clean if limit is None else clean[:limit]
 
 
-def body_text(raw: bytes | str) -> str:
-    """A message body as text: UTF-8 as is, anything else (pickle, binary) as base64."""
+def body_text(raw: object) -> str:
+    """A message body as text: UTF-8 as is, anything else (pickle, binary) as base64.
+
+    Whatever the body is (even none at all), this returns text: a dead letter must never fail
+    to be stored because of what the bad message held."""
+    if raw is None:
+        return ""
     if isinstance(raw, str):
         return raw
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        return repr(raw)
+    raw = bytes(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

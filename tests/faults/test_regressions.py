@@ -120,6 +120,10 @@ def _message(marker: str, case: str) -> dict[str, object]:
         return envelope(task_body(event), {**headers, "eta": "2999-01-01T00:00:00+00:00"})
     if case == "id is a number":
         return envelope(task_body(event), {**headers, "id": 5, "argsrepr": marker})
+    if case == "an envelope with a null body":
+        entry = envelope(task_body(event), headers)
+        entry["body"] = None
+        return entry
     if case == "a celery built-in task":
         return envelope(task_body(event), {**headers, "task": "celery.backend_cleanup"})
     raise AssertionError(case)
@@ -142,6 +146,8 @@ MALFORMED = {
     "eta far in the future": "header 'eta'",
     "id is a number": "header 'id'",
     "a celery built-in task": "unknown task",
+    # Found by the soak: storing it failed on the missing body, so it was requeued for ever.
+    "an envelope with a null body": "got NoneType",
 }
 
 
