@@ -123,6 +123,9 @@ class StageRow(Base):
 
 class TransitionRow(Base):
     __tablename__ = "transition_history"
+    # No RETURNING of the new id: nobody reads it, and a history insert goes in a pipeline
+    # with the commit, where no result can be read (persistence/batching.py).
+    __table_args__ = {"implicit_returning": False}
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True

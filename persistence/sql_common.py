@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import Dialect
 from sqlalchemy.dialects import postgresql, sqlite
+
+
+class HasDialect(Protocol):
+    dialect: Dialect
 
 
 def insert_for(dialect: str, model: Any) -> Any:
@@ -13,10 +17,5 @@ def insert_for(dialect: str, model: Any) -> Any:
     return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
-def dialect_insert(conn: Connection, model: Any) -> Any:
+def dialect_insert(conn: HasDialect, model: Any) -> Any:
     return insert_for(conn.dialect.name, model)
-
-
-def insert_ignoring_conflicts(conn: Connection, model: Any) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING: a conflict never aborts the surrounding transaction."""
-    return dialect_insert(conn, model).on_conflict_do_nothing()

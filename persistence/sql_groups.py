@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
-from sqlalchemy import Connection, Executable, bindparam, func, select
+from sqlalchemy import Executable, bindparam, func, select
 
 from domain import (
     CatalogReservation,
@@ -20,6 +20,7 @@ from domain import (
     Transition,
 )
 from persistence import mappers, statements
+from persistence.batching import BatchingConnection
 from persistence.models import (
     CatalogReservationRow,
     ImageGroupRow,
@@ -29,7 +30,7 @@ from persistence.models import (
 
 
 class SqlImageGroupRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def save(self, group: ImageGroup) -> None:
@@ -47,7 +48,7 @@ class SqlImageGroupRepository:
             )
             raise ImageGroupMismatchError(group.job_id, mine, group.id.value)
         if group.images:
-            self.conn.execute(
+            self.conn.defer(
                 statements.INSERT_IMAGES, [mappers.image_values(group.id, i) for i in group.images]
             )
 
@@ -58,7 +59,7 @@ class SqlImageGroupRepository:
             "b_attempt": group.attempt,
             "b_updated_at": group.updated_at,
         }
-        self.conn.execute(statements.UPDATE_GROUP_STATUS, values)
+        self.conn.defer(statements.UPDATE_GROUP_STATUS, values)
 
     def _load(self, by: str, value: str, *, lock: bool) -> ImageGroup | None:
         rows = self.conn.execute(_load_statement(by, lock), {"value": value}).all()
@@ -111,7 +112,7 @@ class SqlImageGroupRepository:
 
 
 class SqlCatalogRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def reserve(self, reservation: CatalogReservation) -> CatalogReservation | None:
@@ -152,12 +153,12 @@ class SqlCatalogRepository:
 
 
 class SqlHistoryRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def add(self, transitions: Sequence[Transition]) -> None:
         if transitions:
-            self.conn.execute(
+            self.conn.defer(
                 statements.INSERT_HISTORY, [mappers.transition_values(t) for t in transitions]
             )
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 
 from domain import (
     DeadLetter,
@@ -19,6 +19,7 @@ from domain import (
     latest_per_job,
 )
 from persistence import mappers, statements, storable
+from persistence.batching import BatchingConnection
 from persistence.models import (
     WAITING_LETTER,
     DeadLetterRow,
@@ -31,7 +32,7 @@ from persistence.sql_common import dialect_insert
 
 
 class SqlJobRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def upsert(self, job: JobRecord, at: datetime) -> None:
@@ -41,11 +42,11 @@ class SqlJobRepository:
             "created_at": at,
             "updated_at": at,
         }
-        self.conn.execute(statements.upsert_job(self.conn.dialect.name), values)
+        self.conn.defer(statements.upsert_job(self.conn.dialect.name), values)
 
 
 class SqlStageRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
@@ -56,7 +57,7 @@ class SqlStageRepository:
             values["state"] = record.state.value
             rows.append(values)
         if rows:
-            self.conn.execute(statements.upsert_stage(self.conn.dialect.name), rows)
+            self.conn.defer(statements.upsert_stage(self.conn.dialect.name), rows)
 
     def find(self, job_id: str) -> list[StageRecord]:
         rows = self.conn.execute(
@@ -76,7 +77,7 @@ class SqlStageRepository:
 
 
 class SqlInboxRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def claim(self, event_id: str, task_name: str, outcome: str, at: datetime) -> bool:
@@ -92,7 +93,7 @@ class SqlInboxRepository:
         return claimed.first() is not None
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
-        self.conn.execute(
+        self.conn.defer(
             update(ProcessedEventRow)
             .where(ProcessedEventRow.event_id == event_id)
             .values(outcome=outcome)
@@ -106,11 +107,11 @@ class SqlInboxRepository:
 
 
 class SqlOutboxRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def add(self, message: OutboxMessage) -> None:
-        self.conn.execute(
+        self.conn.defer(
             statements.INSERT_OUTBOX,
             {
                 "event_id": message.event_id,
@@ -149,7 +150,7 @@ class SqlOutboxRepository:
 
     def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
         if event_ids:
-            self.conn.execute(
+            self.conn.defer(
                 update(OutboxRow)
                 .where(OutboxRow.event_id.in_(list(event_ids)))
                 .values(sent_at=at, lease_until=None)
@@ -163,7 +164,7 @@ class SqlOutboxRepository:
 
 
 class SqlDeliveryRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def record_delivery(self, key: str, at: datetime) -> int:
@@ -183,11 +184,11 @@ class SqlDeliveryRepository:
         return first
 
     def reset(self, key: str) -> None:
-        self.conn.execute(delete(DeliveryRow).where(DeliveryRow.key == key))
+        self.conn.defer(delete(DeliveryRow).where(DeliveryRow.key == key))
 
 
 class SqlDeadLetterRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
     def add(self, letter: DeadLetter) -> int:
@@ -219,9 +220,7 @@ class SqlDeadLetterRepository:
         values: dict[str, object] = {"status": status.value}
         if status is DeadLetterStatus.REPLAYED:
             values["replayed_at"] = at
-        self.conn.execute(
-            update(DeadLetterRow).where(DeadLetterRow.id == letter_id).values(**values)
-        )
+        self.conn.defer(update(DeadLetterRow).where(DeadLetterRow.id == letter_id).values(**values))
 
     def count(self, status: DeadLetterStatus) -> int:
         total = self.conn.scalar(

@@ -17,6 +17,7 @@ from domain.ports import (
     OutboxRepository,
     StageRepository,
 )
+from persistence.batching import BatchingConnection
 from persistence.sql_groups import (
     SqlCatalogRepository,
     SqlHistoryRepository,
@@ -41,7 +42,7 @@ class SqlUnitOfWork:
         self.engine = engine
 
     def __enter__(self) -> SqlUnitOfWork:
-        self.connection = conn = self.engine.connect()
+        self.connection = conn = BatchingConnection(self.engine.connect())
         self.groups: ImageGroupRepository = SqlImageGroupRepository(conn)
         self.catalogs: CatalogRepository = SqlCatalogRepository(conn)
         self.jobs: JobRepository = SqlJobRepository(conn)

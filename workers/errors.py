@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -62,6 +63,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         state = getattr(exc.orig, "sqlstate", None)
         return exc.connection_invalidated or state in _TRANSIENT_SQLSTATES
+    if isinstance(exc, psycopg.Error):
+        # Raised as is (not wrapped by SQLAlchemy) when a write sent in a pipeline fails at
+        # the pipeline's sync (persistence/batching.py).
+        return isinstance(exc, psycopg.OperationalError) or exc.sqlstate in _TRANSIENT_SQLSTATES
     if isinstance(exc, KombuOperationalError | RedisConnectionError | RedisTimeoutError):
         return True
     return isinstance(exc, ConnectionError | TimeoutError)

@@ -132,3 +132,14 @@ def test_backoff_with_the_same_seed_gives_the_same_delays() -> None:
     second = [backoff(a, base=0.5, cap=60.0, rng=random.Random(3)) for a in range(1, 10)]
 
     assert first == second
+
+
+def test_a_database_error_raised_at_a_pipeline_sync_is_judged_by_its_sqlstate() -> None:
+    import psycopg
+
+    class Deadlock(psycopg.errors.DeadlockDetected):
+        pass
+
+    assert is_transient(psycopg.OperationalError("server closed the connection"))
+    assert is_transient(Deadlock("deadlock detected"))
+    assert not is_transient(psycopg.errors.UniqueViolation("duplicate key"))
