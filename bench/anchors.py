@@ -28,6 +28,7 @@ def bare(
     env = stack.env(BENCH_NOOP_OBSERVED="1" if observed else "0")
     label = "bare Celery + events + results" if observed else "bare Celery no-op"
     with stack.workers(NOOP, concurrency, env, count) as workers:
+        stack.calm()
         events.release(r, events.NOOP_QUEUE, "noop")
         return drain(stack, events.NOOP_QUEUE, n, workers, label)
 
@@ -52,8 +53,10 @@ def ours(stack: Stack, n: int, concurrency: int, *, count: int = 1, url: str = "
     events.park(r, events.EVENTS_QUEUE, "build")
     before = counts(url)
     with stack.workers(OURS, concurrency, stack.env(url), count) as workers:
+        stack.calm()
         events.release(r, events.EVENTS_QUEUE, "catalog")
         catalog = drain(stack, events.EVENTS_QUEUE, n, workers, "catalog.parsed", url)
+        stack.calm()
         events.release(r, events.EVENTS_QUEUE, "build")
         build = drain(stack, events.EVENTS_QUEUE, n, workers, "build-image succeeded", url)
     found = Ours(catalog, build)
@@ -112,7 +115,7 @@ class Throughput:
         }
 
 
-def _median(drains: list[Drain]) -> Drain:
+def median(drains: list[Drain]) -> Drain:
     """The run with the median rate (the lower middle one of an even count)."""
     ordered = sorted(drains, key=lambda d: d.rate)
     middle = ordered[(len(ordered) - 1) // 2]
@@ -131,5 +134,5 @@ def throughput(stack: Stack, n: int, concurrency: int, repeat: int = 1) -> Throu
         pair = ours(stack, n, concurrency)
         runs["catalog"].append(pair.catalog)
         runs["build"].append(pair.build)
-    picked = {name: _median(drains) for name, drains in runs.items()}
+    picked = {name: median(drains) for name, drains in runs.items()}
     return Throughput(n, concurrency, **picked)

@@ -32,7 +32,9 @@ class Group:
     group_id: str
 
 
-def groups(count: int, prefix: str = "bench") -> list[Group]:
+def groups(count: int, prefix: str = "") -> list[Group]:
+    """New jobs and group ids; ids unique per call, so several runs can share a database."""
+    prefix = prefix or f"bench-{uuid.uuid4().hex[:6]}"
     return [Group(str(uuid.uuid4()), f"{prefix}-{i}") for i in range(count)]
 
 

@@ -3,13 +3,15 @@
 worker: the worker processes and their pool processes (consumer: the worker processes alone,
 each one thread fetching, dispatching and acknowledging messages); postgres: the backends of the
 measured database plus PostgreSQL's own background processes; redis: the whole Redis server
-(`INFO cpu`); bench: this process; other: whatever else the machine did meanwhile (other
-test runs, say). A large `other` means the figure was disturbed.
+(`INFO cpu`); bench: this process and the tools it ran meanwhile (py-spy); other: whatever
+else the machine did meanwhile (other test runs, say). A large `other` means the figure was
+disturbed.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +60,24 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / TICK
 
 
+def children_seconds() -> float:
+    """CPU of this process's children that ended and were waited for (a py-spy run)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def wait_calm(cores: float = 0.3, timeout: float = 120.0) -> float:
+    """Wait until the machine used less than `cores` over one second (our own workers idle
+    meanwhile), at most `timeout` seconds; returns how long it waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        before = machine_busy_seconds()
+        time.sleep(1.0)
+        if machine_busy_seconds() - before < cores:
+            break
+    return time.monotonic() - start
+
+
 def redis_seconds(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -97,7 +117,7 @@ class Meter:
         self._procs = {p: process_seconds(p) for p in self.worker_pids() + self._pg_pids()}
         self._start = {
             "redis": redis_seconds(self.client),
-            "bench": time.process_time(),
+            "bench": time.process_time() + children_seconds(),
             "machine": machine_busy_seconds(),
         }
 
@@ -116,6 +136,6 @@ class Meter:
             consumer=consumer / wall,
             postgres=postgres / wall,
             redis=(redis_seconds(self.client) - self._start["redis"]) / wall,
-            bench=(time.process_time() - self._start["bench"]) / wall,
+            bench=(time.process_time() + children_seconds() - self._start["bench"]) / wall,
             machine=(machine_busy_seconds() - self._start["machine"]) / wall,
         )

@@ -97,6 +97,7 @@ def reaction(stack: Stack, rate: float, seconds: float, concurrency: int = 2) ->
         _prepare(stack, url, groups, workers)
         arrivals = Arrivals(stack.broker)
         arrivals.thread.start()
+        stack.calm()
         published = _pace(stack, groups, rate)
         deadline = time.monotonic() + 10
         while len(arrivals.seen) < len(published) and time.monotonic() < deadline:

@@ -11,6 +11,7 @@ from bench.anchors import Throughput
 from bench.drain import Drain
 from bench.large import Large
 from bench.memory import TARGET, Memory
+from bench.meter import Cpu
 from bench.reaction import Reaction
 from bench.scaling import ScaleRow
 from bench.spy import Profile
@@ -36,8 +37,7 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-def _cpu(d: Drain) -> str:
-    c = d.cpu
+def _cpu(c: Cpu) -> str:
     flag = "  disturbed" if c.other > DISTURBED else ""
     return (
         f"{c.worker:4.2f} {c.consumer:4.2f} {c.postgres:4.2f} {c.redis:4.2f} "
@@ -51,7 +51,7 @@ _CPU_HEAD = "wrk  cons pg   rds  busy   other"
 def _drain_line(d: Drain, base: float, goal: float | None = None) -> str:
     ratio = d.rate / base if base else math.nan
     aim = f">={goal:.2f} {'met' if ratio >= goal else 'NOT met'}" if goal else ""
-    return f"{d.label:36} {d.rate:8.0f} {ratio:6.2f}  {aim:14} {_cpu(d)}"
+    return f"{d.label:36} {d.rate:8.0f} {ratio:6.2f}  {aim:14} {_cpu(d.cpu)}"
 
 
 def throughput(t: Throughput) -> list[str]:
@@ -93,9 +93,9 @@ def scaling(rows: list[ScaleRow]) -> list[str]:
     for row in rows:
         lines.append(
             f"{row.label:16} {row.bare.rate:7.0f} {row.build.rate:8.0f} {row.ratio:6.2f} "
-            f"{row.catalog.rate:9.0f}  {_cpu(row.build)}"
+            f"{row.catalog.rate:9.0f}  {_cpu(row.build.cpu)}"
         )
-    lines += [f"  bare {row.label}: CPU {_cpu(row.bare)}" for row in rows]
+    lines += [f"  bare {row.label}: CPU {_cpu(row.bare.cpu)}" for row in rows]
     return lines
 
 
@@ -106,9 +106,9 @@ def large(g: Large) -> list[str]:
         f"LARGE TABLES  {g.rows:,} rows in each of {', '.join(g.tables)} "
         f"(filled in {g.prefill_seconds:.0f} s)",
         f"fresh database   build {g.fresh.rate:6.0f}/s   catalog {g.fresh_catalog.rate:6.0f}/s"
-        f"   CPU {_cpu(g.fresh)}",
+        f"   CPU {_cpu(g.fresh.cpu)}",
         f"pre-filled       build {g.large.rate:6.0f}/s   catalog {g.large_catalog.rate:6.0f}/s"
-        f"   CPU {_cpu(g.large)}",
+        f"   CPU {_cpu(g.large.cpu)}",
         f"ratio {g.ratio:.2f} (catalog {g.large_catalog.rate / g.fresh_catalog.rate:.2f}); "
         f"goal within 10% (>= {LARGE_GOAL:.2f}): {met}",
         f"  sizes with indexes: {sizes}",
@@ -126,9 +126,13 @@ def memory(m: Memory) -> list[str]:
     for p in m.points:
         kinds = "; ".join(f"{k} {n:,} {_mb(b)}" for k, (n, b) in sorted(p.keys.items()))
         lines.append(f"{p.events:>15,} {_mb(p.used_memory):>12}   {kinds}")
+    last = m.points[-1]
+    if m.per_event < 16:
+        growth = f"no growth per event beyond allocator noise ({m.per_event:,.0f} B)"
+    else:
+        growth = f"per event {m.per_event:,.0f} B -> at {TARGET:,} events about {_mb(m.at_target)}"
     lines.append(
-        f"per event {m.per_event:,.0f} B -> at {TARGET:,} events about {_mb(m.at_target)} "
-        f"(extrapolated from {m.points[-1].events:,} handled; follow-on queues emptied as the "
+        f"{growth} (extrapolated from {last.events:,} handled; follow-on queues emptied as the "
         f"pipeline would, {_mb(m.follow_on_bytes)} for the last round's deploy requests)"
     )
     return lines
@@ -136,7 +140,8 @@ def memory(m: Memory) -> list[str]:
 
 def profile(p: Profile) -> list[str]:
     lines = [
-        f"PROFILE  py-spy, {p.seconds:.0f} s at {p.rate:.0f} build results/s (bench/PROFILE.md)",
+        f"PROFILE  py-spy, {p.seconds:.0f} s at {p.rate:.0f} build results/s (bench/PROFILE.md); "
+        f"CPU {_cpu(p.cpu)}",
         f"{'pool processes':44} {'% wall':>7} {'% busy':>7} {'ms/event':>9}",
     ]
     for label, wall, busy, ms in p.rows("pool"):
@@ -171,7 +176,11 @@ def text(results: Results) -> str:
         parts.append(profile(results.profile))
     for part in parts:
         out += ["", *part]
-    out += ["", f"total {h.get('seconds', 0):.0f} s"]
+    out += [
+        "",
+        f"total {h.get('seconds', 0):.0f} s, of which {h.get('waited', 0):.0f} s waiting "
+        "for a quiet machine before measurements",
+    ]
     return "\n".join(out)
 
 

@@ -49,6 +49,7 @@ DEFAULTS = {
     "large_rows": (1_000_000, 20_000),
     "memory_events": (10_000, 1_000),
     "profile_seconds": (20.0, 5.0),
+    "calm": (120.0, 10.0),
 }
 
 
@@ -70,8 +71,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument("--code", type=Path, default=REPO, help="the checkout whose worker runs")
     p.add_argument("--rev", help="run this git revision of the repository instead (git archive)")
-    p.add_argument("--result-backend", help="CELERY_RESULT_BACKEND (default: the broker's db)")
+    p.add_argument(
+        "--result-backend",
+        default="broker",
+        help="CELERY_RESULT_BACKEND for the worker: 'broker' (its Redis database, the default, as "
+        "README's shells set it), 'unset', or a URL",
+    )
     p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE", help="worker env")
+    p.add_argument(
+        "--calm",
+        type=float,
+        help="before each measurement, wait at most this long (120 s; quick 10) "
+        "for other loads on the machine to end; 0: never wait",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
     args = p.parse_args(argv)
     for name, (full, quick) in DEFAULTS.items():
@@ -127,7 +139,7 @@ def run_section(name: str, stack: Stack, args: argparse.Namespace, out: report.R
     elif name == "scaling":
         out.scaling = scaling(stack, n)
     elif name == "large":
-        out.large = large(stack, n, args.large_rows, c)
+        out.large = large(stack, n, args.large_rows, c, args.repeat)
     elif name == "memory":
         out.memory = memory(stack, args.memory_events, c)
     elif name == "profile":
@@ -145,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         code, described = context.enter_context(checkout(args.code.resolve(), args.rev))
         logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
         broker = context.enter_context(lease_redis_db())
-        stack = Stack(code, broker, logs, args.result_backend, settings)
+        stack = Stack(code, broker, logs, args.result_backend, settings, args.calm)
         context.callback(stack.close)
         shown = ["bench/run.py", *(sys.argv[1:] if argv is None else argv)]
         out = report.Results(
@@ -167,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"failed; the workers' logs are in {logs}")
             raise
         out.header["seconds"] = time.time() - started
+        out.header["waited"] = stack.waited
     print(report.text(out))
     if args.json:
         args.json.write_text(json.dumps(report.as_json(out), indent=2) + "\n")

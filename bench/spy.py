@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import events, layers
-from bench.drain import wait_idle
-from bench.stack import BIN, OURS, Stack
+from bench.drain import database_name, wait_idle
+from bench.meter import Cpu, Meter
+from bench.stack import OURS, Stack, Worker
 
 IDLE = "idle"
 
@@ -23,6 +25,7 @@ class Profile:
     concurrency: int
     rate: float  # build results handled per second while recording
     dry: bool  # the queue ran empty before the recording ended
+    cpu: Cpu = field(default_factory=Cpu)
     pool: dict[str, int] = field(default_factory=dict)
     main: dict[str, int] = field(default_factory=dict)
     pool_leaves: list[tuple[str, int]] = field(default_factory=list)
@@ -47,8 +50,34 @@ class Profile:
 
 
 def py_spy() -> str | None:
-    found = BIN / "py-spy"
+    found = Path(sys.executable).parent / "py-spy"
     return str(found) if found.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class _Recording:
+    argv: list[str]
+    rate: float
+    dry: bool
+    cpu: Cpu
+
+
+def _record(
+    stack: Stack, workers: list[Worker], url: str, exe: str, seconds: float, out: Path
+) -> _Recording:
+    """py-spy on the first worker and its pool for `seconds`, the queue full meanwhile."""
+    r = stack.redis
+    pids = lambda: [p for w in workers for p in w.pids()]  # noqa: E731
+    meter = Meter(pids, r, database_name(url), lambda: [workers[0].popen.pid])
+    argv = [exe, "record", "--pid", str(workers[0].popen.pid), "--subprocesses"]
+    argv += ["--idle", "--threads", "--rate", "100"]
+    argv += ["--duration", str(round(seconds)), "--format", "raw", "-o", str(out)]
+    before, start = r.llen(events.EVENTS_QUEUE), time.perf_counter()
+    meter.start()
+    subprocess.run(argv, check=True, capture_output=True)
+    cpu = meter.stop()
+    after, elapsed = r.llen(events.EVENTS_QUEUE), time.perf_counter() - start
+    return _Recording(argv, (before - after) / elapsed, after == 0, cpu)
 
 
 def profile(stack: Stack, seconds: float, concurrency: int = 2, out: Path | None = None) -> Profile:
@@ -67,24 +96,20 @@ def profile(stack: Stack, seconds: float, concurrency: int = 2, out: Path | None
         with stack.workers(OURS, concurrency, stack.env(url)) as workers:
             events.release(r, events.EVENTS_QUEUE, "catalog")
             wait_idle(stack, events.EVENTS_QUEUE, workers)
+            stack.calm()
             events.release(r, events.EVENTS_QUEUE, "build")
             time.sleep(1.0)  # past the first statements and connections
-            argv = [exe, "record", "--pid", str(workers[0].popen.pid), "--subprocesses"]
-            argv += ["--idle", "--threads", "--rate", "100"]
-            argv += ["--duration", str(round(seconds)), "--format", "raw", "-o", str(out)]
-            before, start = r.llen(events.EVENTS_QUEUE), time.perf_counter()
-            subprocess.run(argv, check=True, capture_output=True)
-            after, elapsed = r.llen(events.EVENTS_QUEUE), time.perf_counter() - start
+            recorded = _record(stack, workers, url, exe, seconds, out)
             wait_idle(stack, events.EVENTS_QUEUE, workers, timeout=900)
         r.delete("pipeline.deploy")
     samples = layers.parse(out.read_text())
-    shown = " ".join(Path(a).name if a == exe else a for a in argv)
     return Profile(
-        command=shown,
+        command=" ".join(Path(a).name if a == exe else a for a in recorded.argv),
         seconds=seconds,
         concurrency=concurrency,
-        rate=(before - after) / elapsed,
-        dry=after == 0,
+        rate=recorded.rate,
+        dry=recorded.dry,
+        cpu=recorded.cpu,
         pool=dict(layers.classify(samples, "pool", layers.POOL)),
         main=dict(layers.classify(samples, "main", layers.MAIN)),
         pool_leaves=layers.leaves(samples, "pool"),
@@ -105,7 +130,11 @@ def markdown(found: Profile, command: str) -> str:
         "",
         f"{found.rate:.0f} build results/s while recorded ({found.seconds:.0f} s at 100 Hz; "
         "wall-clock samples of each process's main thread, waiting included; py-spy pauses the "
-        "process for each sample, which costs it a few percent of its rate)."
+        "process for each sample, which costs it a few percent of its rate). CPU meanwhile, "
+        f"in cores: worker {found.cpu.worker:.2f} (consumer {found.cpu.consumer:.2f}), "
+        f"PostgreSQL {found.cpu.postgres:.2f}, Redis {found.cpu.redis:.2f}, bench and py-spy "
+        f"{found.cpu.bench:.2f}, whole machine {found.cpu.machine:.2f} of {found.cpu.cores}, "
+        f"other processes {found.cpu.other:.2f}."
         + (" The queue ran dry before the end: idle is inflated." if found.dry else ""),
         "",
     ]

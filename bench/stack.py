@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from bench.meter import wait_calm
 from tests.pg import fresh_database
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,18 +71,29 @@ class Stack:
     code: Path
     broker: str
     logs: Path
-    result_backend: str | None = None  # None: the broker's own database
+    #: CELERY_RESULT_BACKEND: "broker" (the broker's own database, as README's shells set
+    #: it), "unset" (not set at all), or a URL as it is.
+    result_backend: str = "broker"
     settings: dict[str, str] = field(default_factory=dict)
+    calm_timeout: float = 120.0  # at most this long waiting for a quiet machine, per measurement
 
     def __post_init__(self) -> None:
         self.redis = redis.Redis.from_url(self.broker)
         self.client = Celery("bench-client", broker=self.broker)
         self.client.conf.update(task_serializer="json", accept_content=["json"])
         self._started = 0
+        self.waited = 0.0  # seconds spent waiting for a quiet machine
+
+    def calm(self) -> None:
+        """Before a measurement: wait (a while at most) for other loads on the machine to end."""
+        self.waited += wait_calm(timeout=self.calm_timeout)
 
     @property
     def backend(self) -> str:
-        return self.broker if self.result_backend is None else self.result_backend
+        """CELERY_RESULT_BACKEND as the worker gets it ("<unset>" when it is not set)."""
+        if self.result_backend == "unset":
+            return "<unset>"
+        return self.broker if self.result_backend == "broker" else self.result_backend
 
     def env(self, database_url: str | None = None, **extra: str) -> dict[str, str]:
         """The environment of docs/contract.md, nothing inherited that could redirect it."""
@@ -90,8 +102,9 @@ class Stack:
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
             PYTHONPATH=str(self.code),
             CELERY_BROKER_URL=self.broker,
-            CELERY_RESULT_BACKEND=self.backend,
         )
+        if self.result_backend != "unset":
+            env["CELERY_RESULT_BACKEND"] = self.backend
         if database_url is not None:
             env["DATABASE_URL"] = database_url
         env.update(self.settings)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def test_quick_throughput_prints_ratios(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = [sys.executable, "bench/run.py", "--quick", "--sections", "throughput"]
-    argv += ["--events", "200", "--json", str(out)]
+    argv += ["--events", "200", "--calm", "0", "--json", str(out)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bare Celery no-op" in done.stdout
