@@ -151,4 +151,26 @@ def markdown(found: Profile, command: str) -> str:
             for label, wall, busy, ms in found.rows(process)
         ]
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, *LEGEND])
+
+
+#: How the layers are drawn (bench/layers.py has the exact rules), after the tables.
+LEGEND = [
+    "## Reading it",
+    "",
+    "Each sample goes to the first layer whose rule it matches, in the order of bench/layers.py:",
+    "",
+    "- *ms per event* is the layer's share of the processes' wall time divided by the events "
+    "handled meanwhile: two pool processes give 2/rate seconds of pool time per event;",
+    "- *publish follow-on*: everything under the relay's publish (kombu message, LPUSH, and the "
+    "task-sent event Celery publishes with `task_send_sent_event`);",
+    "- *commit*: everything under a commit call, including write statements a psycopg pipeline "
+    "sends with it; *statements: waiting on PostgreSQL* is the time in psycopg's wait and send "
+    "calls outside a commit (libpq's C work included: py-spy sees no deeper);",
+    "- *store result*: Celery's result backend (it reads the stored meta before writing it);",
+    "- *idle* in a pool process is the wait for the consumer to hand over the next task; in the "
+    "main process, the event loop's wait for a socket to be ready;",
+    "- main process, *Redis: …*: waiting on Redis in that step; *redis-py client objects*: "
+    "building `redis.Redis` objects (kombu builds one per fanout publish, per delivery and "
+    "per ack).",
+]
