@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -19,6 +20,14 @@ class Health(Protocol):
     def succeeded(self) -> None: ...
 
     def failed(self, error: BaseException) -> None: ...
+
+
+class Deliverer(Protocol):
+    """Publishes committed follow-ons (now, or soon from a thread); flush waits for them."""
+
+    def deliver(self, messages: Sequence[OutboxMessage]) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class Publisher(Protocol):
@@ -133,6 +142,46 @@ class OutboxSweeper:
             else:
                 if self.health is not None:
                     self.health.succeeded()
+
+
+class BackgroundDelivery:
+    """In a worker: a thread of the pool process publishes the follow-ons, so the task (and
+    its acknowledgement) does not wait on Redis for them. The rows are committed before they
+    are handed over; a process that dies before its thread sent them leaves them unsent, and
+    the worker's sweep sends them (the outbox's promise does not depend on this thread)."""
+
+    def __init__(self, relay: OutboxRelay) -> None:
+        self.relay = relay
+        self._queue: queue.Queue[list[OutboxMessage]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def deliver(self, messages: Sequence[OutboxMessage]) -> int:
+        """Hand the messages to the thread; returns how many were handed over."""
+        if messages:
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    # Started lazily: in a forked pool process, threads of the parent are gone.
+                    self._thread = threading.Thread(
+                        target=self._run, name="outbox-delivery", daemon=True
+                    )
+                    self._thread.start()
+            self._queue.put(list(messages))
+        return len(messages)
+
+    def flush(self) -> None:
+        """Wait until everything handed over was published (or given up to the sweep)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.join()
+        self.relay.flush()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                self.relay.deliver(batch)
+            finally:
+                self._queue.task_done()
 
 
 class SentMarks:

@@ -20,7 +20,7 @@ from persistence.db import make_engine
 from persistence.uow import SqlUnitOfWork
 from workers.handlers import Deps
 from workers.publisher import CeleryPublisher
-from workers.relay import OutboxRelay
+from workers.relay import BackgroundDelivery, Deliverer, OutboxRelay
 from workers.settings import Settings, get_settings
 
 
@@ -38,6 +38,7 @@ class Runtime:
     engine: Engine
     deps: Deps
     relay: OutboxRelay
+    deliverer: Deliverer
     pid: int
 
     def new_uow(self) -> UnitOfWork:
@@ -71,7 +72,7 @@ class _ThisProcess:
         """Forget the engine; after a fork, leave the parent's connections untouched."""
         current, self.current = self.current, None
         if current is not None and not after_fork:
-            current.relay.flush()
+            current.deliverer.flush()
         if current is not None:
             current.engine.dispose(close=not after_fork)
 
@@ -108,6 +109,7 @@ def _build(settings: Settings, batch_marks: bool) -> Runtime:
         clock=_utcnow,
         new_id=_new_id,
         auto_advance=settings.auto_advance,
+        stage_timeouts=settings.stage_timeouts,
     )
     relay = OutboxRelay(
         deps.new_uow,
@@ -115,4 +117,7 @@ def _build(settings: Settings, batch_marks: bool) -> Runtime:
         deps.clock,
         mark_every=settings.outbox_mark_interval if batch_marks else None,
     )
-    return Runtime(settings, engine, deps, relay, os.getpid())
+    # In a worker, follow-ons leave from a thread of the process (after the commit, as ever);
+    # a command line publishes them itself, so it can say what was sent.
+    deliverer: Deliverer = BackgroundDelivery(relay) if batch_marks else relay
+    return Runtime(settings, engine, deps, relay, deliverer, os.getpid())

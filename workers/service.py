@@ -27,4 +27,4 @@ class Done:
 def execute(handle: Callable[[Deps], Result], rt: Runtime) -> Done:
     """Run a handler (one transaction), then publish what its transaction wrote to the outbox."""
     result = handle(rt.deps)
-    return Done(result, rt.relay.deliver(result.messages))
+    return Done(result, rt.deliverer.deliver(result.messages))
