@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from domain.catalog import CatalogReservation, check_roles
+from domain.changes import STAGE_TIMEOUT, StageEnded, StageRequest, Transition
 from domain.commands import EventIds, RecordStageResult, ReserveCatalog
 from domain.errors import (
     CatalogConflictError,
@@ -13,6 +14,7 @@ from domain.errors import (
     ImageGroupMismatchError,
     ImageGroupNotFoundError,
     InvalidStateTransitionError,
+    NotOverdueError,
     StaleResultError,
 )
 from domain.model import (
@@ -23,8 +25,6 @@ from domain.model import (
     Image,
     ImageGroup,
     StageFlow,
-    StageRequest,
-    Transition,
     next_stage,
 )
 from domain.ports import (
@@ -69,6 +69,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "STAGE_ALIASES",
     "STAGE_FLOW",
+    "STAGE_TIMEOUT",
     "CatalogConflictError",
     "CatalogNotParsedError",
     "CatalogRepository",
@@ -94,6 +95,7 @@ __all__ = [
     "InvalidValueError",
     "JobRecord",
     "JobRepository",
+    "NotOverdueError",
     "OutboxMessage",
     "OutboxRepository",
     "Page",
@@ -101,6 +103,7 @@ __all__ = [
     "RecordStageResult",
     "ReserveCatalog",
     "RoleName",
+    "StageEnded",
     "StageFlow",
     "StageName",
     "StageOutcome",

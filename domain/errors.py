@@ -127,3 +127,20 @@ class CatalogNotParsedError(DomainError):
 
 class GroupNotCreatedError(ImageGroupNotFoundError):
     """A stage result arrived before the job's group exists; it may still be on its way."""
+
+
+class NotOverdueError(DomainError):
+    """A stage was to be expired, but the group no longer waits for it or has time left."""
+
+    def __init__(self, image_group_id: str, stage: str, attempt: int, reason: str) -> None:
+        self.image_group_id = image_group_id
+        self.stage = stage
+        self.attempt = attempt
+        self.reason = reason
+        super().__init__(image_group_id, stage, attempt, reason)
+
+    def describe(self) -> str:
+        return (
+            f"image group {self.image_group_id!r} is not overdue for {self.stage} attempt "
+            f"{self.attempt}: {self.reason}"
+        )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from domain.errors import InvalidStateTransitionError, StaleResultError
+# Re-exported: the aggregate's outputs were defined here before they had a module of their own.
+from domain.changes import StageEnded as StageEnded
+from domain.changes import StageRequest as StageRequest
+from domain.changes import Transition as Transition
+from domain.errors import InvalidStateTransitionError, NotOverdueError, StaleResultError
 from domain.values import (
     ImageGroupId,
     ImageGroupStatus,
@@ -106,25 +110,6 @@ class Image:
         return hash(self.id)
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One recorded status change of a group; `from_status` is None for its creation."""
-
-    image_group_id: ImageGroupId
-    from_status: ImageGroupStatus | None
-    to_status: ImageGroupStatus
-    event_id: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StageRequest:
-    """The group entered a stage's running status: that stage must be asked for."""
-
-    stage: StageName
-    attempt: int
-
-
 @dataclass(eq=False)
 class ImageGroup:
     """Aggregate root: the group's status changes only through its named methods."""
@@ -136,8 +121,11 @@ class ImageGroup:
     created_at: datetime
     updated_at: datetime
     attempt: int = 1
+    #: When the stage the group waits for must have answered; None while no stage runs.
+    deadline_at: datetime | None = None
     new_transitions: list[Transition] = field(default_factory=list)
     new_requests: list[StageRequest] = field(default_factory=list)
+    new_stage_ends: list[StageEnded] = field(default_factory=list)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ImageGroup) and other.id == self.id
@@ -165,13 +153,42 @@ class ImageGroup:
     def clean(self, *, event_id: str, at: datetime) -> None:
         self._move(S.CLEANED, event_id, at)
 
-    def start(self, stage: StageName, *, event_id: str, at: datetime) -> None:
+    def start(
+        self,
+        stage: StageName,
+        *,
+        event_id: str,
+        at: datetime,
+        timeout: timedelta | None = None,
+    ) -> None:
+        """Enter the stage's running status; with a timeout, its result is due by at + timeout."""
         flow = _flow_of(stage)
         redeploy = self.status is S.FAILED
         self._move(flow.running, event_id, at)
         if redeploy:
             self.attempt += 1
+        self.deadline_at = None if timeout is None else at + timeout
         self.new_requests.append(StageRequest(stage, self.attempt))
+
+    def expire(self, stage: StageName, attempt: int, *, event_id: str, at: datetime) -> None:
+        """The stage's deadline passed with no result: FAILED, as a failed result would.
+
+        NotOverdueError when the group no longer waits for that stage and attempt, or its
+        deadline has not passed at `at` (the caller re-checks under the row lock with this).
+        """
+        flow = _flow_of(stage)
+        why = None
+        if self.status is not flow.running or attempt != self.attempt:
+            why = f"it is {self.status}, attempt {self.attempt}"
+        elif self.deadline_at is None or at < self.deadline_at:
+            why = f"its deadline is {self.deadline_at}"
+        if why is not None:
+            raise NotOverdueError(str(self.id), stage, attempt, why)
+        self._end(flow, StageOutcome.FAILED, timed_out=True, event_id=event_id, at=at)
+
+    def running_stage(self) -> StageName | None:
+        """The stage whose result the group waits for, if any."""
+        return next((f.stage for f in STAGE_FLOW.values() if f.running is self.status), None)
 
     def finish(
         self,
@@ -212,7 +229,22 @@ class ImageGroup:
                 ALLOWED_TRANSITIONS[self.status],
                 f"a {stage} result needs {flow.running}, which the group has not reached",
             )
-        self._move(target, event_id, at)
+        self._end(flow, outcome, timed_out=False, event_id=event_id, at=at)
+
+    def _end(
+        self,
+        flow: StageFlow,
+        outcome: StageOutcome,
+        *,
+        timed_out: bool,
+        event_id: str,
+        at: datetime,
+    ) -> None:
+        requested_at = self.updated_at  # set when the group entered the running status
+        self._move(flow.target(outcome), event_id, at)
+        self.new_stage_ends.append(
+            StageEnded(flow.stage, self.attempt, outcome, timed_out, requested_at, at)
+        )
 
     def _has_left(self, status: ImageGroupStatus) -> bool:
         if self.status.is_terminal():
@@ -226,6 +258,7 @@ class ImageGroup:
         self.new_transitions.append(Transition(self.id, self.status, target, event_id, at))
         self.status = target
         self.updated_at = at
+        self.deadline_at = None  # any move ends the wait; start() sets the next deadline
 
 
 def _flow_of(stage: StageName) -> StageFlow:

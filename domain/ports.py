@@ -49,8 +49,21 @@ class ImageGroupRepository(Protocol):
     def find_by_id_for_update(self, group_id: ImageGroupId) -> ImageGroup | None: ...
 
     def list_by_status(
-        self, status: ImageGroupStatus | None, *, limit: int, offset: int
-    ) -> Page[ImageGroup]: ...
+        self,
+        status: ImageGroupStatus | None,
+        *,
+        limit: int,
+        offset: int,
+        overdue_at: datetime | None = None,
+    ) -> Page[ImageGroup]:
+        """Newest first; with `overdue_at`, only groups whose deadline had passed by then."""
+
+    def claim_overdue(self, now: datetime, *, limit: int) -> list[ImageGroup]:
+        """Lock up to `limit` groups whose deadline passed by `now`, earliest deadline first.
+
+        Rows another unit of work holds are skipped (SKIP LOCKED), so sweepers in several
+        workers never take the same group; the locks last until this unit of work ends.
+        """
 
     def exists(self, group_id: ImageGroupId) -> bool: ...
 

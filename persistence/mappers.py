@@ -35,6 +35,7 @@ def group_to_entity(row: Any, images: Iterable[Image]) -> ImageGroup:
         created_at=row.created_at,
         updated_at=row.updated_at,
         attempt=row.attempt,
+        deadline_at=row.deadline_at,
     )
 
 
@@ -46,6 +47,7 @@ def group_values(group: ImageGroup) -> dict[str, object]:
         "attempt": group.attempt,
         "created_at": group.created_at,
         "updated_at": group.updated_at,
+        "deadline_at": group.deadline_at,
     }
 
 

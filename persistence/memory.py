@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import replace
+from datetime import datetime
 from types import TracebackType
 
 from domain import (
@@ -42,6 +43,10 @@ from persistence.memory_state import MemoryState
 __all__ = ["MemoryState", "MemoryUnitOfWork"]
 
 
+def _overdue(group: ImageGroup, now: datetime) -> bool:
+    return group.deadline_at is not None and group.deadline_at <= now
+
+
 def _stored(group: ImageGroup) -> ImageGroup:
     # Images come back ordered by role, as the SQL mapper returns them.
     images = tuple(sorted(group.images, key=lambda i: i.role.value))
@@ -64,7 +69,11 @@ class MemoryImageGroupRepository:
     def update_status(self, group: ImageGroup) -> None:
         stored = self.state.groups[group.id.value]
         self.state.groups[group.id.value] = replace(
-            stored, status=group.status, attempt=group.attempt, updated_at=group.updated_at
+            stored,
+            status=group.status,
+            attempt=group.attempt,
+            updated_at=group.updated_at,
+            deadline_at=group.deadline_at,
         )
 
     def find_by_id(self, group_id: ImageGroupId) -> ImageGroup | None:
@@ -83,12 +92,28 @@ class MemoryImageGroupRepository:
     find_by_job_id_for_update = find_by_job_id
 
     def list_by_status(
-        self, status: ImageGroupStatus | None, *, limit: int, offset: int
+        self,
+        status: ImageGroupStatus | None,
+        *,
+        limit: int,
+        offset: int,
+        overdue_at: datetime | None = None,
     ) -> Page[ImageGroup]:
-        matching = [g for g in self.state.groups.values() if status in (None, g.status)]
+        matching = [
+            g
+            for g in self.state.groups.values()
+            if status in (None, g.status) and (overdue_at is None or _overdue(g, overdue_at))
+        ]
         matching.sort(key=lambda g: (g.created_at, g.id.value), reverse=True)
         items = [_stored(g) for g in matching[offset : offset + limit]]
         return Page(items=items, total=len(matching), limit=limit, offset=offset)
+
+    def claim_overdue(self, now: datetime, *, limit: int) -> list[ImageGroup]:
+        # The unit of work's one lock stands in for the row locks (and SKIP LOCKED: no
+        # other unit of work runs meanwhile, so there is nothing to skip).
+        overdue = [g for g in self.state.groups.values() if _overdue(g, now)]
+        overdue.sort(key=lambda g: (g.deadline_at, g.id.value))
+        return [_stored(g) for g in overdue[:limit]]
 
     def exists(self, group_id: ImageGroupId) -> bool:
         return group_id.value in self.state.groups

@@ -59,9 +59,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+#: Only groups waiting for a stage have a deadline: the sweep's index holds just those rows.
+HAS_DEADLINE = text("deadline_at IS NOT NULL")
+
+
 class ImageGroupRow(Base):
     __tablename__ = "image_groups"
-    __table_args__ = (CheckConstraint(f"status IN ({_in(ImageGroupStatus)})", name="status"),)
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(ImageGroupStatus)})", name="status"),
+        Index(
+            "ix_image_groups_deadline",
+            "deadline_at",
+            postgresql_where=HAS_DEADLINE,
+            sqlite_where=HAS_DEADLINE,
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     job_id: Mapped[str] = mapped_column(String(36), unique=True)
@@ -69,6 +81,8 @@ class ImageGroupRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # When the requested stage's result is due (migration 0004); NULL while none runs.
+    deadline_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ImageRow(Base):
@@ -125,7 +139,7 @@ class TransitionRow(Base):
     __tablename__ = "transition_history"
     # No RETURNING of the new id: nobody reads it, and a history insert goes in a pipeline
     # with the commit, where no result can be read (persistence/batching.py).
-    __table_args__ = {"implicit_returning": False}
+    __table_args__ = ({"implicit_returning": False},)
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
@@ -143,10 +157,14 @@ class ProcessedEventRow(Base):
     """The inbox: an event_id here was handled, in the same transaction as its effects."""
 
     __tablename__ = "processed_events"
+    # Retention deletes by age; rows arrive in time order, so BRIN (see migration 0005).
+    __table_args__ = (
+        Index("ix_processed_events_processed_at", "processed_at", postgresql_using="brin"),
+    )
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     task_name: Mapped[str] = mapped_column(String(64))
-    outcome: Mapped[str] = mapped_column(String(16), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
     processed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -170,13 +188,14 @@ class OutboxRow(Base):
             postgresql_where=text("sent_at IS NULL"),
             sqlite_where=text("sent_at IS NULL"),
         ),
+        Index("ix_outbox_created_at", "created_at", postgresql_using="brin"),
     )
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     task_name: Mapped[str] = mapped_column(String(64))
     queue: Mapped[str] = mapped_column(String(64))
     body: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
-    image_group_id: Mapped[str] = mapped_column(String(128), index=True)
+    image_group_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
+from typing import Any
 
 from sqlalchemy import Executable, bindparam, func, select
 
@@ -58,6 +60,7 @@ class SqlImageGroupRepository:
             "b_status": group.status.value,
             "b_attempt": group.attempt,
             "b_updated_at": group.updated_at,
+            "b_deadline_at": group.deadline_at,
         }
         self.conn.defer(statements.UPDATE_GROUP_STATUS, values)
 
@@ -85,9 +88,19 @@ class SqlImageGroupRepository:
         return self._load("job_id", job_id, lock=True)
 
     def list_by_status(
-        self, status: ImageGroupStatus | None, *, limit: int, offset: int
+        self,
+        status: ImageGroupStatus | None,
+        *,
+        limit: int,
+        offset: int,
+        overdue_at: datetime | None = None,
     ) -> Page[ImageGroup]:
         where = [] if status is None else [ImageGroupRow.status == status.value]
+        if overdue_at is not None:
+            where += [
+                ImageGroupRow.deadline_at.is_not(None),
+                ImageGroupRow.deadline_at <= overdue_at,
+            ]
         total = self.conn.scalar(select(func.count()).select_from(ImageGroupRow).where(*where))
         rows = self.conn.execute(
             select(ImageGroupRow)
@@ -96,6 +109,14 @@ class SqlImageGroupRepository:
             .limit(limit)
             .offset(offset)
         ).all()
+        return Page(items=self._with_images(rows), total=total or 0, limit=limit, offset=offset)
+
+    def claim_overdue(self, now: datetime, *, limit: int) -> list[ImageGroup]:
+        rows = self.conn.execute(OVERDUE, {"now": now, "limit": limit}).all()
+        return self._with_images(rows)
+
+    def _with_images(self, rows: Sequence[Any]) -> list[ImageGroup]:
+        """Entities for group rows, with all their images in one more query."""
         ids = [r.id for r in rows]
         images: dict[str, list[Image]] = {i: [] for i in ids}
         if ids:
@@ -103,8 +124,7 @@ class SqlImageGroupRepository:
                 select(ImageRow).where(ImageRow.image_group_id.in_(ids)).order_by(ImageRow.role)
             ):
                 images[image.image_group_id].append(mappers.image_to_entity(image))
-        items = [mappers.group_to_entity(r, images[r.id]) for r in rows]
-        return Page(items=items, total=total or 0, limit=limit, offset=offset)
+        return [mappers.group_to_entity(r, images[r.id]) for r in rows]
 
     def exists(self, group_id: ImageGroupId) -> bool:
         found = self.conn.scalar(select(ImageGroupRow.id).where(ImageGroupRow.id == group_id.value))
@@ -169,6 +189,18 @@ class SqlHistoryRepository:
             .order_by(TransitionRow.id)
         )
         return [mappers.transition_to_entity(r) for r in rows]
+
+
+#: The deadline sweep's one query: the partial index ix_image_groups_deadline holds only the
+#: waiting groups, so it costs the same however many groups exist. SKIP LOCKED: a group
+#: another sweeper (or a stage result) holds is left to it; the caller re-checks under lock.
+OVERDUE = (
+    select(ImageGroupRow)
+    .where(ImageGroupRow.deadline_at.is_not(None), ImageGroupRow.deadline_at <= bindparam("now"))
+    .order_by(ImageGroupRow.deadline_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
 
 
 @cache

@@ -29,6 +29,7 @@ UPDATE_GROUP_STATUS = (
         status=bindparam("b_status"),
         attempt=bindparam("b_attempt"),
         updated_at=bindparam("b_updated_at"),
+        deadline_at=bindparam("b_deadline_at"),
     )
 )
 

@@ -19,6 +19,7 @@ from domain import (
     ImageGroupNotFoundError,
     ImageGroupStatus,
     InvalidStateTransitionError,
+    NotOverdueError,
     StageName,
     StaleResultError,
 )
@@ -40,6 +41,7 @@ EXAMPLES: list[DomainError] = [
     CatalogConflictError("group-1", JOB),
     CatalogNotParsedError(JOB),
     GroupNotCreatedError(job_id=JOB),
+    NotOverdueError("group-1", StageName.DEPLOY, 1, "its deadline has not passed"),
 ]
 
 
