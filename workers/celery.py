@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from workers import flower_access, signals
+from workers import flower_access, monitoring, signals
 
 app = Celery("imagegroups")
 app.config_from_object("celeryconfig")
@@ -13,3 +13,5 @@ app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 flower_access.install()
 # The worker's lifecycle: fresh connections after fork, the outbox sweep, leases.
 signals.connect()
+# Stage deadlines and the metrics endpoint, in the worker's main process.
+monitoring.connect()

@@ -13,6 +13,7 @@ from typing import Any
 
 from domain import DeadLetter, DeadLetterStatus, UnitOfWork
 from persistence import storable
+from workers import metrics
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def store(
             letter = replace(letter, first_failed_at=first or now)
         letter_id = uow.dead_letters.add(letter)
         uow.commit()
+    metrics.recorder().dead_letter(letter.error_type)
     return letter_id
 
 

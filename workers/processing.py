@@ -5,6 +5,7 @@ dead-letter it."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from workers import dead_letters
+from workers import dead_letters, metrics
 from workers.errors import (
     AttemptsExhaustedError,
     DeadLetteredError,
@@ -39,7 +40,18 @@ def process(
     kwargs: dict[str, Any],
 ) -> dict[str, Any]:
     """The event path of a task: count it, parse it into a command, handle it, publish."""
-    rt = runtime()
+    with metrics.recorder().in_progress(task.name):
+        return _process(task, model, handler, args, kwargs)
+
+
+def _process(
+    task: Any,
+    model: type[IncomingEvent],
+    handler: Callable[..., Result],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    rt, started = runtime(), time.perf_counter()
     request = task.request
     event_id = _event_id_of(kwargs.get("event"))
     # Before the count is read: a lower bound that holds even when the database is down.
@@ -51,6 +63,8 @@ def process(
     except Exception as exc:
         _fail(task, rt, exc, Attempt(attempts, event_id, args, kwargs))
     out = done.result.outcome
+    seconds = time.perf_counter() - started
+    metrics.recorder().handled(task.name, out.outcome.value, seconds, done.result.stage_ends)
     log.info(
         "%s event_id=%s task_id=%s image_group_id=%s outcome=%s status=%s follow_ons=%d",
         task.name,
@@ -132,6 +146,7 @@ def _fail(task: Any, rt: Runtime, exc: Exception, attempt: Attempt) -> NoReturn:
         )
         _retry(task, exc, delay)
     letter_id = _dead_letter(task, rt, exc, attempt, delay)
+    metrics.recorder().dead_lettered_event(task.name)
     log.error(
         "%s event_id=%s task_id=%s dead-lettered as %d after %d attempt(s): %s: %s",
         task.name,
@@ -165,6 +180,7 @@ def _dead_letter(task: Any, rt: Runtime, exc: Exception, attempt: Attempt, delay
 
 
 def _retry(task: Any, exc: Exception, delay: float) -> NoReturn:
+    metrics.recorder().retried(task.name, type(exc).__name__)
     try:
         raise task.retry(exc=exc, countdown=delay, max_retries=None)
     except Reject as refused:

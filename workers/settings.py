@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain import StageName
 from workers.backoff import longest_retry_span
 
 
@@ -21,6 +23,26 @@ class Settings(BaseSettings):
     max_attempts: int = Field(8, ge=1, validation_alias="IMAGEGROUPS_MAX_ATTEMPTS")
     retry_backoff_max: float = Field(60.0, gt=0, validation_alias="IMAGEGROUPS_RETRY_BACKOFF_MAX")
     auto_advance: bool = Field(True, validation_alias="IMAGEGROUPS_AUTO_ADVANCE")
+    # Stage deadlines (docs/contract.md §1): how long a requested stage may go unanswered.
+    stage_timeout_deploy: float = Field(
+        3600.0, gt=0, validation_alias="IMAGEGROUPS_STAGE_TIMEOUT_DEPLOY"
+    )
+    stage_timeout_pxe_boot: float = Field(
+        1800.0, gt=0, validation_alias="IMAGEGROUPS_STAGE_TIMEOUT_PXE_BOOT"
+    )
+    stage_timeout_validate: float = Field(
+        3600.0, gt=0, validation_alias="IMAGEGROUPS_STAGE_TIMEOUT_VALIDATE"
+    )
+    # How often a worker looks for passed deadlines (the project's own knob).
+    deadline_sweep_interval: float = Field(
+        5.0, gt=0, validation_alias="IMAGEGROUPS_DEADLINE_SWEEP_INTERVAL"
+    )
+    # Prometheus metrics at /metrics on this port; unset (or empty): no endpoint, no metrics.
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, validation_alias="IMAGEGROUPS_METRICS_PORT"
+    )
+    # Every interface by default, as exporters do: the page holds counts, no event content.
+    metrics_address: str = Field("0.0.0.0", validation_alias="IMAGEGROUPS_METRICS_ADDRESS")
     # The project's own knobs (not in the contract); defaults suit production.
     # The first retry waits 0.5-1 s; with the defaults the 8 deliveries of an event waiting
     # for another one span at least 61 s, longer than a dead worker's messages take to come
@@ -108,6 +130,19 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def stage_timeouts(self) -> dict[StageName, timedelta]:
+        return {
+            StageName.DEPLOY: timedelta(seconds=self.stage_timeout_deploy),
+            StageName.PXE_BOOT: timedelta(seconds=self.stage_timeout_pxe_boot),
+            StageName.VALIDATE: timedelta(seconds=self.stage_timeout_validate),
+        }
 
 
 @lru_cache(maxsize=1)

@@ -90,3 +90,18 @@ def test_compose_gives_a_stopping_worker_longer_than_the_task_time_limit() -> No
     grace = _services()["worker"]["stop_grace_period"]
     default_limit = Settings.model_fields["task_time_limit"].default
     assert grace.endswith("s") and int(grace[:-1]) > default_limit
+
+
+def test_compose_prometheus_scrapes_the_worker_metrics_port_and_loads_the_alert_rules() -> None:
+    services = _services()
+    port = services["worker"]["environment"]["IMAGEGROUPS_METRICS_PORT"]
+    prometheus = services["prometheus"]
+    assert "command" not in prometheus  # the image's own, reading the mounted files
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in prometheus["volumes"]}
+    config = yaml.safe_load((COMPOSE.parent / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    targets = [
+        t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    ]
+    assert targets == [f"worker:{port}"]
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert (COMPOSE.parent / mounts["/etc/prometheus/alerts.yml"]).is_file()

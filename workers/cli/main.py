@@ -192,6 +192,11 @@ def _add_reads(commands: Subparsers) -> None:
         help="only groups in this status: " + ", ".join(s.value for s in ImageGroupStatus),
     )
     listing.add_argument(
+        "--overdue",
+        action="store_true",
+        help="only groups whose requested stage is past its deadline",
+    )
+    listing.add_argument(
         "--limit", type=arg.positive_int, default=50, metavar="N", help="groups per page"
     )
     listing.add_argument(

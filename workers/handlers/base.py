@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from domain import (
     ImageGroup,
     ImageGroupStatus,
     OutboxMessage,
+    StageEnded,
     StageName,
     StageRecord,
     StageState,
@@ -28,6 +29,12 @@ class Deps:
     clock: Callable[[], datetime]
     new_id: Callable[[], str]
     auto_advance: bool = True
+    #: How long each requested stage may go unanswered; a stage not named here has no
+    #: deadline (the worker names all three, from IMAGEGROUPS_STAGE_TIMEOUT_*).
+    stage_timeouts: Mapping[StageName, timedelta] = field(default_factory=dict)
+
+    def timeout(self, stage: StageName) -> timedelta | None:
+        return self.stage_timeouts.get(stage)
 
 
 class EventOutcome(enum.StrEnum):
@@ -62,6 +69,7 @@ class Outcome:
 class Result:
     outcome: Outcome
     messages: list[OutboxMessage] = field(default_factory=list)
+    stage_ends: list[StageEnded] = field(default_factory=list)  # for the stage-time metric
 
 
 def persist_change(

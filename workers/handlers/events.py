@@ -79,7 +79,8 @@ def handle_stage_finished(command: RecordStageResult, *, deps: Deps) -> Result:
         uow.commit()
     if group is None:
         return Result(Outcome(APPLIED, event_id), messages)
-    return Result(Outcome(APPLIED, event_id, group.id.value, group.status), messages)
+    outcome = Outcome(APPLIED, event_id, group.id.value, group.status)
+    return Result(outcome, messages, group.new_stage_ends)
 
 
 def _apply_build_result(
@@ -100,7 +101,9 @@ def _apply_build_result(
     images = reservation.images(deps.new_id)
     group = ImageGroup.create(reservation.image_group_id, job_id, images, event_id=event_id, at=now)
     if deps.auto_advance:
-        group.start(StageName.DEPLOY, event_id=event_id, at=now)
+        group.start(
+            StageName.DEPLOY, event_id=event_id, at=now, timeout=deps.timeout(StageName.DEPLOY)
+        )
     try:
         uow.groups.save(group)  # insert first: the usual case costs no look-up
     except DuplicateImageGroupError:
@@ -131,7 +134,7 @@ def _apply_stage_result(
     group.finish(command.stage, command.outcome, attempt=command.attempt, event_id=event_id, at=now)
     follow = next_stage(group.status)
     if command.outcome is StageOutcome.SUCCEEDED and deps.auto_advance and follow is not None:
-        group.start(follow, event_id=event_id, at=now)
+        group.start(follow, event_id=event_id, at=now, timeout=deps.timeout(follow))
     uow.groups.update_status(group)
     return group
 

@@ -12,7 +12,10 @@ from workers.handlers.base import Deps, EventOutcome, Outcome, Result, persist_c
 
 def request_stage(group_id: str, stage: StageName, *, deps: Deps) -> Result:
     """Ask for a stage now (a redeploy from FAILED starts a new attempt)."""
-    return _command(group_id, deps, lambda g, cmd, at: g.start(stage, event_id=cmd, at=at))
+    timeout = deps.timeout(stage)
+    return _command(
+        group_id, deps, lambda g, cmd, at: g.start(stage, event_id=cmd, at=at, timeout=timeout)
+    )
 
 
 def cleanup(group_id: str, *, deps: Deps) -> Result:

@@ -1,0 +1,159 @@
+"""The worker's /metrics on a real worker (two pool processes): the counts a flow implies."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.flow import new_job, start_group, wait_status
+from tests.integration.stack import Process, Stack, stack, wait_for
+from workers import publishing
+from workers.messages import CATALOG_PARSED, STAGE_FINISHED
+from workers.monitoring import metrics_directory
+
+pytestmark = pytest.mark.integration
+
+ALERTS = Path(__file__).resolve().parents[2] / "docs" / "alerts.yml"
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+        body = page.read().decode()
+    samples: Samples = defaultdict(dict)
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[name].get(tuple(sorted(labels.items())), 0.0)
+
+
+def events_total(samples: Samples) -> float:
+    return sum(samples["imagegroups_events_total"].values())
+
+
+def run_flow(s: Stack) -> None:
+    """One group PASSED, one FAILED, a duplicate, a stale result, two kinds of dead letter."""
+    passed, failed = new_job(), new_job()
+    start_group(s, "m-passed", passed)
+    start_group(s, "m-failed", failed)
+    wait_status(s, "m-passed", "DEPLOYING")
+    wait_status(s, "m-failed", "DEPLOYING")
+    for stage, status in (("deploy", "RESTARTING"), ("pxe-boot", "VALIDATING")):
+        publishing.send(s.client, publishing.stage_finished(passed, stage, "succeeded"))
+        wait_status(s, "m-passed", status)
+    publishing.send(s.client, publishing.stage_finished(passed, "validate", "succeeded"))
+    failure = publishing.stage_finished(failed, "deploy", "failed")
+    publishing.send(s.client, failure)
+    wait_status(s, "m-failed", "FAILED")
+    publishing.send(s.client, failure)  # the same event again: duplicate
+    publishing.send(s.client, publishing.stage_finished(failed, "deploy", "succeeded"))  # stale
+    broken = publishing.stage_finished(failed, "deploy", "succeeded")
+    del broken["payload"]["outcome"]
+    publishing.send(s.client, broken)  # InvalidEventError, dead-lettered by the task
+    s.client.send_task("imagegroups.no_such_task", kwargs={}, queue="imagegroups.events")
+    wait_status(s, "m-passed", "PASSED")
+
+
+EXPECTED_EVENTS = {
+    (CATALOG_PARSED.task, "applied"): 2,
+    (STAGE_FINISHED.task, "applied"): 6,  # 2 builds, 3 stages of m-passed, 1 deploy failure
+    (STAGE_FINISHED.task, "duplicate"): 1,
+    (STAGE_FINISHED.task, "stale"): 1,
+    (STAGE_FINISHED.task, "dead-lettered"): 1,
+}
+
+
+def test_a_scrape_after_a_small_flow_finds_the_counts_the_flow_implies(tmp_path: Path) -> None:
+    port = free_port()
+    with stack(tmp_path, "metrics", IMAGEGROUPS_METRICS_PORT=str(port)) as s:
+        worker = s.start_worker("--concurrency", "2")
+        run_flow(s)
+        wanted = sum(EXPECTED_EVENTS.values())
+        wait_for(lambda: events_total(scrape(port)) >= wanted, timeout=30, what="every count")
+        wait_for(
+            lambda: sum(scrape(port)["imagegroups_dead_letters_total"].values()) >= 2,
+            timeout=30,
+            what="both dead letters to be counted",
+        )
+        started = time.perf_counter()
+        seen = scrape(port)
+        print(f"\nscrape took {1000 * (time.perf_counter() - started):.1f} ms")
+        _assert_counts(seen)
+        _assert_the_alert_rules_name_only_exported_metrics(seen)
+        _kill_one_pool_process_and_check_its_files(worker, port, seen)
+
+
+def _assert_counts(seen: Samples) -> None:
+    events = {
+        (dict(labels)["task"], dict(labels)["outcome"]): count
+        for labels, count in seen["imagegroups_events_total"].items()
+        if count
+    }
+    assert events == EXPECTED_EVENTS
+    dead = {dict(k)["error_type"]: v for k, v in seen["imagegroups_dead_letters_total"].items()}
+    assert dead == {"InvalidEventError": 1, "UnknownTaskError": 1}
+    groups = {dict(k)["status"]: v for k, v in seen["imagegroups_groups"].items() if v}
+    assert groups == {"PASSED": 1, "FAILED": 1}
+    assert value(seen, "imagegroups_database_up") == 1
+    assert value(seen, "imagegroups_groups_overdue") == 0
+    assert value(seen, "imagegroups_event_handling_seconds_count", task=STAGE_FINISHED.task) == 8
+    stages = {
+        (dict(k)["stage"], dict(k)["outcome"]): v
+        for k, v in seen["imagegroups_stage_duration_seconds_count"].items()
+    }
+    assert stages == {
+        ("deploy", "succeeded"): 1,
+        ("deploy", "failed"): 1,
+        ("pxe-boot", "succeeded"): 1,
+        ("validate", "succeeded"): 1,
+    }
+    assert sum(seen["imagegroups_events_in_progress"].values()) == 0
+
+
+def _assert_the_alert_rules_name_only_exported_metrics(seen: Samples) -> None:
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    assert {r["alert"] for r in rules} >= {
+        "DeadLettersRising",
+        "OutboxBacklogOld",
+        "GroupsOverdue",
+        "NoEventsHandled",
+    }
+    named = {m for r in rules for m in re.findall(r"imagegroups_\w+", r["expr"])}
+    assert named and named <= set(seen), named - set(seen)
+
+
+def _kill_one_pool_process_and_check_its_files(worker: Process, port: int, before: Samples) -> None:
+    directory = metrics_directory(port)
+    # A pool process that handled events has live gauges (events in progress) on file.
+    victim = next(p for p in worker.children() if (directory / f"gauge_livesum_{p}.db").exists())
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: victim not in worker.children() and len(worker.children()) == 2,
+        timeout=30,
+        what="the pool to replace the killed process",
+    )
+    after = scrape(port)
+    assert not list(directory.glob(f"gauge_livesum_{victim}.db"))  # reaped: mark_process_dead
+    assert list(directory.glob(f"counter_{victim}.db"))  # its counts are kept
+    assert after["imagegroups_events_total"] == before["imagegroups_events_total"]

@@ -1,0 +1,189 @@
+"""What the worker counts for Prometheus, safe under the prefork pool (README: Metrics).
+
+Counting is off (every call a no-op, prometheus_client never imported) until `enable` runs in
+the worker's main process, before the pool forks. prometheus_client chooses between in-memory
+and file-backed (multiprocess) values once, when it is imported, from the environment
+variable PROMETHEUS_MULTIPROC_DIR; so `enable` sets that variable first and imports the
+library after it. The pool processes, forked from the main process, inherit both: each writes
+its counts to files of its own in that directory, and the main process serves their sum
+(workers/metrics_http.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from domain import StageEnded, StageName
+from workers.messages import CATALOG_PARSED, STAGE_FINISHED
+
+#: The events' own tasks (labels are known up front, so each series exists from the start).
+EVENT_TASKS = (CATALOG_PARSED.task, STAGE_FINISHED.task)
+OUTCOMES = ("applied", "duplicate", "stale", "dead-lettered")
+#: Handlers take milliseconds; a lock wait or a slow database shows in the upper buckets.
+HANDLING_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Stages take minutes to hours (the default deadlines are 30 and 60 minutes).
+STAGE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200)
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Off:
+    """Counting switched off: IMAGEGROUPS_METRICS_PORT is unset, or this is not a worker."""
+
+    def handled(
+        self, task: str, outcome: str, seconds: float, ends: list[StageEnded] | None = None
+    ) -> None:
+        pass
+
+    def dead_lettered_event(self, task: str) -> None:
+        pass
+
+    def retried(self, task: str, error_type: str) -> None:
+        pass
+
+    def dead_letter(self, error_type: str) -> None:
+        pass
+
+    def stage_ended(self, end: StageEnded) -> None:
+        pass
+
+    def expired(self, end: StageEnded) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def in_progress(self, task: str) -> Iterator[None]:
+        yield
+
+
+class Recorder(Off):
+    """The metrics themselves; built only after PROMETHEUS_MULTIPROC_DIR is set."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        # registry=None: the main process serves a registry of its own that reads the files.
+        self.events = Counter(
+            "imagegroups_events", "Incoming events handled, by task and outcome",
+            ["task", "outcome"], registry=None,
+        )  # fmt: skip
+        self.handling = Histogram(
+            "imagegroups_event_handling_seconds",
+            "Time to handle one event (transaction and publish), by task",
+            ["task"], buckets=HANDLING_BUCKETS, registry=None,
+        )  # fmt: skip
+        self.retries = Counter(
+            "imagegroups_event_retries",
+            "Deliveries retried after a transient error, by task and error type",
+            ["task", "error_type"], registry=None,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "imagegroups_dead_letters", "Messages stored as dead letters, by error type",
+            ["error_type"], registry=None,
+        )  # fmt: skip
+        self.stage_seconds = Histogram(
+            "imagegroups_stage_duration_seconds",
+            "Time from a stage's request to its result or its deadline, by stage and outcome",
+            ["stage", "outcome"], buckets=STAGE_BUCKETS, registry=None,
+        )  # fmt: skip
+        self.expiries = Counter(
+            "imagegroups_stage_deadline_expiries",
+            "Stages failed because their deadline passed with no result, by stage",
+            ["stage"], registry=None,
+        )  # fmt: skip
+        # livesum: a pool process that dies drops out (workers/metrics_http.py reaps it).
+        self.running = Gauge(
+            "imagegroups_events_in_progress", "Events being handled right now, by task",
+            ["task"], multiprocess_mode="livesum", registry=None,
+        )  # fmt: skip
+        self._zeros()
+
+    def _zeros(self) -> None:
+        """Series exist at 0 from the start: increase() misses a series that is born at 1."""
+        for task in EVENT_TASKS:
+            for outcome in OUTCOMES:
+                self.events.labels(task, outcome)
+        for stage in (StageName.DEPLOY, StageName.PXE_BOOT, StageName.VALIDATE):
+            self.expiries.labels(stage.value)
+
+    def handled(
+        self, task: str, outcome: str, seconds: float, ends: list[StageEnded] | None = None
+    ) -> None:
+        self.events.labels(task, outcome).inc()
+        self.handling.labels(task).observe(seconds)
+        for end in ends or ():
+            self.stage_ended(end)
+
+    def dead_lettered_event(self, task: str) -> None:
+        self.events.labels(task, "dead-lettered").inc()
+
+    def retried(self, task: str, error_type: str) -> None:
+        self.retries.labels(task, error_type).inc()
+
+    def dead_letter(self, error_type: str) -> None:
+        self.dead_letters.labels(error_type).inc()
+
+    def stage_ended(self, end: StageEnded) -> None:
+        outcome = "timed_out" if end.timed_out else end.outcome.value
+        seconds = (end.at - end.requested_at).total_seconds()
+        self.stage_seconds.labels(end.stage.value, outcome).observe(max(seconds, 0.0))
+
+    def expired(self, end: StageEnded) -> None:
+        self.expiries.labels(end.stage.value).inc()
+        self.stage_ended(end)
+
+    @contextlib.contextmanager
+    def in_progress(self, task: str) -> Iterator[None]:
+        with self.running.labels(task).track_inprogress():
+            yield
+
+
+class _State:
+    """The process's recorder; inherited by the pool processes when they fork."""
+
+    def __init__(self) -> None:
+        self.recorder: Off = Off()
+        self.directory: Path | None = None
+
+
+_state = _State()
+
+
+def recorder() -> Off:
+    return _state.recorder
+
+
+def directory() -> Path | None:
+    """Where the processes' counts are, once enabled."""
+    return _state.directory
+
+
+def enable(path: Path) -> Recorder:
+    """Count from now on, in files under `path` (emptied first: counts start again at zero).
+
+    Call in the main process before the pool forks and before anything imports
+    prometheus_client; the environment variable is how the library (and only it) is told.
+    """
+    if path.exists():
+        shutil.rmtree(path)  # files of an earlier run would be summed in as if they were ours
+    path.mkdir(parents=True)
+    os.environ[ENV] = str(path)
+    from prometheus_client import values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        # Imported before the variable was set (by a plugin, say): choose again. Metrics
+        # built before this would stay in memory, which is why ours are built only below.
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    counting = Recorder()
+    _state.directory, _state.recorder = path, counting
+    return counting
+
+
+def process_exited(pid: int) -> None:
+    """A pool process ends: drop its live gauges (its counters stay: totals never shrink)."""
+    if _state.directory is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, str(_state.directory))  # type: ignore[no-untyped-call]
