@@ -107,6 +107,9 @@ class MetricsServer:
         self._httpd.daemon_threads = True
         self.address: tuple[str, int] = (address, int(self._httpd.server_address[1]))
         self.runtime = runtime
+        # One scrape at a time: reaping a dead process's files while another scrape reads
+        # the directory would make that one fail on a file that just went away.
+        self._scraping = threading.Lock()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="metrics-http", daemon=True
         )
@@ -124,8 +127,9 @@ class MetricsServer:
     def page(self) -> bytes:
         from prometheus_client import generate_latest
 
-        reap_dead_processes(self.directory)
-        return generate_latest(self.registry)
+        with self._scraping:
+            reap_dead_processes(self.directory)
+            return generate_latest(self.registry)
 
     def stop(self) -> None:
         self._httpd.shutdown()
