@@ -38,7 +38,6 @@ def localised(blocks: list[list[Command]], database: str, redis_url: str) -> lis
         "127.0.0.1:5432/imagegroups": f"127.0.0.1:5432/{database}",
         "-U postgres imagegroups": f"-U postgres {database}",
         "redis://127.0.0.1:6379/0": redis_url,
-        "redis://127.0.0.1:6379/1": redis_url,
     }
     text = "\n".join(c.line for block in blocks for c in block)
     missing = [old for old in replace if old not in text]
