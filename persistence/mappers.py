@@ -6,6 +6,7 @@ Rows are Core result rows (attribute access by column name), so `Any` is their t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 from domain import (
@@ -24,6 +25,12 @@ from domain import (
     Transition,
 )
 from persistence import storable
+
+
+def shallow_values(record: Any) -> dict[str, Any]:
+    """A record's fields as a dict, values as they are: `dataclasses.asdict` deep-copies each
+    one (datetimes, enums, JSON documents), which cost a sixth of a build result's handler."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 def group_to_entity(row: Any, images: Iterable[Image]) -> ImageGroup:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
@@ -52,7 +51,7 @@ class SqlStageRepository:
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         rows = []
         for record in records:
-            values = asdict(storable.stage(record))
+            values = mappers.shallow_values(storable.stage(record))
             values["stage"] = record.stage.value
             values["state"] = record.state.value
             rows.append(values)
@@ -192,7 +191,7 @@ class SqlDeadLetterRepository:
         self.conn = conn
 
     def add(self, letter: DeadLetter) -> int:
-        values = asdict(letter)
+        values = mappers.shallow_values(letter)
         values.pop("id")
         values["status"] = letter.status.value
         values["body_digest"] = hashlib.sha256(letter.body.encode()).hexdigest()
