@@ -1,4 +1,4 @@
-"""Every issue-8 anchor in one run, against bare Celery on the same broker and worker count.
+"""Every performance anchor in one run, against bare Celery on the same broker and worker count.
 
     .venv/bin/python bench/run.py                      # all sections, 10-20 minutes
     .venv/bin/python bench/run.py --quick              # a short version of each
