@@ -29,7 +29,7 @@ from persistence import storable
 
 def shallow_values(record: Any) -> dict[str, Any]:
     """A record's fields as a dict, values as they are: `dataclasses.asdict` deep-copies each
-    one (datetimes, enums, JSON documents), which cost a sixth of a build result's handler."""
+    one (datetimes, enums, JSON documents): 35 us per stage row against 2 us (timeit)."""
     return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
