@@ -1,9 +1,11 @@
 """The worker's /metrics endpoint: the pool processes' counts, and gauges read at scrape time.
 
-Served by a thread of the worker's main process. The counters and histograms come from the
-files every process of this worker writes (prometheus_client's MultiProcessCollector sums
-them); the outbox backlog, the groups per status and the overdue groups are read from the
-database when Prometheus asks, so they are never stale and cost nothing between scrapes.
+Served by a thread of the worker's main process, on a server whose idle or slow clients
+cost a bounded number of sockets and threads (workers/bounded_http.py). The counters and
+histograms come from the files every process of this worker writes (prometheus_client's
+MultiProcessCollector sums them); the outbox backlog, the groups per status and the overdue
+groups are read from the database when Prometheus asks, so they are never stale and cost
+nothing between scrapes.
 """
 
 from __future__ import annotations
@@ -13,17 +15,23 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from domain import ImageGroupStatus
 from persistence.gauges import snapshot
 from workers import metrics
+from workers.bounded_http import BoundedHTTPServer
 from workers.root import Runtime
 
 log = logging.getLogger(__name__)
 _LIVE_FILE = re.compile(r"gauge_live\w*_(\d+)\.db$")
+# A scrape sends its request at once and takes milliseconds; Prometheus scrapes one target
+# with one connection at a time. What is beyond these limits is closed, never queued.
+IDLE_TIMEOUT = 5.0
+MAX_WAITING = 32
+MAX_HANDLERS = 4
 
 
 class DatabaseCollector:
@@ -103,16 +111,19 @@ class MetricsServer:
     """An HTTP server on (address, port) answering GET /metrics; bound when built."""
 
     def __init__(self, address: str, port: int, runtime: Callable[[], Runtime]) -> None:
-        self._httpd = ThreadingHTTPServer((address, port), _handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = BoundedHTTPServer(
+            (address, port),
+            _handler(self),
+            idle_timeout=IDLE_TIMEOUT,
+            max_waiting=MAX_WAITING,
+            max_handlers=MAX_HANDLERS,
+        )
         self.address: tuple[str, int] = (address, int(self._httpd.server_address[1]))
         self.runtime = runtime
         # One scrape at a time: reaping a dead process's files while another scrape reads
         # the directory would make that one fail on a file that just went away.
         self._scraping = threading.Lock()
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="metrics-http", daemon=True
-        )
+        self._thread = threading.Thread(target=self._httpd.serve, name="metrics-http", daemon=True)
 
     def start(self, directory: Path) -> None:
         from prometheus_client import CollectorRegistry
@@ -132,8 +143,7 @@ class MetricsServer:
             return generate_latest(self.registry)
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._httpd.stop()
 
 
 def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
-from uuid import UUID
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
     StrictStr,
-    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -30,76 +24,21 @@ from domain import (
     RoleName,
     StageName,
     StageOutcome,
-    check_name,
     check_roles,
 )
 from workers.messages import CATALOG_PARSED, FOLLOW_ON, SCHEMA_VERSION, STAGE_FINISHED
-
-MAX_RESULT_DETAIL_BYTES = 64 * 1024
-_NO_CONTROL = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
-# RFC 3339 section 5.6 `date-time` (T and Z may be lowercase; a missing offset is reported
-# below); ISO 8601 forms such as week dates, basic format or minute precision, which
-# fromisoformat also takes, are not it.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+from workers.schema_fields import (
+    Attempt,
+    GroupIdText,
+    ImageNameText,
+    RoleText,
+    StoredIdText,
+    Timestamp,
+    Uuid,
 )
 
+MAX_RESULT_DETAIL_BYTES = 64 * 1024
 
-def _rfc3339(value: Any) -> Any:
-    """Only an RFC 3339 string with an offset: no epoch numbers, no naive times."""
-    if not isinstance(value, str):
-        raise ValueError("must be an RFC 3339 timestamp string")
-    if not _RFC3339.fullmatch(value):
-        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp needs a UTC offset: {value!r}")
-    return parsed
-
-
-def _uuid_text(value: Any) -> Any:
-    if not isinstance(value, str):
-        raise ValueError("must be a UUID string")
-    return value
-
-
-def _group_id(value: str) -> str:
-    return ImageGroupId(value).value
-
-
-def _role(value: str) -> str:
-    return RoleName(value).value
-
-
-def _image_name(value: str) -> str:
-    return check_name(value, "image name")
-
-
-Uuid = Annotated[UUID, BeforeValidator(_uuid_text), Field(json_schema_extra={"type": "string"})]
-Timestamp = Annotated[
-    datetime,
-    BeforeValidator(_rfc3339),
-    Field(json_schema_extra={"type": "string", "format": "date-time"}),
-]
-GroupIdText = Annotated[
-    StrictStr,
-    StringConstraints(min_length=1, max_length=128, pattern=_NO_CONTROL),
-    AfterValidator(_group_id),
-]
-RoleText = Annotated[
-    StrictStr,
-    StringConstraints(min_length=1, max_length=128, pattern=_NO_CONTROL),
-    AfterValidator(_role),
-]
-# The Image's own rule: a bad name must fail here, not when the group is built.
-ImageNameText = Annotated[
-    StrictStr,
-    AfterValidator(_image_name),
-    Field(json_schema_extra={"minLength": 1, "pattern": _NO_CONTROL}),
-]
 # The names come from the domain; Literals, so that the JSON Schema lists them.
 if TYPE_CHECKING:
     StageText: TypeAlias = str
@@ -148,7 +87,7 @@ class StageFinishedPayload(Strict):
     stage: StageText
     outcome: OutcomeText
     image_group_id: GroupIdText | None = None
-    attempt: Annotated[StrictInt, Field(ge=1)] | None = None
+    attempt: Attempt | None = None
     request_event_id: Uuid | None = None
     error_code: StrictStr | None = None
     error_summary: StrictStr | None = None
@@ -158,7 +97,12 @@ class StageFinishedPayload(Strict):
     @classmethod
     def _bounded(cls, detail: dict[str, Any] | None) -> dict[str, Any] | None:
         if detail is not None:
-            size = len(json.dumps(detail, separators=(",", ":")).encode())
+            try:
+                # NaN and Infinity are not JSON, and a JSONB column refuses them.
+                text = json.dumps(detail, separators=(",", ":"), allow_nan=False)
+            except ValueError:
+                raise ValueError("result_detail must not hold NaN or Infinity") from None
+            size = len(text.encode())
             if size > MAX_RESULT_DETAIL_BYTES:
                 raise ValueError(
                     f"result_detail is {size} bytes as JSON; at most {MAX_RESULT_DETAIL_BYTES}"
@@ -188,7 +132,8 @@ class EnvelopeBase(Strict):
 
     def event_ids(self) -> EventIds:
         correlation = None if self.correlation_id is None else str(self.correlation_id)
-        return EventIds(str(self.event_id), str(self.job_id), correlation)
+        causation = None if self.causation_id is None else str(self.causation_id)
+        return EventIds(str(self.event_id), str(self.job_id), correlation, causation)
 
 
 class IncomingEvent(EnvelopeBase):
@@ -220,9 +165,11 @@ class StageFinishedEvent(IncomingEvent):
     payload: StageFinishedPayload
 
     def to_command(self) -> RecordStageResult:
-        p = self.payload
+        p, ids = self.payload, self.event_ids()
+        if ids.causation_id is None and p.request_event_id is not None:
+            ids = replace(ids, causation_id=str(p.request_event_id))  # the request it answers
         return RecordStageResult(
-            ids=self.event_ids(),
+            ids=ids,
             stage=StageName.parse(p.stage),
             outcome=StageOutcome(p.outcome),
             image_group_id=None if p.image_group_id is None else ImageGroupId(p.image_group_id),
@@ -235,19 +182,19 @@ class StageFinishedEvent(IncomingEvent):
 
 
 class ImageRef(Strict):
-    role: StrictStr
+    role: StoredIdText
     image_name: StrictStr
 
 
 class DeployRequestedPayload(Strict):
-    image_group_id: StrictStr
-    attempt: StrictInt
+    image_group_id: StoredIdText
+    attempt: Attempt
     images: list[ImageRef]
 
 
 class StageRequestedPayload(Strict):
-    image_group_id: StrictStr
-    attempt: StrictInt
+    image_group_id: StoredIdText
+    attempt: Attempt
 
 
 class DeployRequestedEvent(EnvelopeBase):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,6 +45,64 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _resolved(**env: str) -> dict[str, Any]:
+    """The services as docker-compose resolves them (variables and defaults filled in)."""
+    done = subprocess.run(
+        [*_compose_cli(), "-f", str(COMPOSE), "config"],
+        env={"FLOWER_BASIC_AUTH": "ops:secret", "PATH": "/usr/local/bin:/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    services: dict[str, Any] = yaml.safe_load(done.stdout)["services"]
+    return services
+
+
+def _host_ip(port: str | dict[str, Any]) -> str | None:
+    """Where a published port listens on the host: short (`IP:HOST:CONTAINER`) or long form."""
+    if isinstance(port, dict):
+        return port.get("host_ip")
+    parts = str(port).split(":")
+    return parts[0] if len(parts) == 3 else None
+
+
+def test_every_published_port_listens_on_the_hosts_loopback_only() -> None:
+    services = _resolved()
+    published = {
+        name: [_host_ip(port) for port in service.get("ports", [])]
+        for name, service in services.items()
+    }
+    assert published["flower"] and published["prometheus"]  # the operator's two pages
+    assert {name: ips for name, ips in published.items() if set(ips) - {"127.0.0.1"}} == {}
+    assert all(s.get("network_mode") != "host" for s in services.values())
+
+
+@pytest.mark.parametrize("password", [None, "s3cret-from-env"])
+def test_redis_requires_a_password_that_every_other_service_uses(password: str | None) -> None:
+    services = _resolved(**({} if password is None else {"REDIS_PASSWORD": password}))
+    redis = services["redis"]
+    required = redis["command"][redis["command"].index("--requirepass") + 1]
+    assert required and required == (password or required)
+    assert redis["environment"]["REDISCLI_AUTH"] == required  # the health check's
+    users = {
+        name: service["environment"]["CELERY_BROKER_URL"]
+        for name, service in services.items()
+        if "CELERY_BROKER_URL" in service.get("environment", {})
+    }
+    assert set(users) == {"migrate", "worker", "flower", "simulator"}
+    assert set(users.values()) == {f"redis://:{required}@redis:6379/0"}
+
+
+def test_the_env_example_names_every_secret_compose_reads() -> None:
+    example = (COMPOSE.parent / ".env.example").read_text()
+    names = set(re.findall(r"\$\{(\w+)[:?-]", COMPOSE.read_text()))
+    assert names == {"FLOWER_BASIC_AUTH", "REDIS_PASSWORD"}
+    assert {
+        line.split("=", 1)[0] for line in example.splitlines() if line and line[0] != "#"
+    } == names
 
 
 def test_compose_refuses_to_start_flower_without_basic_auth() -> None:

@@ -6,9 +6,11 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from collections import defaultdict
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.flow import new_job, start_group, wait_status
-from tests.integration.stack import Process, Stack, stack, wait_for
+from tests.integration.stack import WORKER_COMMAND, Process, Stack, stack, wait_for
 from workers import publishing
+from workers.bounded_http import BoundedHTTPServer
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
+from workers.metrics_http import IDLE_TIMEOUT, MAX_HANDLERS, MAX_WAITING
 from workers.monitoring import metrics_directory
 
 pytestmark = pytest.mark.integration
@@ -157,3 +161,108 @@ def _kill_one_pool_process_and_check_its_files(worker: Process, port: int, befor
     assert not list(directory.glob(f"gauge_livesum_{victim}.db"))  # reaped: mark_process_dead
     assert list(directory.glob(f"counter_{victim}.db"))  # its counts are kept
     assert after["imagegroups_events_total"] == before["imagegroups_events_total"]
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setblocking(False)  # so that looking never waits
+    return sock
+
+
+def _closed_by_the_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False  # open, nothing to read
+    except ConnectionResetError:
+        return True
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_idle_connections_cost_bounded_threads_and_descriptors_and_are_closed(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with stack(tmp_path, "metricsidle", IMAGEGROUPS_METRICS_PORT=str(port)) as s:
+        # 256 descriptors: 300 connections held open would exhaust them.
+        argv = ["prlimit", "--nofile=256", "--", *WORKER_COMMAND]
+        worker = s.spawn(argv, "worker")
+        wait_for(lambda: "ready." in worker.output(), timeout=30, what="the worker")
+        pid = worker.popen.pid
+        scrape(port)
+        threads, descriptors = _threads(pid), _descriptors(pid)
+
+        idle = [_connect(port) for _ in range(300)]
+        try:
+            assert value(scrape(port), "imagegroups_database_up") == 1
+            # A little slack for what the worker itself may open meanwhile (a connection).
+            assert _threads(pid) <= threads + MAX_HANDLERS + 2
+            assert _descriptors(pid) <= descriptors + MAX_WAITING + MAX_HANDLERS + 8
+            # The oldest make room for the newest: all but the last few are closed already.
+            wait_for(
+                lambda: sum(map(_closed_by_the_server, idle)) >= len(idle) - MAX_WAITING,
+                timeout=10,
+                what="the oldest idle connections to be closed",
+            )
+        finally:
+            for sock in idle:
+                sock.close()
+        _a_silent_and_a_stalled_client_are_closed_after_the_idle_timeout(port)
+        assert "Too many open files" not in worker.output()
+        assert value(scrape(port), "imagegroups_database_up") == 1
+
+
+def _a_silent_and_a_stalled_client_are_closed_after_the_idle_timeout(port: int) -> None:
+    silent, stalled = _connect(port), _connect(port)
+    stalled.send(b"GET /metrics HTTP/1.0\r\n")  # and never the blank line
+    opened = time.monotonic()
+    with silent, stalled:
+        wait_for(
+            lambda: _closed_by_the_server(silent) and _closed_by_the_server(stalled),
+            timeout=IDLE_TIMEOUT + 10,
+            what="the idle timeout to close both",
+        )
+        assert time.monotonic() - opened >= IDLE_TIMEOUT - 0.5
+
+
+def test_a_request_beyond_the_busy_handlers_is_closed_at_once_not_queued() -> None:
+    release = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            release.wait(10)
+            self.send_response(204)
+            self.end_headers()
+
+    server = BoundedHTTPServer(
+        ("127.0.0.1", 0), Slow, idle_timeout=5, max_waiting=4, max_handlers=1
+    )
+    serving = threading.Thread(target=server.serve, daemon=True)
+    serving.start()
+    port = server.server_address[1]
+    try:
+        busy, extra = _connect(port), _connect(port)
+        busy.send(b"GET / HTTP/1.0\r\n\r\n")
+        wait_for(
+            lambda: any(t.name == "metrics-http-request" for t in threading.enumerate()),
+            timeout=5,
+            what="the one handler to be busy",
+        )
+        extra.send(b"GET / HTTP/1.0\r\n\r\n")
+        wait_for(lambda: _closed_by_the_server(extra), timeout=2, what="the extra to be closed")
+        assert extra.recv(64) == b""  # no answer at all
+        release.set()
+        busy.settimeout(5)
+        assert busy.recv(64).startswith(b"HTTP/1.0 204")
+    finally:
+        release.set()
+        server.stop()
+    serving.join(timeout=5)
+    assert not serving.is_alive()

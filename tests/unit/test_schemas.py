@@ -416,7 +416,7 @@ def test_an_outcome_other_than_succeeded_or_failed_is_rejected(outcome: object) 
     )
 
 
-@pytest.mark.parametrize("attempt", [1, 2, 1000])
+@pytest.mark.parametrize("attempt", [1, 2, 1000, 2**31 - 1])
 def test_an_attempt_of_one_or_more_is_accepted(attempt: int) -> None:
     parsed = StageFinishedEvent.model_validate(_with(stage(), "payload.attempt", attempt))
 
@@ -428,6 +428,44 @@ def test_an_attempt_must_be_an_integer_of_at_least_one(attempt: object) -> None:
     assert "payload.attempt" in _rejected_at(
         StageFinishedEvent, _with(stage(), "payload.attempt", attempt)
     )
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_an_attempt_past_a_32_bit_column_is_refused_in_every_message(name: str) -> None:
+    model, sample = SAMPLES[name]
+
+    assert "payload.attempt" in _rejected_at(model, _with(sample(), "payload.attempt", 2**31))
+
+
+def test_a_follow_on_group_id_or_role_longer_than_its_column_is_refused() -> None:
+    long = "g" * 129
+    assert "payload.image_group_id" in _rejected_at(
+        PxeBootRequestedEvent, _with(pxe_boot_requested(), "payload.image_group_id", long)
+    )
+    assert "payload.images.0.role" in _rejected_at(
+        DeployRequestedEvent, _with(deploy_requested(), "payload.images.0.role", long)
+    )
+
+
+@pytest.mark.parametrize("path", ["event_id", "job_id", "correlation_id", "causation_id"])
+def test_a_uuid_longer_than_its_longest_spelling_is_refused_by_its_length(path: str) -> None:
+    with pytest.raises(ValidationError, match="a UUID string is at most 45 characters"):
+        StageFinishedEvent.model_validate(_with(stage(), path, "0" * 46))
+
+
+def test_a_timestamp_longer_than_its_bound_is_refused_with_the_bound() -> None:
+    body = _with(stage(), "occurred_at", "2024-05-01T12:00:00." + "1" * 40 + "+00:00")
+
+    with pytest.raises(ValidationError, match="at most 40 characters"):
+        StageFinishedEvent.model_validate(body)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_result_detail_holding_nan_or_infinity_is_refused(value: float) -> None:
+    body = _with(stage(), "payload.result_detail", {"ratio": [value]})
+
+    with pytest.raises(ValidationError, match="must not hold NaN or Infinity"):
+        StageFinishedEvent.model_validate(body)
 
 
 @pytest.mark.parametrize(
