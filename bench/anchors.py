@@ -18,15 +18,27 @@ FOLLOW_ON_QUEUE = "pipeline.deploy"
 
 
 def bare(
-    stack: Stack, n: int, concurrency: int, *, observed: bool = False, count: int = 1
+    stack: Stack,
+    n: int,
+    concurrency: int,
+    *,
+    observed: bool = False,
+    task_events: bool = False,
+    count: int = 1,
 ) -> Drain:
-    """No-op tasks: Celery defaults + acks_late; `observed` adds events and stored results."""
+    """No-op tasks: Celery defaults + acks_late; `observed` adds events and stored results,
+    `task_events` the events alone (results as the worker stores them: bench/noop_app.py)."""
     r = stack.redis
     r.delete(events.NOOP_QUEUE)
     events.preload_noop(stack.client, n)
     events.park(r, events.NOOP_QUEUE, "noop")
-    env = stack.env(BENCH_NOOP_OBSERVED="1" if observed else "0")
-    label = "bare Celery + events + results" if observed else "bare Celery no-op"
+    mode = "1" if observed else "events" if task_events else "0"
+    env = stack.env(BENCH_NOOP_OBSERVED=mode)
+    label = {
+        "1": "bare Celery + events + results",
+        "events": "bare Celery + task events",
+        "0": "bare Celery no-op",
+    }[mode]
     with stack.workers(NOOP, concurrency, env, count) as workers:
         stack.calm()
         events.release(r, events.NOOP_QUEUE, "noop")

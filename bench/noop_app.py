@@ -3,6 +3,10 @@
 `BENCH_NOOP_OBSERVED=1` adds what Flower-style observability costs: task events (sent and
 worker events), a Redis result backend (`CELERY_RESULT_BACKEND`, else the broker's database)
 and `result_extended`, so each result is stored with its arguments.
+
+`BENCH_NOOP_OBSERVED=events` is the ceiling for an event worker that Flower watches: task
+events (sent and worker events) as the worker sends them, and results under the worker's own
+rule, stored (the outcome alone) only when `CELERY_RESULT_BACKEND` is set.
 """
 
 from __future__ import annotations
@@ -20,10 +24,19 @@ app.conf.update(
     task_default_queue="noop",
     task_acks_late=True,
 )
-if os.environ.get("BENCH_NOOP_OBSERVED") == "1":
+observed = os.environ.get("BENCH_NOOP_OBSERVED")
+if observed == "1":
     app.conf.update(
         result_backend=os.environ.get("CELERY_RESULT_BACKEND") or broker,
         result_extended=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+elif observed == "events":
+    backend = os.environ.get("CELERY_RESULT_BACKEND") or None
+    app.conf.update(
+        result_backend=backend,
+        task_ignore_result=backend is None,
         worker_send_task_events=True,
         task_send_sent_event=True,
     )

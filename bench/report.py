@@ -7,9 +7,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import comparison
 from bench.anchors import Throughput
+from bench.comparison import Comparison
 from bench.drain import Drain
 from bench.large import Large
+from bench.machine import describe
 from bench.memory import TARGET, Memory
 from bench.meter import Cpu
 from bench.reaction import Reaction
@@ -26,6 +29,7 @@ DISTURBED = 0.25  # cores used by other processes during a drain
 class Results:
     header: dict[str, Any]
     throughput: Throughput | None = None
+    anchors: Comparison | None = None
     reaction: Reaction | None = None
     scaling: list[ScaleRow] = field(default_factory=list)
     large: Large | None = None
@@ -157,6 +161,7 @@ def text(results: Results) -> str:
     out = [
         f"imagegroup-worker bench  {h['started']}  code {h['code']}  {h['cores']} cores",
         f"command: {h['command']}",
+        *([describe(h["machine"])] if "machine" in h else []),
         f"CELERY_RESULT_BACKEND={h['result_backend']}  settings {h['settings'] or 'defaults'}",
         "CPU columns, in cores: the worker(s) with their pool processes, of which the consumer "
         "(main process), PostgreSQL, Redis, the whole machine, other processes (high = disturbed)",
@@ -164,6 +169,8 @@ def text(results: Results) -> str:
     parts: list[list[str]] = []
     if results.throughput:
         parts.append(throughput(results.throughput))
+    if results.anchors:
+        parts.append(comparison.lines(results.anchors, _cpu, _CPU_HEAD))
     if results.reaction:
         parts.append(reaction(results.reaction))
     if results.scaling:
@@ -196,6 +203,8 @@ def _plain(value: Any) -> Any:
             found.pop("latencies_ms")
         if isinstance(value, Throughput):
             found["ratios"] = value.ratios()
+        if isinstance(value, Comparison):
+            found.update(value.summary())
         return found
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}

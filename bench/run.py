@@ -4,6 +4,9 @@
     .venv/bin/python bench/run.py --quick              # a short version of each
     .venv/bin/python bench/run.py --sections throughput,reaction --json run.json
     .venv/bin/python bench/run.py --rev HEAD           # the committed code, not the working tree
+    .venv/bin/python bench/run.py --sections anchors --result-backend unset
+        # ours beside the Celery ceiling (no-op + task events), the naive peer
+        # (bench/naive_app.py) and PostgreSQL's limit for our own SQL (bench/pg_limit.py)
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust, user postgres; IMAGEGROUPS_TEST_PG overrides) and
 Redis on 127.0.0.1:6379; it creates and drops a database per measurement and leases a Redis
@@ -32,7 +35,9 @@ if sys.path[0] == str(REPO / "bench"):
     sys.path[0] = str(REPO)  # run as a script: import the bench as a package, never shadowed
 
 from bench import anchors, report  # noqa: E402
+from bench.comparison import comparison  # noqa: E402
 from bench.large import large  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from bench.memory import memory  # noqa: E402
 from bench.reaction import reaction  # noqa: E402
 from bench.scaling import scaling  # noqa: E402
@@ -40,7 +45,7 @@ from bench.spy import markdown, profile  # noqa: E402
 from bench.stack import Stack  # noqa: E402
 from tests.redis_db import lease_redis_db  # noqa: E402
 
-SECTIONS = ["throughput", "reaction", "scaling", "large", "memory", "profile"]
+SECTIONS = ["throughput", "anchors", "reaction", "scaling", "large", "memory", "profile"]
 #: (full, --quick) defaults
 DEFAULTS = {
     "events": (3000, 300),
@@ -61,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, in order")
     p.add_argument("--events", type=int, help="events per drain (3000; quick 300)")
     p.add_argument("--concurrency", type=int, default=2, help="pool processes (2)")
-    p.add_argument("--repeat", type=int, help="runs of each throughput anchor, median kept")
+    p.add_argument("--repeat", type=int, help="runs of each anchor, interleaved (3; quick 1)")
     p.add_argument("--rate", type=float, default=20.0, help="reaction: events per second")
     p.add_argument("--seconds", type=float, help="reaction: for how long (30; quick 5)")
     p.add_argument("--large-rows", type=int, help="rows per pre-filled table (1,000,000)")
@@ -134,6 +139,8 @@ def run_section(name: str, stack: Stack, args: argparse.Namespace, out: report.R
     n, c = args.events, args.concurrency
     if name == "throughput":
         out.throughput = anchors.throughput(stack, n, c, args.repeat)
+    elif name == "anchors":
+        out.anchors = comparison(stack, n, c, args.repeat)
     elif name == "reaction":
         out.reaction = reaction(stack, args.rate, args.seconds, c)
     elif name == "scaling":
@@ -165,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
                 "code": described,
                 "cores": os.cpu_count(),
+                "machine": machine(stack.redis),
                 "command": ".venv/bin/python " + shlex.join(shown),
                 "broker": broker,
                 "result_backend": stack.backend,

@@ -25,6 +25,8 @@ BIN = Path(sys.executable).parent
 OURS = "workers"
 #: The bare Celery baseline (bench/noop_app.py), started the same way.
 NOOP = "bench.noop_app"
+#: The naive peer (bench/naive_app.py): the mission without the product's machinery.
+NAIVE = "bench.naive_app"
 #: Variables the bench sets itself; inherited values would point the worker elsewhere.
 _OWN = ("DATABASE_URL", "CELERY_", "IMAGEGROUPS_", "BENCH_", "PYTHONPATH")
 
@@ -132,8 +134,9 @@ class Stack:
             argv += ["-n", f"{name}@%h"]
         self._started += 1
         log = self.logs / f"worker-{self._started}-{name or 'celery'}.log"
-        cwd = REPO if app == NOOP else self.code
-        if app == NOOP:
+        own = app.startswith("bench.")  # the bench's own apps run from this checkout
+        cwd = REPO if own else self.code
+        if own:
             env = {**env, "PYTHONPATH": str(REPO)}
         with log.open("wb") as sink:
             popen = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
