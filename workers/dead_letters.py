@@ -14,16 +14,23 @@ from typing import Any
 from domain import DeadLetter, DeadLetterStatus, UnitOfWork
 from persistence import storable
 from workers import metrics
+from workers.errors import is_transient
 
 log = logging.getLogger(__name__)
 
-REPLAY_HEADER = "imagegroups_replay_of"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 def protocol_body(args: Any, kwargs: Any) -> str:
     """The Celery protocol-2 body [args, kwargs, embed] the task was called with, as JSON."""
     return json.dumps([list(args), dict(kwargs), _EMBED], default=str)
+
+
+#: The `attempts` column is a 32-bit integer; a minimal letter's error text is cut to this.
+_MAX_STORED_INT = 2**31 - 1
+_MINIMAL_ERROR_CHARS = 2000
+#: How much of a message that could not be stored at all its CRITICAL log line keeps.
+_LOGGED_BODY_CHARS = 65536
 
 
 def store(
@@ -36,9 +43,47 @@ def store(
     exc: BaseException,
     attempts: int,
     now: datetime,
-    replay_of: int | None = None,
-) -> int:
-    letter = DeadLetter(
+) -> int | None:
+    """Store the letter and return its id; None once no letter of it can be stored at all.
+
+    A transient failure (the database is down) is raised: the caller keeps the message and
+    tries again, so nothing is lost while the store is away. Any other failure would repeat
+    on every try: a minimal letter is stored instead, and if even that fails the message is
+    given up (`_give_up`). `replay_of` comes from the store, never from the message.
+    """
+    try:
+        return _add(new_uow, _letter(task_name, event_id, body, content_type, exc, attempts, now))
+    except Exception as failure:
+        if is_transient(failure):
+            raise
+        refused: Exception = failure
+    log.error(
+        "event_id=%s task=%s: its dead letter cannot be stored (%s: %s); storing a minimal one",
+        event_id,
+        task_name,
+        type(refused).__name__,
+        refused,
+    )
+    minimal = _minimal(task_name, event_id, body, content_type, exc, attempts, now, refused)
+    try:
+        return _add(new_uow, minimal, lineage=False)
+    except Exception as failure:
+        if is_transient(failure):
+            raise
+        _give_up(minimal, failure)
+        return None
+
+
+def _letter(
+    task_name: str,
+    event_id: str | None,
+    body: str,
+    content_type: str | None,
+    exc: BaseException,
+    attempts: int,
+    now: datetime,
+) -> DeadLetter:
+    return DeadLetter(
         id=None,
         task_name=_text(task_name, 255),
         event_id=None if event_id is None else _text(event_id, 64),
@@ -47,22 +92,78 @@ def store(
         error_type=_text(type(exc).__name__, 128),
         error_message=_text(str(exc)),
         traceback=_text("".join(traceback.format_exception(exc))),
-        attempts=attempts,
+        attempts=min(max(attempts, 0), _MAX_STORED_INT),
         status=DeadLetterStatus.DEAD,
         first_failed_at=now,
         last_failed_at=now,
-        replay_of=replay_of,
     )
+
+
+def _minimal(
+    task_name: object,
+    event_id: object,
+    body: object,
+    content_type: object,
+    exc: BaseException,
+    attempts: object,
+    now: datetime,
+    refused: Exception,
+) -> DeadLetter:
+    """What surely stores: each field within its column, no lineage, no traceback, no lookup.
+    The body stays whole, as received: without it the letter could not be replayed."""
+    error = str(exc)[:_MINIMAL_ERROR_CHARS]
+    return DeadLetter(
+        id=None,
+        task_name=_text(str(task_name), 255),
+        event_id=_text(event_id, 64) if isinstance(event_id, str) else None,
+        body=_text(body if isinstance(body, str) else repr(body)),
+        content_type=content_type[:128] if isinstance(content_type, str) else None,
+        error_type=_text(type(exc).__name__, 128),
+        error_message=_text(f"{error} (the full letter was refused: {type(refused).__name__})"),
+        traceback=None,
+        attempts=min(max(attempts, 0), _MAX_STORED_INT) if isinstance(attempts, int) else 1,
+        status=DeadLetterStatus.DEAD,
+        first_failed_at=now,
+        last_failed_at=now,
+    )
+
+
+def _add(new_uow: Callable[[], UnitOfWork], letter: DeadLetter, *, lineage: bool = True) -> int:
+    event_id = letter.event_id
     with new_uow() as uow:
-        if event_id is not None and attempts > 1:
-            # Deliveries after the first are counted; the first counted one followed the
-            # first failure, so its time is when this event first failed.
-            first = uow.deliveries.first_counted_at(event_id)
-            letter = replace(letter, first_failed_at=first or now)
+        if lineage and event_id is not None:
+            # The letter this delivery was replayed from, if it was (same event_id).
+            letter = replace(letter, replay_of=uow.dead_letters.latest_replayed(event_id))
+            if letter.attempts > 1:
+                # Deliveries after the first are counted; the first counted one followed the
+                # first failure, so its time is when this event first failed.
+                first = uow.deliveries.first_counted_at(event_id)
+                letter = replace(letter, first_failed_at=first or letter.first_failed_at)
         letter_id = uow.dead_letters.add(letter)
         uow.commit()
     metrics.recorder().dead_letter(letter.error_type)
     return letter_id
+
+
+def _give_up(letter: DeadLetter, failure: Exception) -> None:
+    """The end of a message not even a minimal letter of which stores.
+
+    Such a failure is not transient, so it would recur on every try: retrying would hold the
+    message (and a prefetch slot) for ever, which is how a bad letter used to wedge its event.
+    It is given up after these two tries, and this log line, with the body, is its record (an
+    operator can publish it again from here).
+    """
+    log.critical(
+        "event_id=%s task=%s: no dead letter of it could be stored (%s: %s); the message is "
+        "given up. It failed with %s; its body (first %d characters): %s",
+        letter.event_id,
+        letter.task_name,
+        type(failure).__name__,
+        failure,
+        letter.error_message,
+        _LOGGED_BODY_CHARS,
+        letter.body[:_LOGGED_BODY_CHARS],
+    )
 
 
 def _text(value: str, limit: int | None = None) -> str:
@@ -128,7 +229,7 @@ def replay(
     letter_id: int,
     *,
     new_uow: Callable[[], UnitOfWork],
-    send: Callable[[str, list[Any], dict[str, Any], dict[str, Any]], str],
+    send: Callable[[str, list[Any], dict[str, Any]], str],
     now: datetime,
 ) -> tuple[DeadLetter, str]:
     """Send the stored call again (same event_id), mark the letter replayed; return the task id.
@@ -144,7 +245,9 @@ def replay(
         uow.commit()
     # Send first, then mark: if marking fails the letter stays "dead" and a second replay
     # is a duplicate the inbox absorbs; the other order could lose the replay.
-    task_id = send(letter.task_name, args, kwargs, {REPLAY_HEADER: letter_id})
+    # No header names the letter: the worker finds the lineage of a replay that fails again in
+    # the store (the event's letter replayed last), since a header is the publisher's to set.
+    task_id = send(letter.task_name, args, kwargs)
     with new_uow() as uow:
         uow.dead_letters.set_status(letter_id, DeadLetterStatus.REPLAYED, now)
         uow.commit()

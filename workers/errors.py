@@ -37,6 +37,11 @@ class DeadLetteredError(Exception):
     """Raised by a task after it stored its event as a dead letter; Flower shows it failed."""
 
 
+class DeadLetterLostError(Exception):
+    """Raised by a task whose event could not be stored even as a minimal dead letter: the
+    message is given up (acked) after a CRITICAL log line that holds it."""
+
+
 class AttemptsExhaustedError(Exception):
     """The event was delivered more often than IMAGEGROUPS_MAX_ATTEMPTS allows."""
 
@@ -74,6 +79,7 @@ def is_transient(exc: BaseException) -> bool:
 
 __all__ = [
     "AttemptsExhaustedError",
+    "DeadLetterLostError",
     "DeadLetteredError",
     "InvalidEventError",
     "InvalidTaskMessageError",

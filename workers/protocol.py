@@ -8,12 +8,15 @@ message is therefore checked here first; what fails is dead-lettered with the re
 Some headers are the worker's business, not the publisher's: a per-message `timelimit`
 (the worker's own limit applies, so a publisher cannot have handlers killed) and `expires`
 (an event is a fact; dropping it unhandled would lose it). Both are removed, as is every
-header Celery does not define, since each header becomes an attribute of the task's request.
+header Celery does not define, since each header becomes an attribute of the task's request:
+no header a publisher sets steers the worker. An `eta` too far ahead is dropped, not refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, MutableMapping
+import logging
+import uuid
+from collections.abc import Callable, Container, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +24,8 @@ from celery.utils.time import maybe_iso8601
 
 from workers.errors import InvalidTaskMessageError, UndecodableMessageError, UnknownTaskError
 from workers.transport import MALFORMED_HEADER
+
+log = logging.getLogger(__name__)
 
 #: Headers passed on to Celery, each with the check its value must pass.
 _TEXT_OR_NONE = "a string or null"
@@ -55,13 +60,11 @@ def check(
     *,
     now: datetime,
     max_eta: timedelta,
-    keep: Container[str] = (),
 ) -> None:
     """Raise one of the message errors, or leave the message's headers fit for Celery.
 
     `accepted`: the task names this worker runs; `max_eta`: how far ahead a message may be
-    scheduled (held unacked that long, it must stay well inside the visibility timeout);
-    `keep`: the worker's own extra headers, passed on as they are.
+    scheduled (an eta further ahead is dropped: a message held long ties up the worker).
     """
     headers = message.headers
     if isinstance(headers, MutableMapping) and MALFORMED_HEADER in headers:
@@ -77,11 +80,10 @@ def check(
     for key, (valid, wanted) in _HEADERS.items():
         if key in headers and not valid(headers[key]):
             raise InvalidTaskMessageError(f"header {key!r} must be {wanted}, got {headers[key]!r}")
-    _check_eta(headers.get("eta"), now, max_eta)
     for key in [k for k in headers if k not in _HEADERS and k not in ("task", "id")]:
-        if key not in keep:
-            del headers[key]
+        del headers[key]
     _check_body(message)
+    _check_eta(message, headers, now, max_eta)
 
 
 def _check_task(message: Any, headers: MutableMapping[str, Any], accepted: Container[str]) -> None:
@@ -106,7 +108,14 @@ def _check_id(task_id: Any) -> None:
         )
 
 
-def _check_eta(eta: str | None, now: datetime, max_eta: timedelta) -> None:
+def _check_eta(
+    message: Any, headers: MutableMapping[str, Any], now: datetime, max_eta: timedelta
+) -> None:
+    """An eta is only a request to wait: one too far ahead is dropped (the event runs now),
+    never a reason to refuse the event. Events are idempotent facts, so running one early
+    costs at most an attempt, and a clock far off must not turn our own retry into a dead
+    letter. The bound already allows for clocks that disagree (see Settings.max_eta_seconds)."""
+    eta = headers.get("eta")
     if eta is None:
         return
     try:
@@ -118,10 +127,16 @@ def _check_eta(eta: str | None, now: datetime, max_eta: timedelta) -> None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     if when - now > max_eta:
-        raise InvalidTaskMessageError(
-            f"header 'eta' {eta!r} is more than {max_eta.total_seconds():.0f}s ahead; the "
-            "worker would hold it unacknowledged past its visibility timeout"
+        log.warning(
+            "%s event_id=%s task_id=%s: eta %s is more than %.0fs ahead (a clock far off, or "
+            "the publisher's choice); it runs now",
+            headers.get("task"),
+            call_event_id(*_decoded(message)[:2]),
+            headers.get("id"),
+            eta,
+            max_eta.total_seconds(),
         )
+        headers["eta"] = None
 
 
 def _check_body(message: Any) -> None:
@@ -159,3 +174,34 @@ def _decoded(message: Any) -> Any:
         return message.decode()
     except Exception as exc:
         raise UndecodableMessageError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def call_event_id(args: Any, kwargs: Any) -> str | None:
+    """The event_id of the envelope a task call carries (keyword `event`, or a lone positional
+    argument), in canonical form; None when there is no valid one. A dead letter of a message
+    refused for any reason still names its event by this."""
+    if isinstance(kwargs, dict) and "event" in kwargs:
+        return event_id_of(kwargs["event"])
+    if isinstance(args, Sequence) and not isinstance(args, str) and len(args) == 1:
+        return event_id_of(args[0])
+    return None
+
+
+def message_event_id(message: Any) -> str | None:
+    """`call_event_id` of a message's body, when it decodes to a protocol 2 triple."""
+    try:
+        body = message.decode()
+    except Exception:
+        return None
+    if isinstance(body, list | tuple) and len(body) == 3:
+        return call_event_id(body[0], body[1])
+    return None
+
+
+def event_id_of(event: Any) -> str | None:
+    """An envelope's event_id in canonical form, or None when it has no valid one."""
+    value = event.get("event_id") if isinstance(event, dict) else None
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None

@@ -1,7 +1,9 @@
-"""One dead letter per waiting message (copies of it merge), on every backend."""
+"""One dead letter per waiting message (copies of it merge), and which letter of an event was
+replayed last (the lineage of a replay that fails again), on every backend."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -74,3 +76,37 @@ def test_another_message_under_the_same_event_id_keeps_a_letter_of_its_own(
     assert first != other
     with new_uow() as uow:
         assert len(uow.dead_letters.list()) == 2
+
+
+def _replayed(new_uow: NewUow, letter_id: int, at: datetime) -> None:
+    with new_uow() as uow:
+        uow.dead_letters.set_status(letter_id, DeadLetterStatus.REPLAYED, at)
+        uow.commit()
+
+
+def test_the_latest_replayed_letter_of_an_event_is_the_one_replayed_last(new_uow: NewUow) -> None:
+    first = _add(new_uow, _letter(EVENT, 1, T0, "InvalidEventError", body="[[1], {}, {}]"))
+    second = _add(new_uow, _letter(EVENT, 1, T0, "InvalidEventError", body="[[2], {}, {}]"))
+    other = _add(new_uow, _letter(str(uuid.uuid4()), 1, T0, "InvalidEventError"))
+    with new_uow() as uow:
+        assert uow.dead_letters.latest_replayed(EVENT) is None, "a dead letter is not replayed"
+    _replayed(new_uow, second, T0 + timedelta(seconds=1))
+    _replayed(new_uow, first, T0 + timedelta(seconds=2))
+    _replayed(new_uow, other, T0 + timedelta(seconds=3))
+    with new_uow() as uow:
+        assert uow.dead_letters.latest_replayed(EVENT) == first
+        assert uow.dead_letters.latest_replayed(str(uuid.uuid4())) is None
+
+
+def test_a_discarded_letter_is_no_replay_and_a_replay_is_seen_in_its_own_unit_of_work(
+    new_uow: NewUow,
+) -> None:
+    discarded = _add(new_uow, _letter(EVENT, 1, T0, "InvalidEventError"))
+    with new_uow() as uow:
+        uow.dead_letters.set_status(discarded, DeadLetterStatus.DISCARDED, T0)
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.dead_letters.latest_replayed(EVENT) is None
+        replayed = uow.dead_letters.add(_letter(EVENT, 1, T0, "InvalidEventError", body="[]"))
+        uow.dead_letters.set_status(replayed, DeadLetterStatus.REPLAYED, T0)
+        assert uow.dead_letters.latest_replayed(EVENT) == replayed

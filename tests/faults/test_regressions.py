@@ -116,8 +116,9 @@ def _message(marker: str, case: str) -> dict[str, object]:
     if case == "embed sets is_eager":
         embed: dict[str, object] = {"callbacks": None, "chain": None, "is_eager": True}
         return envelope(task_body(event, embed=embed), headers)
-    if case == "eta far in the future":
-        return envelope(task_body(event), {**headers, "eta": "2999-01-01T00:00:00+00:00"})
+    if case == "eta is not a timestamp":
+        # One far in the future is only dropped (tests/faults/test_headers_and_clocks.py).
+        return envelope(task_body(event), {**headers, "eta": "not a time"})
     if case == "id is a number":
         return envelope(task_body(event), {**headers, "id": 5, "argsrepr": marker})
     if case == "an envelope with a null body":
@@ -143,7 +144,7 @@ MALFORMED = {
     "extra keyword self": "'self'",
     "a callback to another task": "workflow links are not accepted",
     "embed sets is_eager": "embed has keys Celery does not define",
-    "eta far in the future": "header 'eta'",
+    "eta is not a timestamp": "header 'eta'",
     "id is a number": "header 'id'",
     "a celery built-in task": "unknown task",
     # Found by the soak: storing it failed on the missing body, so it was requeued for ever.
@@ -272,8 +273,9 @@ def test_undecodable_messages_during_a_database_outage_do_not_hold_up_later_even
         s.engine.dispose()
         for marker in markers:
             push(s.redis, envelope(f"not json {marker}".encode(), task_headers(STAGE, marker)))
+        # Within ~3 s its probe sees the outage and it stops consuming (workers/database_gate.py).
         wait_for(
-            lambda: worker.output().count("could not dead-letter") >= 3,
+            lambda: worker.output().count("could not dead-letter") >= 1,
             timeout=30,
             what="the dead-letter store to fail",
         )
