@@ -13,28 +13,47 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+#: A connection whose peer goes silent (a partition: packets dropped, no reset) is dropped by
+#: both ends after this long: TCP keepalives probe it after 10 s of silence, every 5 s, and
+#: `tcp_user_timeout` ends it 30 s after the last byte the peer acknowledged (at the next
+#: probe, so within about 35 s), also while data waits for an acknowledgement.
+SILENCE_TIMEOUT_MS = 30_000
+_KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
+
+
+def postgres_connect_args(lock_timeout_ms: int) -> dict[str, Any]:
+    """libpq parameters of every PostgreSQL connection (the engine's and the worker's probe)."""
+    # lock_timeout turns a stuck row lock into an error we retry, never a hung worker.
+    server = [
+        f"lock_timeout={lock_timeout_ms}",
+        "statement_timeout=30000",
+        "idle_in_transaction_session_timeout=60000",
+        # The server's side of a lost connection: a backend waiting for the rest of a
+        # pipelined transaction (a swallowed Sync or COMMIT) runs neither of the two timeouts
+        # above and would hold its row locks until the server's keepalives gave up (2 h).
+        *(f"tcp_keepalives_{name}={value}" for name, value in _KEEPALIVE.items()),
+        f"tcp_user_timeout={SILENCE_TIMEOUT_MS}",
+    ]
+    return {
+        "options": " ".join(f"-c {setting}" for setting in server),
+        # The worker's side: a connection attempt, or a query whose answer never comes.
+        "connect_timeout": 10,
+        "keepalives": 1,
+        **{f"keepalives_{name}": value for name, value in _KEEPALIVE.items()},
+        "tcp_user_timeout": SILENCE_TIMEOUT_MS,
+    }
+
+
 def make_engine(url: str, *, lock_timeout_ms: int = 5000, pool_size: int = 5) -> Engine:
     """Build an engine; call it after fork, never at import time."""
     if is_sqlite(url):
         return _sqlite_engine(url, lock_timeout_ms)
-    # lock_timeout turns a stuck row lock into an error we retry, never a hung worker.
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        connect_args={
-            "options": (
-                f"-c lock_timeout={lock_timeout_ms}"
-                " -c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000"
-            ),
-            # A half-open connection (failover, cut network) fails in seconds, not hours.
-            "connect_timeout": 10,
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        },
+        connect_args=postgres_connect_args(lock_timeout_ms),
     )
 
 

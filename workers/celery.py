@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from workers import flower_access, monitoring, signals
+from workers import database_gate, flower_access, monitoring, signals
 
 app = Celery("imagegroups")
 app.config_from_object("celeryconfig")
@@ -15,3 +15,5 @@ flower_access.install()
 signals.connect()
 # Stage deadlines and the metrics endpoint, in the worker's main process.
 monitoring.connect()
+# No events taken while the database does not answer (workers/database_gate.py).
+app.steps["consumer"].add(database_gate.DatabaseGate)

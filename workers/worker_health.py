@@ -70,10 +70,16 @@ class WorkerHealth:
     database: Check = field(default_factory=Check)
     #: Undecodable or malformed messages waiting for the dead-letter store to come back.
     held_messages: int = 0
+    #: False while the database does not answer: the consumer takes no events then.
+    taking_events: bool = True
 
     def report(self) -> dict[str, Any]:
         dead_letters = self.dead_letter_store.report() | {"held_messages": self.held_messages}
-        return {"dead_letter_store": dead_letters, "database": self.database.report()}
+        return {
+            "dead_letter_store": dead_letters,
+            "database": self.database.report(),
+            "taking_events": self.taking_events,
+        }
 
 
 #: This process's state (the worker's main process: its consumer and its outbox sweeper).
