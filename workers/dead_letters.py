@@ -11,6 +11,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import psycopg
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+
 from domain import DeadLetter, DeadLetterStatus, UnitOfWork
 from persistence import storable
 from workers import metrics
@@ -46,15 +49,17 @@ def store(
 ) -> int | None:
     """Store the letter and return its id; None once no letter of it can be stored at all.
 
-    A transient failure (the database is down) is raised: the caller keeps the message and
-    tries again, so nothing is lost while the store is away. Any other failure would repeat
-    on every try: a minimal letter is stored instead, and if even that fails the message is
-    given up (`_give_up`). `replay_of` comes from the store, never from the message.
+    A failure of the store itself (the database is down, a permission or a table missing) is
+    raised: the caller keeps the message and tries again, and `health` names the failure, so
+    nothing is lost while the store is away or misconfigured. A failure caused by the letter
+    (a constraint or a value the database refuses) would repeat on every try: a minimal
+    letter is stored instead, and if even that is refused the message is given up
+    (`_give_up`). `replay_of` comes from the store, never from the message.
     """
     try:
         return _add(new_uow, _letter(task_name, event_id, body, content_type, exc, attempts, now))
     except Exception as failure:
-        if is_transient(failure):
+        if not refuses_the_letter(failure):
             raise
         refused: Exception = failure
     log.error(
@@ -68,10 +73,24 @@ def store(
     try:
         return _add(new_uow, minimal, lineage=False)
     except Exception as failure:
-        if is_transient(failure):
+        if not refuses_the_letter(failure):
             raise
         _give_up(minimal, failure)
         return None
+
+
+def refuses_the_letter(exc: BaseException) -> bool:
+    """Whether the database refused this letter (SQLSTATE class 22, a value; 23, a
+    constraint), or building it failed, rather than the store being unavailable: only such a
+    failure repeats whatever the operator does, so only it may end in a minimal letter."""
+    if is_transient(exc):
+        return False
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(cause, psycopg.Error):
+        return (cause.sqlstate or "")[:2] in ("22", "23")
+    return not isinstance(exc, DBAPIError | OSError)
 
 
 def _letter(

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 
 from domain import DeadLetter, DeadLetterStatus, UnitOfWork
 from persistence.memory import MemoryState, MemoryUnitOfWork
@@ -148,3 +149,29 @@ def test_a_letter_names_the_events_letter_replayed_last_as_its_replay_of() -> No
     assert again is not None and other is not None
     assert (letters[first].replay_of, letters[again].replay_of) == (None, first)
     assert letters[other].replay_of is None, "lineage follows the event_id only"
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "why"),
+    [("42501", "permission denied"), ("42P01", "relation does not exist")],
+)
+def test_a_store_the_operator_broke_is_waited_on_like_an_outage_never_given_up(
+    sqlstate: str, why: str
+) -> None:
+    class Broken(psycopg.errors.ProgrammingError):
+        pass
+
+    Broken.sqlstate = sqlstate
+    failure = ProgrammingError("INSERT INTO dead_letters", {}, Broken(why))
+    state, tries = MemoryState(), list[DeadLetter]()
+    with pytest.raises(ProgrammingError):
+        _store_with(state, lambda d: failure, tries)
+    assert len(tries) == 1, "no minimal letter: the store is broken, not the letter"
+    assert not dead_letters.refuses_the_letter(failure)
+
+
+def test_only_a_value_or_constraint_refusal_counts_as_the_letters_fault() -> None:
+    check = psycopg.errors.CheckViolation("new row violates check constraint")
+    assert dead_letters.refuses_the_letter(check)
+    assert dead_letters.refuses_the_letter(TypeError("a bug building the letter"))
+    assert not dead_letters.refuses_the_letter(ConnectionResetError("reset by peer"))
