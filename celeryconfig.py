@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from workers import messages
 from workers.settings import get_settings
-from workers.transport import LEASE_OPTION
+from workers.transport import LEASE_OPTION, transport_for
 
 _settings = get_settings()
 
 broker_url = _settings.celery_broker_url
-if broker_url.split("://", 1)[0] in ("redis", "rediss"):
-    # kombu's Redis transport, hardened against malformed queue entries (workers/transport.py).
-    broker_transport = "workers.transport:Transport"
+# For Redis, kombu's Redis transport hardened against malformed queue entries, with leases
+# (workers/transport.py); for any other URL, kombu's own transport for its scheme.
+broker_transport = transport_for(broker_url)
 result_backend = _settings.celery_result_backend
 
 # JSON only: pickle would let anyone who can publish run code in the worker.

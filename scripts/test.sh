@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Test it: installs what the tests need, makes sure PostgreSQL and Redis answer, then runs
-# the linters and every test tier (unit, contract, integration, e2e) in one pytest run.
+# the linters and every test tier (unit, contract, integration, e2e, faults) in one pytest run.
 # Anything it does to the machine (a system package, a server started, a config line) is
 # announced on its own "test.sh: ..." line before it happens.
 set -euo pipefail
@@ -71,6 +71,6 @@ ruff format --check .
 mypy
 python scripts/export_schemas.py --check
 
-echo "== tests: unit, contract, integration, e2e"
+echo "== tests: unit, contract, integration, e2e, faults"
 # Arguments go to pytest (e.g. `scripts/test.sh tests/unit -x`); none means every tier.
 exec python -m pytest -p no:cacheprovider "${@:-tests}"

@@ -35,9 +35,17 @@ log = logging.getLogger(__name__)
 
 #: The transport option that turns leases on: seconds between renewals.
 LEASE_OPTION = "imagegroups_lease_renewal_interval"
+#: kombu's name for this transport.
+TRANSPORT = "workers.transport:Transport"
 #: Set on a stand-in; its value says what was wrong with the entry it stands in for.
 MALFORMED_HEADER = "imagegroups_malformed_envelope"
 MALFORMED_CONTENT_TYPE = "application/x-malformed-envelope"
+
+
+def transport_for(broker_url: str) -> str | None:
+    """This transport for a Redis URL; None (kombu's pick by the URL's scheme) for any other.
+    Celery's `broker_transport` wins over the URL's scheme, so it must follow the URL."""
+    return TRANSPORT if broker_url.split("://", 1)[0] in ("redis", "rediss") else None
 
 
 def envelope_problem(payload: Any) -> str | None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
 
+ROOT = Path(__file__).resolve().parents[2]
 GROUPS = 6
 SERVER_SETTINGS = ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
 # The demo's script for 6 groups: the 2nd fails on both attempts, the 4th is rescued by its
@@ -80,16 +84,27 @@ def test_demo_runs_every_group_to_the_end_without_any_server(tmp_path: Path) -> 
     result = run_demo(tmp_path)
     assert_summary(result)
     assert_each_redeploy_follows_its_failure(result.stdout)
+    assert_each_failed_line_names_its_stage_and_reason(result.stdout)
     assert "\x1b[" not in result.stdout, "progress on a pipe must be plain lines"
-    assert re.search(r"sqlite:////\S+/demo\.db", result.stdout)
+    assert re.search(r"database: sqlite:////\S+/demo\.db \(kept\)$", result.stdout, re.MULTILINE)
     assert result.stderr == "", result.stderr
+
+
+def assert_each_failed_line_names_its_stage_and_reason(out: str) -> None:
+    failed = [line for line in out.splitlines() if line.startswith("[") and " FAILED " in line]
+    assert len(failed) == 3, out  # the 2nd group twice, the 4th once
+    for line in failed:
+        why = r"\((deploy|pxe-boot|validate) failed: SIMULATED_FAILURE: the demo's script fails \1"
+        assert re.search(why + r" on attempt [12]\)$", line), line
 
 
 def test_the_demos_closing_hint_works_pasted_into_a_shell_without_the_venv(
     tmp_path: Path,
 ) -> None:
     result = run_demo(tmp_path)
-    hint = re.search(r"\(kept; (DATABASE_URL=.+ history \S+)\)$", result.stdout, re.MULTILINE)
+    # The hint is the last line, a command and nothing else, so it can be copied whole.
+    last = result.stdout.splitlines()[-1]
+    hint = re.fullmatch(r"  (DATABASE_URL=\S+ \S+ history \S+)", last)
     assert hint is not None, result.stdout
 
     pasted = subprocess.run(
@@ -121,3 +136,80 @@ def test_demo_uses_the_configured_postgresql_and_redis(tmp_path: Path, redis_db:
         assert_summary(result)
         assert database_url.split("@")[-1] in result.stdout
     assert not list(tmp_path.glob("imagegroups-demo-*")), "no SQLite file with servers given"
+
+
+# The server-less demo, where no server can be reached (tests/e2e/offline.py runs it in a
+# network namespace of its own), and beside a Redis on its old default port 6379.
+OFFLINE_RUNS = 20
+OFFLINE_RUN_TIMEOUT = 30.0  # one run takes 2 s alone, up to 8 s on a loaded 2-core machine
+#: 20 runs take about 40 s alone; the fixture's limit lets every run take its whole timeout,
+#: so a hung run is reported by the driver (with its threads' stacks), not cut off by pytest.
+BESIDE_REDIS_LIMIT = OFFLINE_RUNS * OFFLINE_RUN_TIMEOUT + 60
+# Settings a developer's shell may hold for a real worker; the server-less demo ignores them.
+WORKER_SHELL = {
+    "CELERY_RESULT_BACKEND": "redis://127.0.0.1:6379/1",
+    "IMAGEGROUPS_METRICS_PORT": "9808",
+}
+
+
+def offline(tmp_path: Path, *args: str, timeout: float) -> dict[str, Any]:
+    missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
+    assert not missing, f"these tests need util-linux's unshare and iproute2's ip: {missing}"
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_SETTINGS}
+    env |= {"TMPDIR": str(tmp_path), **WORKER_SHELL}
+    driver = [sys.executable, "-m", "tests.e2e.offline", *args]
+    argv = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *driver]
+    done = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return report
+
+
+def network_use(run: dict[str, Any]) -> list[str]:
+    return [line for line in run["stderr"].splitlines() if line.startswith("network: ")]
+
+
+def test_demo_finishes_in_a_network_namespace_where_nothing_listens(tmp_path: Path) -> None:
+    report = offline(tmp_path, "--groups", "2", "--timeout", str(OFFLINE_RUN_TIMEOUT), timeout=60)
+
+    [run] = report["runs"]
+    assert run["returncode"] == 0, f"stdout:\n{run['stdout']}\nstderr:\n{run['stderr']}"
+    assert "Summary: 2 groups" in run["stdout"]
+    assert network_use(run) == [], "the demo opened a network socket"
+    assert run["stderr"] == ""
+
+
+@pytest.fixture(scope="module")
+def beside_redis(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """20 demo runs in a row, one group each, while a redis-server listens on 6379."""
+    tmp = tmp_path_factory.mktemp("beside-redis")
+    args = ("--redis", "--runs", str(OFFLINE_RUNS), "--timeout", str(OFFLINE_RUN_TIMEOUT))
+    return offline(tmp, *args, timeout=BESIDE_REDIS_LIMIT - 30)
+
+
+@pytest.mark.timeout(BESIDE_REDIS_LIMIT)
+def test_twenty_demo_runs_in_a_row_all_finish_and_none_hangs(
+    beside_redis: dict[str, Any],
+) -> None:
+    runs = beside_redis["runs"]
+    failed = [(n, r) for n, r in enumerate(runs, 1) if r["returncode"] != 0]
+    assert not failed, "runs that hung or failed:\n" + "\n".join(
+        f"run {n}: {r['returncode']} after {r['seconds']}s\n{r['stdout']}{r['stderr']}"
+        for n, r in failed
+    )
+    assert len(runs) == OFFLINE_RUNS
+    assert all("Summary: 1 groups" in r["stdout"] for r in runs)
+
+
+@pytest.mark.timeout(BESIDE_REDIS_LIMIT)
+def test_the_demo_never_connects_to_a_redis_listening_on_its_old_default_port(
+    beside_redis: dict[str, Any],
+) -> None:
+    (first, second), after = beside_redis["baseline"], beside_redis["after"]
+    # Between two readings only the first INFO counts: that is all the twenty runs may add.
+    probe = second["total_commands_processed"] - first["total_commands_processed"]
+    assert after["total_connections_received"] == second["total_connections_received"]
+    assert after["total_commands_processed"] - second["total_commands_processed"] == probe
+    assert [network_use(r) for r in beside_redis["runs"]] == [[]] * OFFLINE_RUNS

@@ -79,26 +79,43 @@ def publish(s: Stack, planned: Planned, *, copies: int = 1) -> list[str]:
     return [str(catalog["event_id"]), str(built["event_id"])]
 
 
+def unsettled(s: Stack, plans: Sequence[Planned]) -> list[tuple[str, str | None, str]]:
+    """(group, its status or None before it exists, the status it should end in) for each
+    group not yet where it should end."""
+    with s.engine.connect() as conn:
+        have = dict(conn.execute(select(ImageGroupRow.id, ImageGroupRow.status)).all())
+    return [
+        (p.group_id, have.get(p.group_id), p.final)
+        for p in plans
+        if have.get(p.group_id) != p.final
+    ]
+
+
+def describe_unsettled(s: Stack, plans: Sequence[Planned], shown: int = 30) -> str:
+    """Which groups did not settle, by id and status, and the dead letters: a failure's story."""
+    stuck = unsettled(s, plans)
+    by_status = Counter(
+        f"{status or 'not created'} (wants {wanted})" for _, status, wanted in stuck
+    )
+    listed = ", ".join(f"{g} {status or 'not created'}" for g, status, _ in stuck[:shown])
+    more = f" and {len(stuck) - shown} more" if len(stuck) > shown else ""
+    letters_now = [(d.event_id, d.error_type, d.attempts) for d in letters(s)]
+    return (
+        f"{len(stuck)} of {len(plans)} groups did not settle: {dict(by_status)}; "
+        f"{listed}{more}; dead letters: {letters_now[:8]}"
+    )
+
+
 def wait_settled(s: Stack, plans: Sequence[Planned], timeout: float) -> None:
-    wanted = {p.group_id: p.final for p in plans}
-    have: dict[str, str] = {}
-
-    def unsettled() -> list[str]:
-        with s.engine.connect() as conn:
-            rows = conn.execute(select(ImageGroupRow.id, ImageGroupRow.status)).all()
-        have.clear()
-        have.update({group_id: status for group_id, status in rows})
-        return [g for g, status in wanted.items() if have.get(g) != status]
-
     try:
-        wait_for(lambda: not unsettled(), timeout=timeout, what="every group to settle", every=0.2)
-    except AssertionError:
-        stuck = [(g, have.get(g), wanted[g]) for g in unsettled()]
-        letters_now = [(d.event_id, d.error_type, d.attempts) for d in letters(s)]
-        raise AssertionError(
-            f"{len(stuck)} groups never settled (group, status, wanted): {stuck[:8]}; "
-            f"dead letters: {letters_now[:8]}"
-        ) from None
+        wait_for(
+            lambda: not unsettled(s, plans),
+            timeout=timeout,
+            what="every group to settle",
+            every=0.2,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {describe_unsettled(s, plans)}") from None
 
 
 def assert_invariants(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,22 +10,6 @@ from tests.integration.flow import HAPPY, follow_ons, moves, new_job, start_grou
 from tests.integration.stack import stack, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def vhost() -> Iterator[str]:
-    """A fresh virtual host per test, so queues never carry messages between runs."""
-    name = f"ig_test_{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", name)
-    try:
-        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@127.0.0.1:5672/{name}"
-    finally:
-        _rabbitmqctl("delete_vhost", name)
 
 
 def test_groups_walk_to_passed_with_rabbitmq_as_the_broker(tmp_path: Path, vhost: str) -> None:

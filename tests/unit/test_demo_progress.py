@@ -1,4 +1,5 @@
-"""The demo's progress reads in order: a group's FAILED line comes before the redeploy it gets."""
+"""The demo's progress reads in order (a FAILED line, with its stage and reason, before the
+redeploy it gets), and its summary ends with a command to paste."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from workers.standin import demo
-from workers.standin.demo_view import GroupRow, PlainView
+from workers.standin.demo_view import GroupRow, PlainView, render_summary, summarize
 
 
 class ScriptedRun(demo.DemoRun):
@@ -65,3 +66,34 @@ def test_a_group_failed_on_its_second_attempt_is_not_redeployed_again() -> None:
     assert [row.done for row in finished] == [True]
     assert run.requested == []
     assert "operator:" not in out.getvalue()
+
+
+def test_a_failed_line_names_the_stage_that_failed_and_why() -> None:
+    out = io.StringIO()
+    why = "deploy failed: SIMULATED_FAILURE: planned"
+    failed = GroupRow("unit-cluster-01", "FAILED", 1, 2, why)
+
+    PlainView(out).show([failed], elapsed=1.0)
+
+    line = out.getvalue().split("] ", 1)[1]
+    assert line == f"unit-cluster-01          FAILED     attempt 1  ({why})\n"
+
+
+def test_the_summarys_closing_hint_is_a_command_on_a_line_of_its_own() -> None:
+    hint = "DATABASE_URL=sqlite:////tmp/d/demo.db /venv/bin/imagegroups history unit-cluster-02"
+    summary = summarize(
+        {},
+        outcomes={},
+        dead_letters=0,
+        redeploys=0,
+        elapsed=1.0,
+        where="sqlite:////tmp/d/demo.db (kept)",
+        hint=hint,
+    )
+    out = io.StringIO()
+
+    render_summary(summary, out)
+
+    lines = out.getvalue().splitlines()
+    assert "  database: sqlite:////tmp/d/demo.db (kept)" in lines
+    assert lines[-1].strip() == hint

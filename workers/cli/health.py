@@ -1,7 +1,9 @@
-"""`imagegroups health`: database, broker, outbox, dead letters, and each worker's own view.
+"""`imagegroups health`: database, broker, queues, outbox, dead letters, each worker's view.
 
-Exit 0 only when nothing needs an operator: dead letters waiting, or a worker that cannot
-store dead letters or reach its database, make it exit 1 with the reason.
+Exit 0 only when nothing needs an operator: dead letters waiting, events waiting in
+imagegroups.events that no live worker consumes, or a worker that cannot store dead letters
+or reach its database, make it exit 1 with the reason. The pipeline's queues are reported
+(follow-ons nobody takes show there) but are the pipeline's to drain, not a failure here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 from domain import DeadLetterStatus
 from workers.cli.database import require_schema
 from workers.cli.output import CommandError, print_json, print_table
+from workers.cli.queues import WATCHED, consumers_by_queue, read_queues, unknown
+from workers.messages import EVENTS_QUEUE
 from workers.root import runtime
 from workers.worker_health import COMMAND
 
@@ -57,13 +61,30 @@ def backlog() -> tuple[dict[str, Any], dict[str, Any]]:
     return {"pending": pending, "oldest_unsent_age_seconds": age}, {"waiting": waiting}
 
 
-def ask_workers() -> list[dict[str, Any]]:
-    """Each running worker's own view: can it store dead letters and reach its database?"""
+def ask_workers(limit: int | None = None) -> list[dict[str, Any]]:
+    """Each running worker's own view: can it store dead letters and reach its database?
+    With `limit`, the answer is in once that many workers have replied."""
     from workers.celery import app
 
-    replies = app.control.broadcast(COMMAND, reply=True, timeout=WORKER_REPLY_SECONDS) or []
+    replies = (
+        app.control.broadcast(COMMAND, reply=True, timeout=WORKER_REPLY_SECONDS, limit=limit) or []
+    )
     found = [{"name": name} | state for reply in replies for name, state in reply.items()]
     return sorted(found, key=lambda worker: str(worker["name"]))
+
+
+def ask_broker() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The workers' own views, and each watched queue's depth and consumers. A worker that
+    answers `active_queues` is live; the same number of health answers ends the wait."""
+    from workers.celery import app
+
+    listening = (
+        app.control.broadcast("active_queues", reply=True, timeout=WORKER_REPLY_SECONDS) or []
+    )
+    workers = ask_workers(limit=len(listening) or None)
+    consumers = consumers_by_queue(listening)
+    with app.connection_for_write(connect_timeout=BROKER_TIMEOUT_SECONDS) as conn:
+        return workers, read_queues(conn, consumers)
 
 
 def problems(report: dict[str, Any]) -> list[str]:
@@ -73,6 +94,7 @@ def problems(report: dict[str, Any]) -> list[str]:
         for name in ("database", "broker")
         if not report[name]["ok"]
     ]
+    found += _unconsumed(report["queues"].get(EVENTS_QUEUE))
     waiting = report["dead_letters"]["waiting"]
     if waiting:
         found.append(
@@ -88,11 +110,25 @@ def problems(report: dict[str, Any]) -> list[str]:
                 f"({store.get('held_messages', 0)} message(s) waiting for the store)"
             )
         if not database.get("ok", True):
+            paused = "" if worker.get("taking_events", True) else " (it takes no events)"
             found.append(
                 f"worker {worker['name']} cannot reach its database since "
-                f"{database.get('failing_since')}: {database.get('error')}"
+                f"{database.get('failing_since')}: {database.get('error')}{paused}"
             )
     return found
+
+
+def _unconsumed(events: dict[str, Any] | None) -> list[str]:
+    """Events wait and nobody takes them: no worker says it consumes the queue, nor (on
+    RabbitMQ) does the broker count a consumer."""
+    if not events or not events["depth"] or events["consumers"] or events["broker_consumers"]:
+        return []
+    age = events["oldest_age_seconds"]
+    oldest = "" if age is None else f", the oldest occurred {age:.1f}s ago"
+    return [
+        f"{events['depth']} event(s) waiting in {EVENTS_QUEUE}{oldest}, and no live worker "
+        "consumes that queue: start one (`celery -A workers worker`)"
+    ]
 
 
 def report() -> dict[str, Any]:
@@ -104,12 +140,20 @@ def report() -> dict[str, Any]:
             outbox, letters = backlog()
         except Exception as exc:
             database = {"ok": False, "error": _one_line(exc)}
+    workers: list[dict[str, Any]] = []
+    queues = {name: unknown() for name in WATCHED}
+    if broker["ok"]:
+        try:
+            workers, queues = ask_broker()
+        except Exception as exc:
+            broker = {"ok": False, "error": _one_line(exc)}
     document = {
         "database": database,
         "broker": broker,
+        "queues": queues,
         "outbox": outbox,
         "dead_letters": letters,
-        "workers": ask_workers() if broker["ok"] else [],
+        "workers": workers,
     }
     found = problems(document)
     return document | {"problems": found, "healthy": not found}
@@ -128,6 +172,7 @@ def _print_human(document: dict[str, Any]) -> None:
     rows = [
         ["database", _state(document["database"]), _short(document["database"]["error"])],
         ["broker", _state(document["broker"]), _short(document["broker"]["error"])],
+        *([f"queue {name}", *_queue_cells(q)] for name, q in document["queues"].items()),
         ["outbox", _count(document["outbox"]["pending"], "pending"), _age(document["outbox"])],
         ["dead letters", _count(document["dead_letters"]["waiting"], "waiting"), None],
     ]
@@ -136,6 +181,18 @@ def _print_human(document: dict[str, Any]) -> None:
     print(f"\n{'healthy' if document['healthy'] else 'UNHEALTHY'}")
     for problem in document["problems"]:
         print(f"  - {problem}")
+
+
+def _queue_cells(queue: dict[str, Any]) -> list[str | None]:
+    if queue["depth"] is None:
+        return ["unknown", None]
+    who = queue["consumers"] or (
+        [f"{queue['broker_consumers']} on the broker"] if queue["broker_consumers"] else []
+    )
+    detail = [f"consumed by {', '.join(who)}" if who else "no live consumer"]
+    if queue["oldest_age_seconds"] is not None:
+        detail.insert(0, f"oldest occurred {queue['oldest_age_seconds']:.1f}s ago")
+    return [f"{queue['depth']} waiting", _short("; ".join(detail))]
 
 
 def _short(text: str | None, width: int = 60) -> str | None:

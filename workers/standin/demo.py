@@ -85,6 +85,12 @@ class ScriptedBehaviour(simulator.Behaviour):
             return True
         return super().fails(request)
 
+    def why(self, request: simulator.Request) -> str:
+        plan = self.plans.get(request.image_group_id)
+        if plan is not None and plan.fail_on.get(request.attempt) == request.stage:
+            return f"the demo's script fails {request.stage} on attempt {request.attempt}"
+        return super().why(request)
+
 
 @contextmanager
 def scripted(behaviour: ScriptedBehaviour) -> Iterator[None]:
@@ -99,9 +105,10 @@ def scripted(behaviour: ScriptedBehaviour) -> Iterator[None]:
 class DemoRun:
     """Publishes the groups' first events, plays the operator, and watches the database."""
 
-    def __init__(self, plans: Sequence[GroupPlan], where: str) -> None:
+    def __init__(self, plans: Sequence[GroupPlan], where: str, hint: str | None = None) -> None:
         self.plans = plans
         self.where = where
+        self.hint = hint
         self.redeployed: list[str] = []
         self.built: set[str] = set()
         self.started = time.monotonic()
@@ -161,15 +168,21 @@ class DemoRun:
         ids, elapsed = [p.group_id for p in self.plans], self.elapsed()
         with root.runtime().new_uow() as uow:
             return read_summary(
-                uow, ids, redeploys=len(self.redeployed), elapsed=elapsed, where=self.where
+                uow,
+                ids,
+                redeploys=len(self.redeployed),
+                elapsed=elapsed,
+                where=self.where,
+                hint=self.hint,
             )
 
 
-def _where(setup: Setup, example: str) -> str:
+def _where(setup: Setup, example: str) -> tuple[str, str | None]:
+    """Where the groups are, and (for the demo's own SQLite file) a command that shows one."""
     url = setup.settings.database_url
     if not setup.fresh_database:
-        return make_url(url).render_as_string(hide_password=True)
-    return f"{url} (kept; DATABASE_URL={shlex.quote(url)} {cli_path()} history {example})"
+        return make_url(url).render_as_string(hide_password=True), None
+    return f"{url} (kept)", f"DATABASE_URL={shlex.quote(url)} {cli_path()} history {example}"
 
 
 def cli_path() -> str:
@@ -215,7 +228,7 @@ def main(
     setup = demo_setup(get_settings())
     plans = plan_groups(groups, "demo" if setup.fresh_database else f"demo-{uuid.uuid4().hex[:6]}")
     behaviour = ScriptedBehaviour(fail_rate, delay, seed, plans={p.group_id: p for p in plans})
-    run = DemoRun(plans, _where(setup, plans[min(1, groups - 1)].group_id))
+    run = DemoRun(plans, *_where(setup, plans[min(1, groups - 1)].group_id))
     try:
         prepare(setup)
         with scripted(behaviour):

@@ -20,10 +20,12 @@ from persistence.db import is_sqlite
 from persistence.migrate import upgrade
 from workers import root
 from workers.celery import app
-from workers.messages import EVENTS_QUEUE, PIPELINE_QUEUES
+from workers.messages import CATALOG_PARSED, EVENTS_QUEUE, PIPELINE_QUEUES
 from workers.settings import Settings
 from workers.standin import simulator
+from workers.transport import transport_for
 
+MEMORY_BROKER = "memory://localhost/"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 WORKER_OPTIONS = {"without_mingle": True, "without_gossip": True, "without_heartbeat": True}
@@ -49,28 +51,55 @@ class Setup:
 
 
 def demo_setup(base: Settings) -> Setup:
-    """Servers the user configured are used; otherwise a temp SQLite file and a memory broker."""
+    """Servers the user configured are used; otherwise a temp SQLite file and a memory broker.
+
+    Without CELERY_BROKER_URL the demo touches no network: no result backend either (it
+    would be a server), and never a metrics endpoint (a port of this host, perhaps a real
+    worker's).
+    """
     given = base.model_fields_set
     fresh = "database_url" not in given
     url = base.database_url
     if fresh:
         url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='imagegroups-demo-')) / 'demo.db'}"
+    servers = "celery_broker_url" in given
+    broker = base.celery_broker_url if servers else MEMORY_BROKER
+    backend = base.celery_result_backend if servers else None
     # Retries (a stage result racing its group's creation) should take milliseconds here.
     update = dict(
-        database_url=url, auto_advance=True, retry_backoff_base=0.05, retry_backoff_max=0.5
+        database_url=url,
+        celery_broker_url=broker,
+        celery_result_backend=backend,
+        metrics_port=None,
+        auto_advance=True,
+        retry_backoff_base=0.05,
+        retry_backoff_max=0.5,
     )
-    broker = base.celery_broker_url if "celery_broker_url" in given else "memory://localhost/"
-    return Setup(base.model_copy(update=update), broker, base.celery_result_backend, fresh)
+    return Setup(base.model_copy(update=update), broker, backend, fresh)
 
 
 def apply_celery_conf(setup: Setup, target: Celery) -> None:
+    """Before the app's first connection: its conf came from the environment (celeryconfig)."""
     memory = MEMORY_CONF if setup.broker_url.startswith("memory://") else {}
     target.conf.update(
         broker_url=setup.broker_url,
+        broker_read_url=setup.broker_url,
+        broker_write_url=setup.broker_url,
+        # celeryconfig picked the transport for the environment's URL, and Celery prefers
+        # `broker_transport` to the URL's scheme: left alone, memory:// would still be Redis.
+        broker_transport=transport_for(setup.broker_url),
         result_backend=setup.result_backend,
         task_ignore_result=setup.result_backend is None,
         **memory,
     )
+    # Celery reads CELERY_RESULT_BACKEND from the environment before its conf; the class
+    # given to the app comes before both.
+    target.backend_cls = setup.result_backend or "disabled"
+    # A worker looks each task up in the current app, and a thread that never set one gets
+    # the default: left alone, a bare app configured from the environment alone, whose
+    # result backend and broker the embedded worker's threads would use. `celery worker`
+    # makes its app the default the same way.
+    target.set_default()
 
 
 class EmbeddedWorker:
@@ -120,7 +149,9 @@ STAND_IN = simulator.StandIn()
 
 @cache
 def register_simulator() -> None:
-    STAND_IN.register(app)  # once per process: the stand-in pipeline's tasks on our app
+    # Once per process: the stand-in pipeline's tasks on our app. The event worker runs
+    # those too, and refuses to start with a task whose request class is not its events'.
+    STAND_IN.register(app, Request=app.tasks[CATALOG_PARSED.task].Request)
 
 
 def embedded_workers(setup: Setup) -> list[EmbeddedWorker]:

@@ -11,6 +11,7 @@ from typing import IO, Protocol
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from domain import (
@@ -19,6 +20,7 @@ from domain import (
     ImageGroupId,
     ImageGroupStatus,
     StageName,
+    StageRecord,
     Transition,
     UnitOfWork,
 )
@@ -31,12 +33,14 @@ _RUNNING = {flow.running.value for flow in STAGE_FLOW.values()}
 
 @dataclass(frozen=True, slots=True)
 class GroupRow:
-    """One group as last seen: a status value, or `sent` / `parsed` before the group exists."""
+    """One group as last seen: a status value, or `sent` / `parsed` before the group exists.
+    A FAILED group says which stage failed and why."""
 
     group_id: str
     status: str
     attempt: int
     roles: int
+    failure: str | None = None
 
     @property
     def done(self) -> bool:
@@ -48,9 +52,20 @@ class GroupRow:
 def read_row(uow: UnitOfWork, group_id: str, job_id: str, roles: int) -> GroupRow:
     group = uow.groups.find_by_id(ImageGroupId(group_id))
     if group is not None:
-        return GroupRow(group_id, group.status.value, group.attempt, roles)
+        failure = None
+        if group.status is S.FAILED:
+            failure = _failure(uow.stages.latest_failures([job_id]).get(job_id))
+        return GroupRow(group_id, group.status.value, group.attempt, roles, failure)
     parsed = uow.catalogs.find_by_job_id(job_id) is not None
     return GroupRow(group_id, "parsed" if parsed else "sent", 0, roles)
+
+
+def _failure(record: StageRecord | None) -> str:
+    """`deploy failed: CODE: summary`, from the stage's record (written with the FAILED move)."""
+    if record is None:
+        return "no failed stage recorded"
+    reason = ": ".join(text for text in (record.error_code, record.error_summary) if text)
+    return f"{record.stage} failed" + (f": {reason}" if reason else "")
 
 
 class View(Protocol):
@@ -71,7 +86,8 @@ class PlainView:
             if self.seen.get(row.group_id) != (row.status, row.attempt):
                 self.seen[row.group_id] = (row.status, row.attempt)
                 attempt = f"attempt {row.attempt}" if row.attempt else ""
-                self.note(f"{row.group_id:<24} {row.status:<10} {attempt}".rstrip(), elapsed)
+                line = f"{row.group_id:<24} {row.status:<10} {attempt}".rstrip()
+                self.note(f"{line}  ({row.failure})" if row.failure else line, elapsed)
 
     def note(self, text: str, elapsed: float) -> None:
         self.out.write(f"[{elapsed:6.2f}s] {text}\n")
@@ -104,12 +120,13 @@ def progress(out: IO[str]) -> Iterator[View]:
 def _table(rows: Sequence[GroupRow], elapsed: float) -> Table:
     finished = sum(1 for row in rows if row.done)
     table = Table(title=f"image groups — {finished}/{len(rows)} finished — {elapsed:.1f}s")
-    for column in ("image group", "status", "attempt", "roles"):
+    for column in ("image group", "status", "attempt", "roles", "why"):
         table.add_column(column, justify="right" if column in ("attempt", "roles") else "left")
     for row in rows:
         style = _STYLE.get(row.status, "yellow" if row.status in _RUNNING else "cyan")
         status = f"[{style}]{row.status}[/{style}]"
-        table.add_row(row.group_id, status, str(row.attempt or "-"), str(row.roles))
+        why = escape(row.failure or "")
+        table.add_row(row.group_id, status, str(row.attempt or "-"), str(row.roles), why)
     return table
 
 
@@ -124,10 +141,17 @@ class Summary:
     flow_seconds: list[float]
     elapsed: float
     where: str
+    hint: str | None = None
 
 
 def read_summary(
-    uow: UnitOfWork, group_ids: Sequence[str], *, redeploys: int, elapsed: float, where: str
+    uow: UnitOfWork,
+    group_ids: Sequence[str],
+    *,
+    redeploys: int,
+    elapsed: float,
+    where: str,
+    hint: str | None = None,
 ) -> Summary:
     """The groups' histories, and the inbox and dead letters of the whole database."""
     return summarize(
@@ -137,6 +161,7 @@ def read_summary(
         redeploys=redeploys,
         elapsed=elapsed,
         where=where,
+        hint=hint,
     )
 
 
@@ -148,6 +173,7 @@ def summarize(
     redeploys: int,
     elapsed: float,
     where: str,
+    hint: str | None = None,
 ) -> Summary:
     """Statuses, stage latencies and whole-flow times from the groups' histories."""
     statuses = Counter(h[-1].to_status.value if h else "not built" for h in histories.values())
@@ -166,6 +192,7 @@ def summarize(
         flow_seconds=flows,
         elapsed=elapsed,
         where=where,
+        hint=hint,
     )
 
 
@@ -205,6 +232,9 @@ def render_summary(summary: Summary, out: IO[str]) -> None:
         _latency_line("whole flow (BUILT -> terminal)", summary.flow_seconds, indent=2),
         f"  database: {summary.where}",
     ]
+    if summary.hint:
+        # On a line of its own, so it can be copied whole.
+        lines += ["", "A redeployed group's history, in any shell:", f"  {summary.hint}"]
     out.write("\n".join(lines) + "\n")
     out.flush()
 

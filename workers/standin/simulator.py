@@ -51,6 +51,10 @@ class Behaviour:
         draw = random.Random(f"{self.seed}:{request.event_id}:{request.stage}").random()
         return draw < self.fail_rate
 
+    def why(self, request: Request) -> str:
+        """The error summary of a failure this behaviour chose."""
+        return f"the stand-in failed {request.stage} at random (fail rate {self.fail_rate:g})"
+
 
 @dataclass
 class StandIn:
@@ -58,14 +62,15 @@ class StandIn:
 
     behaviour: Behaviour = field(default_factory=Behaviour)
 
-    def register(self, app: Celery) -> None:
-        """Register the three pipeline tasks on `app` (its own app, or the demo's)."""
+    def register(self, app: Celery, **options: Any) -> None:
+        """Register the three pipeline tasks on `app` (its own app, or the demo's), with
+        `options` on top of the task options every one has."""
         for task_name in _STAGES:
 
             def run(event: dict[str, Any], _name: str = task_name) -> dict[str, Any]:
                 return self.answer(_name, event, reply_app=app)
 
-            app.task(name=task_name, acks_late=True, reject_on_worker_lost=True)(run)
+            app.task(name=task_name, acks_late=True, reject_on_worker_lost=True, **options)(run)
 
     def answer(self, task_name: str, event: dict[str, Any], *, reply_app: Any) -> dict[str, Any]:
         """Validate one request and send the matching stage.finished (attempt and id echoed)."""
@@ -75,7 +80,8 @@ class StandIn:
             time.sleep(random.uniform(0.5, 1.5) * self.behaviour.delay)
         event_id, job_id = parsed.ids()
         group_id, attempt = parsed.payload.image_group_id, parsed.payload.attempt
-        failed = self.behaviour.fails(Request(event_id, group_id, attempt, stage))
+        request = Request(event_id, group_id, attempt, stage)
+        failed = self.behaviour.fails(request)
         outcome = "failed" if failed else "succeeded"
         reply = stage_finished(
             job_id,
@@ -85,6 +91,7 @@ class StandIn:
             attempt=attempt,
             request_event_id=event_id,
             error_code="SIMULATED_FAILURE" if failed else None,
+            error_summary=self.behaviour.why(request) if failed else None,
             detail={"simulated": True, "stage": stage},
             correlation_id=None if parsed.correlation_id is None else str(parsed.correlation_id),
             causation_id=event_id,
