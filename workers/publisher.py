@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from domain import OutboxMessage
 
 
 class CeleryPublisher:
-    """Publishes a follow-on as a Celery task on its queue; the task id is its event_id."""
+    """Publishes a follow-on as a Celery task on its queue; the task id is its event_id.
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    Given `load_app` instead of an app, it loads the app on its first publish: a process that
+    never publishes (a read command) never pays for importing Celery.
+    """
+
+    def __init__(self, app: Any = None, *, load_app: Callable[[], Any] | None = None) -> None:
+        self._app = app
+        self._load_app = load_app
+
+    @property
+    def app(self) -> Any:
+        if self._app is None and self._load_app is not None:
+            self._app = self._load_app()
+        return self._app
 
     def publish(self, message: OutboxMessage) -> None:
         self.app.send_task(

@@ -12,6 +12,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -100,9 +101,13 @@ def batch_sent_marks() -> None:
     _process.reset()
 
 
-def _build(settings: Settings, batch_marks: bool) -> Runtime:
+def _event_app() -> Any:
     from workers.celery import app
 
+    return app
+
+
+def _build(settings: Settings, batch_marks: bool) -> Runtime:
     engine = make_engine(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms)
     deps = Deps(
         new_uow=lambda: SqlUnitOfWork(engine),
@@ -113,7 +118,7 @@ def _build(settings: Settings, batch_marks: bool) -> Runtime:
     )
     relay = OutboxRelay(
         deps.new_uow,
-        CeleryPublisher(app),
+        CeleryPublisher(load_app=_event_app),  # Celery loads on the first publish only
         deps.clock,
         mark_every=settings.outbox_mark_interval if batch_marks else None,
     )

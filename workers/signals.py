@@ -16,6 +16,7 @@ from workers import root
 from workers.errors import shortest_retry_span
 from workers.housekeeping import Every, pruning
 from workers.relay import OutboxRelay, OutboxSweeper
+from workers.safe_text import escape_handlers
 from workers.settings import Settings
 from workers.worker_health import HEALTH
 
@@ -111,8 +112,17 @@ def _stop_sweeper(sender: Any = None, **_: Any) -> None:
     root.reset()  # flushes the main process's batched "sent" marks
 
 
+def _escape_log_lines(logger: logging.Logger | None = None, **_: Any) -> None:
+    """Event text in a log line (error summaries, bodies) cannot send terminal sequences or
+    forge lines: Celery's handlers escape control characters (workers/safe_text.py)."""
+    if logger is not None:
+        escape_handlers(logger)
+
+
 def connect() -> None:
     """Wire the handlers to Celery's signals (the Celery app does, when it is built)."""
+    signals.after_setup_logger.connect(_escape_log_lines, weak=False)
+    signals.after_setup_task_logger.connect(_escape_log_lines, weak=False)
     signals.worker_init.connect(_on_worker_init, weak=False)
     signals.worker_process_init.connect(_after_fork, weak=False)
     signals.worker_ready.connect(_start_sweeper, weak=False)

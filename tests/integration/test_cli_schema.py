@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,18 @@ def run_cli(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProce
     return subprocess.run(
         [CLI, *argv], env=environment | env, cwd=cwd, capture_output=True, text=True, timeout=60
     )
+
+
+def assert_only_the_error_on_stdout(
+    done: subprocess.CompletedProcess[str], argv: list[str]
+) -> None:
+    """Nothing on stdout but, under --json, the one JSON document saying what stderr says."""
+    if "--json" not in argv:
+        assert done.stdout == ""
+        return
+    document = json.loads(done.stdout)
+    assert document["error_type"] == "CommandError"
+    assert done.stderr == f"imagegroups: error: {document['error']}\n"
 
 
 @pytest.fixture
@@ -138,7 +151,7 @@ def test_a_command_on_a_database_never_migrated_says_so_with_the_fix(
     done = run_cli(argv, tmp_path, DATABASE_URL=empty_database)
 
     assert done.returncode == 1
-    assert done.stdout == ""
+    assert_only_the_error_on_stdout(done, argv)
     assert "has no schema: it was never migrated" in done.stderr
     assert UPGRADE_FIX in done.stderr
     assert "does not exist" not in done.stderr
@@ -198,7 +211,7 @@ def test_a_command_without_database_url_creates_no_sqlite_file_and_says_how_to_g
     done = run_cli(argv, tmp_path)
 
     assert done.returncode == 1
-    assert done.stdout == ""
+    assert_only_the_error_on_stdout(done, argv)
     assert f"no database exists at {tmp_path / 'imagegroups.db'}" in done.stderr
     assert "DATABASE_URL is not set" in done.stderr
     assert "imagegroups db upgrade" in done.stderr

@@ -156,8 +156,12 @@ def test_catalog_parsed_with_invalid_input_exits_1_and_sends_nothing(
     [
         (["--stage", "deploy", "--outcome", "failed", "--image-group-id", "x\ty"], "image_group"),
         (["--stage", "deploy", "--outcome", "failed", "--image-group-id", " x"], "image_group"),
+        (
+            ["--stage", "build-image", "--outcome", "failed", "--attempt", str(2**31)],
+            "payload.attempt: Input should be less than or equal to 2147483647",
+        ),
     ],
-    ids=["control-char-id", "untrimmed-id"],
+    ids=["control-char-id", "untrimmed-id", "attempt-past-32-bits"],
 )
 def test_stage_finished_with_invalid_input_exits_1_and_sends_nothing(
     extra: list[str], message: str, sent: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
@@ -178,7 +182,7 @@ def test_catalog_parsed_from_a_catalog_file_sends_one_valid_event_and_prints_its
 
     [event] = sent
     parsed = CatalogParsedEvent.model_validate(event)
-    assert capsys.readouterr().out == f"{parsed.event_id}\n"
+    assert capsys.readouterr().out == f"event_id: {parsed.event_id}\n"
     assert str(parsed.job_id) == JOB
     assert parsed.payload.image_group_id == "tiny-cluster-v1"
     assert parsed.payload.roles == ["login_node_x86_64", "slurm_node_x86_64"]
@@ -215,7 +219,7 @@ def test_stage_finished_carries_every_optional_field(
 
     [event] = sent
     parsed = StageFinishedEvent.model_validate(event)
-    assert capsys.readouterr().out == f"{parsed.event_id}\n"
+    assert capsys.readouterr().out == f"event_id: {parsed.event_id}\n"
     assert str(parsed.correlation_id) == correlation
     assert parsed.payload.model_dump(exclude_none=True) == {
         "stage": "restart",
@@ -227,6 +231,52 @@ def test_stage_finished_carries_every_optional_field(
         "error_summary": "boom",
         "result_detail": {"log": "x"},
     }
+
+
+def test_publish_quiet_prints_the_bare_event_id_for_a_script(
+    sent: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--job-id", JOB, "--stage", "deploy", "--outcome", "succeeded", "--quiet"]
+
+    assert main(["publish", "stage-finished", *argv]) == 0
+
+    [event] = sent
+    assert capsys.readouterr().out == f"{event['event_id']}\n"
+
+
+def test_publish_json_with_the_broker_down_prints_an_error_document_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    def refuse(event: dict[str, Any]) -> str:
+        raise OperationalError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(publish_commands, "_send", refuse)
+    argv = ["--job-id", JOB, "--stage", "deploy", "--outcome", "failed", "--json"]
+
+    assert main(["publish", "stage-finished", *argv]) == 1
+
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {
+        "error": "broker error: OperationalError: Error 111 connecting to localhost:6379. "
+        "Connection refused.",
+        "error_type": "OperationalError",
+    }
+    assert err.startswith("imagegroups: error: broker error: OperationalError: Error 111")
+
+
+def test_a_usage_error_under_json_still_prints_one_json_document(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["list", "--limit", "0", "--json"]) == 2
+
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {
+        "error": "argument --limit: must be at least 1, got 0",
+        "error_type": "UsageError",
+    }
+    assert "usage: imagegroups list" in err
 
 
 # simulate and demo: thin launchers ---------------------------------------------------------

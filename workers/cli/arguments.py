@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 N = TypeVar("N", int, float)
+
+#: The stages an operator may request, as the command line spells them (StageName values).
+REQUESTABLE = ("deploy", "pxe-boot", "validate")
+
+
+class UsageError(SystemExit):
+    """A usage error (exit status 2), with argparse's message kept for a `--json` document."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -32,6 +44,12 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """As argparse prints it (usage, then the message, on stderr), raised as UsageError."""
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise UsageError(message)
 
 
 def json_flag(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy.engine import make_url
 
 from persistence.db import sqlite_file
-from persistence.migrate import current_revisions, heads, state_of
+from persistence.revisions import at_head
 from workers.cli.output import CommandError
 from workers.root import runtime
 from workers.settings import Settings
@@ -37,6 +37,10 @@ def require_schema() -> None:
     """The database exists and its schema is this code's head revision."""
     rt = runtime()
     require_existing(rt.settings)
+    if at_head(rt.engine):
+        return  # the usual case, answered without loading Alembic
+    from persistence.migrate import current_revisions, heads, state_of
+
     current = current_revisions(rt.engine)
     state = state_of(current)
     if state == "current":

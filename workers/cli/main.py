@@ -1,4 +1,9 @@
-"""The `imagegroups` entry point: the argparse parser and the dispatch to each command."""
+"""The `imagegroups` entry point: the argparse parser and the dispatch to each command.
+
+The parser builds from the standard library and the pure domain alone: each command's module
+(SQLAlchemy, Celery, pydantic) is imported when that command runs, so `--help` and a usage
+error answer at once and a read command never loads Celery (bench/cli_latency.py measures it).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,16 @@ import sys
 from collections.abc import Callable
 from typing import TypeAlias
 
-from kombu.exceptions import KombuError
-from sqlalchemy.exc import SQLAlchemyError
-
-from domain import STAGE_ALIASES, DomainError, ImageGroupStatus, InvalidValueError, StageName
+from domain import STAGE_ALIASES, ImageGroupStatus, StageName
 from workers.cli import arguments as arg
-from workers.cli import dead_letter_commands as dl
-from workers.cli import health, prune_command, publish_commands, read_commands, write_commands
-from workers.cli.arguments import Parser
-from workers.cli.output import CommandError, print_error
+from workers.cli.arguments import Parser, UsageError
+from workers.cli.dispatch import Command, Commands, ending_process, run
+from workers.cli.letter_parser import add_dead_letters
+from workers.cli.output import print_error_document
 from workers.cli.runners import demo, simulate
+from workers.cli.trace_command import register as add_trace
+from workers.safe_text import escape_handlers
 
-Command = Callable[[argparse.Namespace], int]
 Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
 STAGES = StageName.spellings()
 STAGES_HELP = (
@@ -29,33 +32,35 @@ STAGES_HELP = (
 )
 
 
+health = Commands("workers.cli.health")
+prune_command = Commands("workers.cli.prune_command")
+publish_commands = Commands("workers.cli.publish_commands")
+read_commands = Commands("workers.cli.read_commands")
+write_commands = Commands("workers.cli.write_commands")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; `argv` None means this process is the command (the console script)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         for check in getattr(args, "usage_checks", ()):
             check(args)
-    except SystemExit as stop:  # usage errors (2) and --help (0) end here
+    except UsageError as usage:
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            print_error_document(usage.message, "UsageError")
+        return 2
+    except SystemExit as stop:  # --help (0) ends here
         return stop.code if isinstance(stop.code, int) else 2
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s"
     )
-    command: Command = args.func
+    escape_handlers(logging.getLogger())
     try:
-        if getattr(args, "needs_schema", False):
-            from workers.cli.database import require_schema  # Alembic: loaded only when used
-
-            require_schema()
-        return command(args)
-    except (CommandError, DomainError, InvalidValueError) as exc:
-        print_error(str(exc))
-    except SQLAlchemyError as exc:
-        print_error(f"database error: {_first_line(exc)}")
-    except KombuError as exc:
-        print_error(f"broker error: {type(exc).__name__}: {_first_line(exc)}")
-    except OSError as exc:
-        print_error(f"{type(exc).__name__}: {_first_line(exc)}")
-    return 1
+        return run(args)
+    finally:
+        if argv is None:
+            ending_process()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(commands)
     _add_publish(commands)
     _add_reads(commands)
+    add_trace(commands)
     _add_writes(commands)
-    _add_dead_letters(commands)
+    add_dead_letters(commands)
     _add_simulate(commands)
     _add_demo(commands)
     health_parser = commands.add_parser("health", help="database, broker, outbox, dead letters")
@@ -164,6 +170,12 @@ def _event_options(parser: argparse.ArgumentParser) -> None:
         help="carried into every follow-on event",
     )
     arg.json_flag(parser)
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print the bare event_id only, for a script: ID=$(imagegroups publish … -q)",
+    )
 
 
 def _roles_go_with_id(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
@@ -212,7 +224,7 @@ def _add_reads(commands: Subparsers) -> None:
 
 def _add_writes(commands: Subparsers) -> None:
     request = commands.add_parser("request", help="request the next stage of a group")
-    requestable = list(write_commands.REQUESTABLE)
+    requestable = list(arg.REQUESTABLE)
     request.add_argument(
         "stage", choices=requestable, metavar="STAGE", help=f"one of {', '.join(requestable)}"
     )
@@ -223,35 +235,6 @@ def _add_writes(commands: Subparsers) -> None:
     arg.group_id(cleanup)
     arg.json_flag(cleanup)
     cleanup.set_defaults(func=write_commands.cleanup, needs_schema=True)
-
-
-def _add_dead_letters(commands: Subparsers) -> None:
-    group = commands.add_parser("dead-letters", help="events the worker gave up on")
-    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="every dead letter")
-    arg.json_flag(listing)
-    listing.set_defaults(func=dl.list_letters, needs_schema=True)
-    show = actions.add_parser("show", help="one dead letter with its body and traceback")
-    arg.letter_id(show)
-    arg.json_flag(show)
-    show.set_defaults(func=dl.show, needs_schema=True)
-    replay = actions.add_parser("replay", help="send stored bodies again (same event_id)")
-    which = replay.add_mutually_exclusive_group(required=True)
-    which.add_argument(
-        "ids",
-        nargs="*",
-        type=arg.positive_int,
-        default=[],
-        metavar="ID",
-        help="dead letters to replay (ids from `dead-letters list`)",
-    )
-    which.add_argument("--all", action="store_true", help="every letter that is still dead")
-    arg.json_flag(replay)
-    replay.set_defaults(func=dl.replay, needs_schema=True)
-    discard = actions.add_parser("discard", help="give up on a dead letter for good")
-    arg.letter_id(discard)
-    arg.json_flag(discard)
-    discard.set_defaults(func=dl.discard, needs_schema=True)
 
 
 def _add_simulate(commands: Subparsers) -> None:
@@ -289,8 +272,3 @@ def _add_demo(commands: Subparsers) -> None:
         "--groups", type=arg.positive_int, default=10, metavar="N", help="image groups to run"
     )
     demo_parser.set_defaults(func=demo)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

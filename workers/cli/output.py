@@ -1,4 +1,4 @@
-"""Printing for the CLI: one JSON document, or a plain aligned text table."""
+"""Printing for the CLI: one JSON document, or plain aligned text with event data escaped."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+from workers.safe_text import printable
 
 
 class CommandError(Exception):
@@ -22,11 +24,16 @@ def print_json(document: Any) -> None:
 
 
 def print_error(message: str) -> None:
-    sys.stderr.write(f"imagegroups: error: {message}\n")
+    sys.stderr.write(f"imagegroups: error: {printable(message)}\n")
+
+
+def print_error_document(message: str, error_type: str) -> None:
+    """A `--json` command that failed still prints one JSON document (docs/contract.md §4)."""
+    print_json({"error": message, "error_type": error_type})
 
 
 def print_warning(message: str) -> None:
-    sys.stderr.write(f"imagegroups: warning: {message}\n")
+    sys.stderr.write(f"imagegroups: warning: {printable(message)}\n")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -52,11 +59,12 @@ def print_fields(record: Mapping[str, Any]) -> None:
 
 
 def _cell(value: Any) -> str:
+    """One cell or field, on one line: event data may hold any control character."""
     if value is None:
         return "-"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+        return printable(json.dumps(value, ensure_ascii=False))
+    return printable(str(value))
 
 
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:

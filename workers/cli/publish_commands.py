@@ -89,8 +89,10 @@ def _validate_and_send(
     event_id = _send(event)
     if args.json:
         print_json({"event_id": event_id, "event": event})
-    else:
+    elif args.quiet:
         print(event_id)
+    else:
+        print(f"event_id: {event_id}")
     return 0
 
 

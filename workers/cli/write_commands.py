@@ -9,16 +9,13 @@ from contextlib import contextmanager
 
 from domain import StageName
 from workers import handlers, relay
+from workers.cli import arguments as arg
 from workers.cli.output import print_json, print_warning
 from workers.root import runtime
 from workers.service import execute
 
 #: The stages an operator may request, as the command line spells them.
-REQUESTABLE = {
-    "deploy": StageName.DEPLOY,
-    "pxe-boot": StageName.PXE_BOOT,
-    "validate": StageName.VALIDATE,
-}
+REQUESTABLE = {name: StageName(name) for name in arg.REQUESTABLE}
 
 
 def request(args: argparse.Namespace) -> int:
@@ -47,21 +44,34 @@ def _run(args: argparse.Namespace, handle: Callable[[handlers.Deps], handlers.Re
         {"task_name": m.task_name, "event_id": m.event_id, "sent": i < sent}
         for i, m in enumerate(result.messages)
     ]
+    attempt = _attempt(result)
     if args.json:
         print_json(
             {
                 "image_group_id": result.outcome.image_group_id,
                 "status": status,
+                "attempt": attempt,
                 "command_id": result.outcome.event_id,
                 "follow_on": follow_ons,
             }
         )
         return 0
-    print(f"{result.outcome.image_group_id}: {status}")
+    started = "" if attempt is None else f" (attempt {attempt})"
+    print(f"{result.outcome.image_group_id}: {status}{started}")
     for follow_on in follow_ons:
         state = "sent" if follow_on["sent"] else "pending in outbox"
         print(f"  {follow_on['task_name']} {follow_on['event_id']} ({state})")
     return 0
+
+
+def _attempt(result: handlers.Result) -> int | None:
+    """The attempt of the stage the command requested (its follow-on carries it); None when
+    it requested none (cleanup)."""
+    for message in result.messages:
+        attempt = message.body.get("payload", {}).get("attempt")
+        if isinstance(attempt, int):
+            return attempt
+    return None
 
 
 class _Failures(logging.Handler):
