@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from domain.catalog import CatalogReservation, check_roles
-from domain.changes import STAGE_TIMEOUT, StageEnded, StageRequest, Transition
-from domain.commands import EventIds, RecordStageResult, ReserveCatalog
+from domain.changes import (
+    STAGE_TIMEOUT,
+    UNKNOWN_CAUSE,
+    CauseKind,
+    StageEnded,
+    StageRequest,
+    Transition,
+    TransitionCause,
+)
+from domain.commands import EventIds, RecordStageResult, ReserveCatalog, on_delivery
 from domain.errors import (
     CatalogConflictError,
     CatalogNotParsedError,
@@ -38,11 +46,13 @@ from domain.ports import (
     OutboxRepository,
     Page,
     StageRepository,
+    TraceRepository,
     UnitOfWork,
 )
 from domain.records import (
     DeadLetter,
     DeadLetterStatus,
+    InboxRecord,
     JobRecord,
     OutboxMessage,
     StageRecord,
@@ -70,10 +80,12 @@ __all__ = [
     "STAGE_ALIASES",
     "STAGE_FLOW",
     "STAGE_TIMEOUT",
+    "UNKNOWN_CAUSE",
     "CatalogConflictError",
     "CatalogNotParsedError",
     "CatalogRepository",
     "CatalogReservation",
+    "CauseKind",
     "DeadLetter",
     "DeadLetterRepository",
     "DeadLetterStatus",
@@ -90,6 +102,7 @@ __all__ = [
     "ImageGroupNotFoundError",
     "ImageGroupRepository",
     "ImageGroupStatus",
+    "InboxRecord",
     "InboxRepository",
     "InvalidStateTransitionError",
     "InvalidValueError",
@@ -112,10 +125,13 @@ __all__ = [
     "StageRequest",
     "StageState",
     "StaleResultError",
+    "TraceRepository",
     "Transition",
+    "TransitionCause",
     "UnitOfWork",
     "check_name",
     "check_roles",
     "latest_per_job",
     "next_stage",
+    "on_delivery",
 ]

@@ -1,12 +1,81 @@
-"""What a transition leaves behind for the handler to write: history rows, stage requests,
-and the stages that ended (their results, or their deadlines passing)."""
+"""What a transition leaves behind for the handler to write: history rows with their causes,
+stage requests, and the stages that ended (their results, or their deadlines passing)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from domain.values import ImageGroupId, ImageGroupStatus, StageName, StageOutcome
+
+#: The error code of a stage whose deadline passed with no result (docs/contract.md §4).
+STAGE_TIMEOUT = "STAGE_TIMEOUT"
+
+
+class CauseKind(enum.StrEnum):
+    EVENT = "event"
+    OPERATOR = "operator"
+    DEADLINE = "deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionCause:
+    """Why a group moved: an incoming event, an operator's command, or a deadline passing.
+
+    Stored with the transition and never rewritten, so a redeploy cannot hide why attempt 1
+    failed. `kind` is None only for a move recorded before causes were (migration 0006 could
+    not tell); a field that does not apply to the kind is None.
+    """
+
+    kind: CauseKind | None = None
+    event_type: str | None = None
+    stage: StageName | None = None
+    attempt: int | None = None
+    outcome: StageOutcome | None = None
+    error_code: str | None = None
+    error_summary: str | None = None
+    command: str | None = None
+
+    @classmethod
+    def event(
+        cls,
+        event_type: str,
+        stage: StageName,
+        outcome: StageOutcome,
+        *,
+        attempt: int | None = None,
+        error_code: str | None = None,
+        error_summary: str | None = None,
+    ) -> TransitionCause:
+        return cls(CauseKind.EVENT, event_type, stage, attempt, outcome, error_code, error_summary)
+
+    @classmethod
+    def operator(cls, command: str, stage: StageName | None = None) -> TransitionCause:
+        return cls(CauseKind.OPERATOR, stage=stage, command=command)
+
+    @classmethod
+    def deadline(cls, stage: StageName, attempt: int, deadline: datetime) -> TransitionCause:
+        summary = f"no {stage} result for attempt {attempt} by its deadline {deadline.isoformat()}"
+        return cls(
+            CauseKind.DEADLINE,
+            stage=stage,
+            attempt=attempt,
+            outcome=StageOutcome.FAILED,
+            error_code=STAGE_TIMEOUT,
+            error_summary=summary,
+        )
+
+    def on_attempt(self, attempt: int) -> TransitionCause:
+        """This cause, naming the group's attempt when the caller could not (an unknown
+        cause stays as it is)."""
+        if self.attempt is not None or self.kind is None:
+            return self
+        return replace(self, attempt=attempt)
+
+
+#: What a transition recorded without a cause carries.
+UNKNOWN_CAUSE = TransitionCause()
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +87,7 @@ class Transition:
     to_status: ImageGroupStatus
     event_id: str
     at: datetime
+    cause: TransitionCause = UNKNOWN_CAUSE
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +96,6 @@ class StageRequest:
 
     stage: StageName
     attempt: int
-
-
-#: The error code of a stage whose deadline passed with no result (docs/contract.md §4).
-STAGE_TIMEOUT = "STAGE_TIMEOUT"
 
 
 @dataclass(frozen=True, slots=True)

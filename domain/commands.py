@@ -6,7 +6,7 @@ and outcome are enums, the catalog is already a valid reservation request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from domain.catalog import CatalogReservation
@@ -20,6 +20,10 @@ class EventIds:
     event_id: str
     job_id: str
     correlation_id: str | None = None
+    #: What it answers: the envelope's causation_id, else a stage result's request_event_id.
+    causation_id: str | None = None
+    #: Which delivery of the event this is: 1 the first, then each retry and redelivery.
+    delivery: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +47,10 @@ class RecordStageResult:
     error_code: str | None = None
     error_summary: str | None = None
     result_detail: dict[str, Any] | None = None
+
+
+def on_delivery(
+    command: ReserveCatalog | RecordStageResult, delivery: int
+) -> ReserveCatalog | RecordStageResult:
+    """The command as this delivery of its event carries it (the inbox keeps the count)."""
+    return replace(command, ids=replace(command.ids, delivery=delivery))

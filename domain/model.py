@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 # Re-exported: the aggregate's outputs were defined here before they had a module of their own.
+from domain.changes import CauseKind, TransitionCause
 from domain.changes import StageEnded as StageEnded
 from domain.changes import StageRequest as StageRequest
 from domain.changes import Transition as Transition
@@ -142,16 +143,19 @@ class ImageGroup:
         *,
         event_id: str,
         at: datetime,
+        cause: TransitionCause | None = None,
     ) -> ImageGroup:
         if not images:
             raise ValueError(f"image group {group_id} needs at least one image")
         group = cls(group_id, job_id, S.BUILT, tuple(images), created_at=at, updated_at=at)
-        group.new_transitions.append(Transition(group_id, None, S.BUILT, event_id, at))
+        why = (cause or TransitionCause()).on_attempt(group.attempt)
+        group.new_transitions.append(Transition(group_id, None, S.BUILT, event_id, at, why))
         return group
 
     # Named transitions: start a stage, finish it, clean up ----------------------------
-    def clean(self, *, event_id: str, at: datetime) -> None:
-        self._move(S.CLEANED, event_id, at)
+    # Each records its cause with the move; one without an attempt gets the group's.
+    def clean(self, *, event_id: str, at: datetime, cause: TransitionCause | None = None) -> None:
+        self._move(S.CLEANED, event_id, at, cause or TransitionCause())
 
     def start(
         self,
@@ -160,13 +164,13 @@ class ImageGroup:
         event_id: str,
         at: datetime,
         timeout: timedelta | None = None,
+        cause: TransitionCause | None = None,
     ) -> None:
         """Enter the stage's running status; with a timeout, its result is due by at + timeout."""
         flow = _flow_of(stage)
-        redeploy = self.status is S.FAILED
-        self._move(flow.running, event_id, at)
-        if redeploy:
-            self.attempt += 1
+        attempt = self.attempt + 1 if self.status is S.FAILED else self.attempt  # a redeploy
+        self._move(flow.running, event_id, at, (cause or TransitionCause()).on_attempt(attempt))
+        self.attempt = attempt
         self.deadline_at = None if timeout is None else at + timeout
         self.new_requests.append(StageRequest(stage, self.attempt))
 
@@ -176,15 +180,16 @@ class ImageGroup:
         NotOverdueError when the group no longer waits for that stage and attempt, or its
         deadline has not passed at `at` (the caller re-checks under the row lock with this).
         """
-        flow = _flow_of(stage)
+        flow, deadline = _flow_of(stage), self.deadline_at
         why = None
         if self.status is not flow.running or attempt != self.attempt:
             why = f"it is {self.status}, attempt {self.attempt}"
-        elif self.deadline_at is None or at < self.deadline_at:
-            why = f"its deadline is {self.deadline_at}"
-        if why is not None:
-            raise NotOverdueError(str(self.id), stage, attempt, why)
-        self._end(flow, StageOutcome.FAILED, timed_out=True, event_id=event_id, at=at)
+        elif deadline is None or at < deadline:
+            why = f"its deadline is {deadline}"
+        if why is not None or deadline is None:
+            raise NotOverdueError(str(self.id), stage, attempt, why or "it has no deadline")
+        cause = TransitionCause.deadline(stage, attempt, deadline)
+        self._end(flow, StageOutcome.FAILED, cause, event_id=event_id, at=at)
 
     def running_stage(self) -> StageName | None:
         """The stage whose result the group waits for, if any."""
@@ -198,10 +203,17 @@ class ImageGroup:
         attempt: int | None,
         event_id: str,
         at: datetime,
+        cause: TransitionCause | None = None,
     ) -> None:
         """Apply a stage result; raise StaleResultError for one the group no longer waits for."""
         flow = _flow_of(stage)
-        target = flow.target(outcome)
+        self._check_awaited(flow, flow.target(outcome), attempt)
+        self._end(flow, outcome, cause or TransitionCause(), event_id=event_id, at=at)
+
+    def _check_awaited(
+        self, flow: StageFlow, target: ImageGroupStatus, attempt: int | None
+    ) -> None:
+        stage = flow.stage
         if attempt is not None and attempt < self.attempt:
             raise StaleResultError(
                 str(self.id),
@@ -229,19 +241,19 @@ class ImageGroup:
                 ALLOWED_TRANSITIONS[self.status],
                 f"a {stage} result needs {flow.running}, which the group has not reached",
             )
-        self._end(flow, outcome, timed_out=False, event_id=event_id, at=at)
 
     def _end(
         self,
         flow: StageFlow,
         outcome: StageOutcome,
+        cause: TransitionCause,
         *,
-        timed_out: bool,
         event_id: str,
         at: datetime,
     ) -> None:
         requested_at = self.updated_at  # set when the group entered the running status
-        self._move(flow.target(outcome), event_id, at)
+        self._move(flow.target(outcome), event_id, at, cause.on_attempt(self.attempt))
+        timed_out = cause.kind is CauseKind.DEADLINE
         self.new_stage_ends.append(
             StageEnded(flow.stage, self.attempt, outcome, timed_out, requested_at, at)
         )
@@ -251,11 +263,13 @@ class ImageGroup:
             return True
         return FLOW_ORDER.index(self.status) > FLOW_ORDER.index(status)
 
-    def _move(self, target: ImageGroupStatus, event_id: str, at: datetime) -> None:
+    def _move(
+        self, target: ImageGroupStatus, event_id: str, at: datetime, cause: TransitionCause
+    ) -> None:
         allowed = ALLOWED_TRANSITIONS[self.status]
         if target not in allowed:
             raise InvalidStateTransitionError(str(self.id), self.status, target, allowed)
-        self.new_transitions.append(Transition(self.id, self.status, target, event_id, at))
+        self.new_transitions.append(Transition(self.id, self.status, target, event_id, at, cause))
         self.status = target
         self.updated_at = at
         self.deadline_at = None  # any move ends the wait; start() sets the next deadline

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -13,6 +13,7 @@ from domain.model import ImageGroup, Transition
 from domain.records import (
     DeadLetter,
     DeadLetterStatus,
+    InboxRecord,
     JobRecord,
     OutboxMessage,
     StageRecord,
@@ -105,8 +106,34 @@ class HistoryRepository(Protocol):
 
 
 class InboxRepository(Protocol):
-    def claim(self, event_id: str, task_name: str, outcome: str, at: datetime) -> bool:
-        """Record the event as processed; False when it already was (a duplicate)."""
+    def claim(
+        self,
+        event_id: str,
+        task_name: str,
+        outcome: str,
+        at: datetime,
+        *,
+        job_id: str | None = None,
+        causation_id: str | None = None,
+        delivery: int = 1,
+    ) -> bool:
+        """Record the event as processed by its `delivery`-th delivery; False when it already
+        was (a duplicate), and then the row counts one more duplicate and delivery (stored
+        only if the caller commits)."""
+
+    def claim_later(
+        self,
+        event_id: str,
+        task_name: str,
+        outcome: str,
+        at: datetime,
+        *,
+        job_id: str | None = None,
+        causation_id: str | None = None,
+        delivery: int = 1,
+    ) -> Callable[[], bool]:
+        """`claim`, its answer asked for later: the claim may wait to reach the database
+        with the next statement (in this order), and calling the result gives the answer."""
 
     def set_outcome(self, event_id: str, outcome: str) -> None: ...
 
@@ -148,6 +175,30 @@ class DeadLetterRepository(Protocol):
 
     def count(self, status: DeadLetterStatus) -> int: ...
 
+    def replays_of(self, letter_id: int) -> Sequence[int]:
+        """The letters stored when a replay of this one failed again (`replay_of` = it), by id."""
+        ...
+
+    def latest_replayed(self, event_id: str) -> int | None:
+        """The id of the event's letter replayed last (by replayed_at, then id), if any."""
+        ...
+
+
+class TraceRepository(Protocol):
+    """What `imagegroups trace` reads about one group: an operator's read, not the hot path."""
+
+    def inbox(self, job_id: str, event_ids: Sequence[str]) -> list[InboxRecord]:
+        """These events, and the job's events the history cannot name (any not applied, and
+        its catalog), oldest first."""
+
+    def follow_ons(
+        self, group_id: ImageGroupId, written: Sequence[datetime]
+    ) -> list[OutboxMessage]:
+        """The group's outbox rows written at these times (its transitions' times)."""
+
+    def dead_letters(self, job_id: str, event_ids: Sequence[str]) -> list[DeadLetter]:
+        """Dead letters of these events, or whose body names the job, oldest first."""
+
 
 class UnitOfWork(Protocol):
     """One database transaction; nothing is stored unless `commit` is called."""
@@ -161,6 +212,7 @@ class UnitOfWork(Protocol):
     outbox: OutboxRepository
     deliveries: DeliveryRepository
     dead_letters: DeadLetterRepository
+    trace: TraceRepository
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -53,6 +53,25 @@ def latest_per_job(records: Iterable[StageRecord]) -> dict[str, StageRecord]:
 
 
 @dataclass(frozen=True, slots=True)
+class InboxRecord:
+    """An incoming event the worker handled: its outcome and who sent it after what.
+
+    `deliveries` counts every delivery: those before it was handled (retries, redeliveries)
+    and `duplicates`, those that found it already handled. `job_id` and `causation_id` are
+    None on rows written before migration 0006.
+    """
+
+    event_id: str
+    task_name: str
+    outcome: str
+    processed_at: datetime
+    job_id: str | None = None
+    causation_id: str | None = None
+    deliveries: int = 1
+    duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxMessage:
     """A follow-on event written in the transition's transaction, published after commit."""
 

@@ -11,6 +11,7 @@ from celery.worker.consumer import Consumer
 from vine import promise
 
 from workers import dead_letters, protocol
+from workers.control_step import GuardedBlueprint
 from workers.errors import (
     InvalidTaskMessageError,
     UndecodableMessageError,
@@ -33,6 +34,9 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     the events behind it keep flowing.
     """
 
+    # Remote control as the policy allows, and no worker-to-worker sync (workers/control_step.py).
+    Blueprint = GuardedBlueprint
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._backoff = Backoff()
@@ -54,7 +58,6 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
                     accepted,
                     now=rt.now(),
                     max_eta=max_eta,
-                    keep=(dead_letters.REPLAY_HEADER,),
                 )
             except MESSAGE_ERRORS as refused:
                 return self._dead_letter(message, refused)
@@ -117,7 +120,7 @@ def _store(message: Any, error: Exception) -> bool:
         letter_id = dead_letters.store(
             rt.new_uow,
             task_name=task_name if isinstance(task_name, str) else "(unknown)",
-            event_id=None,
+            event_id=protocol.message_event_id(message),
             body=_body_or_headers(message, headers),
             content_type=message.content_type,
             exc=error,
@@ -134,5 +137,6 @@ def _store(message: Any, error: Exception) -> bool:
         )
         return False
     HEALTH.dead_letter_store.succeeded()
-    log.error("dead-lettered message task_id=%r as %d: %s", headers.get("id"), letter_id, error)
+    if letter_id is not None:  # None: not even a minimal letter stores; logged CRITICAL, ends
+        log.error("dead-lettered message task_id=%r as %d: %s", headers.get("id"), letter_id, error)
     return True

@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from domain import StageEnded, StageName
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
@@ -51,6 +52,15 @@ class Off:
         pass
 
     def expired(self, end: StageEnded) -> None:
+        pass
+
+    def control_refused(self, command: str, count: int = 1) -> None:
+        pass
+
+    def taking_events(self, taking: bool) -> None:
+        pass
+
+    def given_back(self) -> None:
         pass
 
     @contextlib.contextmanager
@@ -93,12 +103,30 @@ class Recorder(Off):
             "Stages failed because their deadline passed with no result, by stage",
             ["stage"], registry=None,
         )  # fmt: skip
+        self.refusals = _refusals()
         # livesum: a pool process that dies drops out (workers/metrics_http.py reaps it).
         self.running = Gauge(
             "imagegroups_events_in_progress", "Events being handled right now, by task",
             ["task"], multiprocess_mode="livesum", registry=None,
         )  # fmt: skip
         self._zeros()
+        self._gate()
+
+    def _gate(self) -> None:
+        """Set in the main process, whose consumer pauses while the database does not answer."""
+        from prometheus_client import Counter, Gauge
+
+        self.taking = Gauge(
+            "imagegroups_taking_events",
+            "1 while the worker consumes events, 0 while its database does not answer",
+            multiprocess_mode="livemax", registry=None,
+        )  # fmt: skip
+        self.taking.set(1)
+        self.returned = Counter(
+            "imagegroups_events_given_back",
+            "Events handed back to the queue because the worker's database did not answer",
+            registry=None,
+        )  # fmt: skip
 
     def _zeros(self) -> None:
         """Series exist at 0 from the start: increase() misses a series that is born at 1."""
@@ -134,10 +162,31 @@ class Recorder(Off):
         self.expiries.labels(end.stage.value).inc()
         self.stage_ended(end)
 
+    def control_refused(self, command: str, count: int = 1) -> None:
+        self.refusals.labels(command).inc(count)
+
+    def taking_events(self, taking: bool) -> None:
+        self.taking.set(1 if taking else 0)
+
+    def given_back(self) -> None:
+        self.returned.inc()
+
     @contextlib.contextmanager
     def in_progress(self, task: str) -> Iterator[None]:
         with self.running.labels(task).track_inprogress():
             yield
+
+
+def _refusals() -> Any:
+    """Counted in the main process (its consumer answers remote control); a count of 0 at
+    start makes each refused command's series exist before its first refusal."""
+    from prometheus_client import Counter
+
+    return Counter(
+        "imagegroups_control_refused",
+        "Remote-control commands refused by the worker's policy, by command",
+        ["command"], registry=None,
+    )  # fmt: skip
 
 
 class _State:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -14,10 +13,12 @@ from typing import Any, NoReturn, TypeVar
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from workers import dead_letters, metrics
+from domain import on_delivery
+from workers import dead_letters, metrics, protocol
 from workers.errors import (
     AttemptsExhaustedError,
     DeadLetteredError,
+    DeadLetterLostError,
     InvalidEventError,
     backoff,
     is_transient,
@@ -53,12 +54,12 @@ def _process(
 ) -> dict[str, Any]:
     rt, started = runtime(), time.perf_counter()
     request = task.request
-    event_id = _event_id_of(kwargs.get("event"))
+    event_id = protocol.call_event_id(args, kwargs)
     # Before the count is read: a lower bound that holds even when the database is down.
     attempts = 1 + request.retries if isinstance(request.retries, int) else 1
     try:
         attempts = _count_delivery(rt, request, event_id, attempts)
-        command = parse(model, args, kwargs).to_command()
+        command = on_delivery(parse(model, args, kwargs).to_command(), attempts)
         done = execute(lambda deps: handler(command, deps=deps), rt)
     except Exception as exc:
         _fail(task, rt, exc, Attempt(attempts, event_id, args, kwargs))
@@ -162,7 +163,7 @@ def _fail(task: Any, rt: Runtime, exc: Exception, attempt: Attempt) -> NoReturn:
 
 def _dead_letter(task: Any, rt: Runtime, exc: Exception, attempt: Attempt, delay: float) -> int:
     try:
-        return dead_letters.store(
+        letter_id = dead_letters.store(
             rt.new_uow,
             task_name=task.name,
             event_id=attempt.event_id,
@@ -171,12 +172,17 @@ def _dead_letter(task: Any, rt: Runtime, exc: Exception, attempt: Attempt, delay
             exc=exc,
             attempts=attempt.number,
             now=rt.now(),
-            replay_of=_replay_of(task.request),
         )
     except Exception:
-        # Without the store a dead letter would be lost: keep the message alive instead.
+        # Only a transient failure gets here (the store ends every other one itself): the
+        # database is away, and without it the letter would be lost, so the message waits.
         log.error("could not dead-letter event_id=%s; retrying", attempt.event_id, exc_info=True)
         _retry(task, exc, delay)
+    if letter_id is None:  # not even a minimal letter stores: given up, logged CRITICAL
+        raise DeadLetterLostError(
+            f"event_id={attempt.event_id} could not be dead-lettered: {type(exc).__name__}: {exc}"
+        ) from exc
+    return letter_id
 
 
 def _retry(task: Any, exc: Exception, delay: float) -> NoReturn:
@@ -192,19 +198,3 @@ def _retry(task: Any, exc: Exception, delay: float) -> NoReturn:
 def _is_redelivery(request: Any) -> bool:
     redelivered = bool((request.delivery_info or {}).get("redelivered"))
     return bool(request.retries) or redelivered
-
-
-def _replay_of(request: Any) -> int | None:
-    value = getattr(request, dead_letters.REPLAY_HEADER, None)
-    if value is None:
-        value = (getattr(request, "headers", None) or {}).get(dead_letters.REPLAY_HEADER)
-    return value if isinstance(value, int) else None
-
-
-def _event_id_of(event: Any) -> str | None:
-    """The envelope's event_id in canonical form, or None when there is no valid one."""
-    value = event.get("event_id") if isinstance(event, dict) else None
-    try:
-        return str(uuid.UUID(value)) if isinstance(value, str) else None
-    except ValueError:
-        return None

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain import StageName
 from workers.backoff import longest_retry_span
+
+_COMMAND_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+
+
+#: How far apart the clocks of two worker hosts may be without a retry's eta being dropped.
+CLOCK_SKEW_SECONDS = 300.0
 
 
 class Settings(BaseSettings):
@@ -41,8 +49,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, validation_alias="IMAGEGROUPS_METRICS_PORT"
     )
-    # Every interface by default, as exporters do: the page holds counts, no event content.
-    metrics_address: str = Field("0.0.0.0", validation_alias="IMAGEGROUPS_METRICS_ADDRESS")
+    # Loopback unless told otherwise (the contract's §6): a port the worker opens is no
+    # business of whoever shares its network. A container sets 0.0.0.0 (docker-compose.yml).
+    metrics_address: str = Field("127.0.0.1", validation_alias="IMAGEGROUPS_METRICS_ADDRESS")
     # The project's own knobs (not in the contract); defaults suit production.
     # The first retry waits 0.5-1 s; with the defaults the 8 deliveries of an event waiting
     # for another one span at least 61 s, longer than a dead worker's messages take to come
@@ -83,6 +92,15 @@ class Settings(BaseSettings):
     flower_unauthenticated: bool = Field(
         False, validation_alias="IMAGEGROUPS_FLOWER_UNAUTHENTICATED"
     )
+    # Remote control over the broker (workers/control_policy.py): "read-only" answers what
+    # `imagegroups health` and Flower's views ask, "full" all of Celery's commands; either
+    # way a revoke never drops an event. ALLOW: single commands more, comma-separated.
+    remote_control: Literal["read-only", "full"] = Field(
+        "read-only", validation_alias="IMAGEGROUPS_REMOTE_CONTROL"
+    )
+    remote_control_allow: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), validation_alias="IMAGEGROUPS_REMOTE_CONTROL_ALLOW"
+    )
 
     @property
     def lease_renewal_interval(self) -> float:
@@ -101,9 +119,10 @@ class Settings(BaseSettings):
 
     @property
     def max_eta_seconds(self) -> float:
-        """How far ahead a message may be scheduled: the longest retry countdown, plus a
-        minute for clocks that disagree. A message held longer ties up a prefetch slot."""
-        return self.retry_backoff_max + 60.0
+        """How far ahead a message may be scheduled: the longest retry countdown, plus the
+        clock skew between hosts the worker tolerates (CLOCK_SKEW_SECONDS). An eta further
+        ahead is dropped and the event runs at once (workers/protocol.py), never refused."""
+        return self.retry_backoff_max + CLOCK_SKEW_SECONDS
 
     @property
     def longest_redelivery_seconds(self) -> float:
@@ -130,6 +149,17 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("remote_control_allow", mode="before")
+    @classmethod
+    def _command_names(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names = frozenset(name.strip() for name in value.split(",") if name.strip())
+        bad = sorted(name for name in names if not _COMMAND_NAME.fullmatch(name))
+        if bad:
+            raise ValueError(f"not remote-control command names: {', '.join(map(repr, bad))}")
+        return names
 
     @field_validator("metrics_port", mode="before")
     @classmethod

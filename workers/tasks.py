@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from workers import database_gate
 from workers.errors import DeadLetteredError
 from workers.handlers import handle_catalog_parsed, handle_stage_finished
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
@@ -21,6 +22,9 @@ _OPTIONS: dict[str, Any] = {
     "reject_on_worker_lost": True,
     "max_retries": None,
     "throws": (DeadLetteredError,),
+    # A revoked id never drops an event, nor does a remote `terminate` kill its handler
+    # (workers/event_request.py); a worker whose database does not answer gives it back.
+    "Request": database_gate.PATH,
 }
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from domain import StageName, StageRecord, StageState, UnitOfWork
+from workers.schema_fields import MAX_ATTEMPT
 
 NewUow = Callable[[], UnitOfWork]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -98,3 +99,11 @@ def test_a_redeployed_stage_that_is_requested_again_is_no_longer_a_failure(
 
     with new_uow() as uow:
         assert uow.stages.latest_failures(["job-1"]) == {}
+
+
+def test_the_largest_attempt_the_schema_allows_is_stored_and_read_back(new_uow: NewUow) -> None:
+    failed = record("job-1", StageName.BUILD_IMAGE, StageState.FAILED, MAX_ATTEMPT, 1, "E")
+    stored(new_uow, failed)
+
+    with new_uow() as uow:
+        assert uow.stages.latest_failures(["job-1"]) == {"job-1": failed}

@@ -25,7 +25,7 @@ from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
 from workers import handlers, publishing
-from workers.dead_letters import REPLAY_HEADER, protocol_body
+from workers.dead_letters import protocol_body
 from workers.messages import CATALOG_PARSED
 from workers.schemas import CatalogParsedEvent, DeployRequestedEvent, StageFinishedEvent
 
@@ -270,8 +270,11 @@ def test_an_unknown_group_exits_1_with_a_message_on_stderr(env: Env, key: str) -
     result = env.early[key]
 
     assert result.returncode == 1
-    assert result.stdout == ""
     assert "no image group with id 'no-such-group'" in result.stderr
+    if key == "status-missing":  # with --json: one JSON document on stdout too
+        assert json.loads(result.stdout)["error"] == "no image group with id 'no-such-group'"
+    else:
+        assert result.stdout == ""
 
 
 NEWEST_FIRST = ["cli-built-2", "cli-passed", "cli-built", "cli-deploying", "cli-failed"]
@@ -316,7 +319,23 @@ def test_history_json_lists_every_transition_oldest_first(env: Env) -> None:
     ev, at = seeded.events, seeded.times
 
     def move(old: str | None, new: str, stage: str) -> dict[str, Any]:
-        return {"from_status": old, "to_status": new, "event_id": ev[stage], "at": iso(at[stage])}
+        cause = {
+            "kind": "event",
+            "event_type": "stage.finished",
+            "stage": stage,
+            "attempt": 1,
+            "outcome": "succeeded",
+            "error_code": None,
+            "error_summary": None,
+            "command": None,
+        }
+        return {
+            "from_status": old,
+            "to_status": new,
+            "event_id": ev[stage],
+            "at": iso(at[stage]),
+            "cause": cause,  # the result that caused the move (and, auto-advanced, the next)
+        }
 
     assert as_json(env.early["history"]) == [
         move(None, "BUILT", "build-image"),
@@ -338,7 +357,7 @@ def test_request_deploy_of_a_failed_group_starts_attempt_2_and_publishes_the_req
     result = as_json(env.run("request", "deploy", "cli-failed", "--json"))
 
     assert env.status("cli-failed") == ("DEPLOYING", 2)
-    assert result["status"] == "DEPLOYING"
+    assert (result["status"], result["attempt"]) == ("DEPLOYING", 2)
     [(headers, event)] = queued(env.redis, "pipeline.deploy")
     request = DeployRequestedEvent.model_validate(event)
     assert headers["id"] == event["event_id"] == result["follow_on"][0]["event_id"]
@@ -393,7 +412,8 @@ def test_publish_catalog_parsed_from_a_file_queues_a_valid_envelope(env: Env) ->
     result = env.run("publish", "catalog-parsed", "--job-id", job_id, "--catalog", catalog)
 
     assert result.returncode == 0, result.stderr
-    event_id = result.stdout.strip()
+    label, event_id = result.stdout.split()
+    assert label == "event_id:"
     [(headers, event)] = [
         m for m in queued(env.redis, "imagegroups.events") if m[0]["id"] == event_id
     ]
@@ -425,6 +445,7 @@ def test_dead_letters_list_and_show_print_the_stored_records(env: Env) -> None:
         "error_message": "image group 'x' is already held by job y",
         "attempts": 3,
         "status": "dead",
+        "replay_of": None,
         "first_failed_at": iso(T0),
         "last_failed_at": iso(T0 + timedelta(seconds=30)),
     }
@@ -436,8 +457,8 @@ def test_dead_letters_list_and_show_print_the_stored_records(env: Env) -> None:
         "body": body,
         "traceback": "Traceback (most recent call last):\n  boom\n",
         "content_type": "application/json",
-        "replay_of": None,
         "replayed_at": None,
+        "replayed_as": [],
     }
     missing = env.early["letter-missing"]
     assert missing.returncode == 1
@@ -473,9 +494,26 @@ def test_dead_letters_replay_sends_good_bodies_again_and_reports_each_refusal(en
     assert env.letter(bad).status is DeadLetterStatus.DEAD
     sent = [m for m in queued(env.redis, "imagegroups.events") if m[1]["event_id"] == event_id]
     [(headers, event)] = sent
-    assert headers[REPLAY_HEADER] == good
+    assert "imagegroups_replay_of" not in headers, "lineage comes from the store, not a header"
     assert headers["id"] == report[good]["task_id"]
     CatalogParsedEvent.model_validate(event).to_command()
+
+
+def test_dead_letters_replay_of_a_replayed_letter_is_refused_unless_forced(env: Env) -> None:
+    event_id, body = good_body()
+    letter_id = env.add_letter(body, event_id=event_id)
+    assert env.run("dead-letters", "replay", str(letter_id)).returncode == 0
+
+    again = env.run("dead-letters", "replay", str(letter_id))
+    forced = env.run("dead-letters", "replay", str(letter_id), "--force")
+
+    assert again.returncode == 1
+    assert again.stdout == ""
+    assert f"dead letter {letter_id} is replayed, not dead; add --force" in again.stderr
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.startswith(f"replayed {letter_id} (event_id {event_id}, task ")
+    sent = [m for m in queued(env.redis, "imagegroups.events") if m[1]["event_id"] == event_id]
+    assert len(sent) == 2  # the first replay and the forced one; the refused one sent nothing
 
 
 def test_dead_letters_replay_all_sends_every_dead_letter(env: Env) -> None:

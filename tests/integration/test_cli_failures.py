@@ -193,9 +193,14 @@ def test_status_and_list_without_json_show_the_failing_stage_and_reason(seeded: 
 def test_history_json_keeps_the_contract_shape_for_a_failed_group(seeded: Seeded) -> None:
     entries = seeded.json("history", "failed-once")
 
-    assert [set(e) for e in entries] == [{"from_status", "to_status", "event_id", "at"}] * 3
+    assert [set(e) for e in entries] == [
+        {"from_status", "to_status", "event_id", "at", "cause"}
+    ] * 3
     assert entries[-1]["to_status"] == "FAILED"
     assert entries[-1]["event_id"] == seeded.events["failed-once/deploy/1"]
+    cause = entries[-1]["cause"]
+    assert (cause["kind"], cause["stage"], cause["attempt"]) == ("event", "deploy", 1)
+    assert (cause["error_code"], cause["error_summary"]) == ("E_DEPLOY", "node n2 unreachable")
 
 
 def test_history_without_json_lists_each_failure_with_stage_attempt_and_reason(
@@ -225,7 +230,7 @@ def test_a_redeploy_with_the_broker_down_prints_one_warning_line_and_no_tracebac
     done = seeded.run("request", "deploy", "to-redeploy")
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == "to-redeploy: DEPLOYING"
+    assert done.stdout.splitlines()[0] == "to-redeploy: DEPLOYING (attempt 2)"
     assert "(pending in outbox)" in done.stdout
     [warning] = done.stderr.splitlines()
     assert warning.startswith("imagegroups: warning: the follow-on event(s) ")

@@ -59,6 +59,12 @@ def _bad_events(job: str, group_id: str) -> list[tuple[str, Any, str]]:
         ),
         (CATALOG, publishing.catalog_parsed(job, "g" * 129, ["compute"]), "at most 128"),
         (CATALOG, publishing.catalog_parsed(job, "bad\x07id", ["compute"]), "image_group_id"),
+        (
+            # Its column is a 32-bit INTEGER: refused as invalid, not a database error.
+            STAGE,
+            publishing.stage_finished(new_job(), "build-image", "failed", attempt=2**31),
+            "payload.attempt: Input should be less than or equal to 2147483647",
+        ),
         # Valid envelopes the state machine or the reservations refuse:
         (STAGE, good, "InvalidStateTransitionError"),
         (
@@ -184,7 +190,7 @@ def test_a_stage_result_before_its_catalog_is_replayed_to_completion(tmp_path: P
         wait_status(s, "late-catalog", "DEPLOYING")
         assert _letters(s)[0].status == "replayed"
 
-        s.run_cli("dead-letters", "replay", str(letters[0].id))
+        s.run_cli("dead-letters", "replay", "--force", str(letters[0].id))
         line = f"event_id={early['event_id']}"
         wait_for(
             lambda: any(

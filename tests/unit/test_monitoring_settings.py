@@ -58,3 +58,8 @@ def test_a_metrics_port_outside_1_to_65535_is_refused(value: str) -> None:
 def test_outside_a_worker_with_metrics_nothing_is_counted() -> None:
     # The CLI, the demo and these tests never switch counting on: every call is a no-op.
     assert type(recorder()) is Off
+
+
+def test_metrics_listen_on_loopback_unless_an_address_is_given() -> None:
+    assert settings().metrics_address == "127.0.0.1"
+    assert settings(IMAGEGROUPS_METRICS_ADDRESS="0.0.0.0").metrics_address == "0.0.0.0"

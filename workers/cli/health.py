@@ -17,6 +17,7 @@ from workers.cli.output import CommandError, print_json, print_table
 from workers.cli.queues import WATCHED, consumers_by_queue, read_queues, unknown
 from workers.messages import EVENTS_QUEUE
 from workers.root import runtime
+from workers.safe_text import printable
 from workers.worker_health import COMMAND
 
 BROKER_TIMEOUT_SECONDS = 3.0
@@ -180,7 +181,7 @@ def _print_human(document: dict[str, Any]) -> None:
     print_table(["CHECK", "STATE", "DETAIL"], rows)
     print(f"\n{'healthy' if document['healthy'] else 'UNHEALTHY'}")
     for problem in document["problems"]:
-        print(f"  - {problem}")
+        print(f"  - {printable(problem)}")  # names and errors come from broker replies
 
 
 def _queue_cells(queue: dict[str, Any]) -> list[str | None]:

@@ -12,9 +12,9 @@ from domain import (
     ImageGroupNotFoundError,
     ImageGroupStatus,
     StageRecord,
-    StageState,
     UnitOfWork,
 )
+from workers.cli import history_view
 from workers.cli.output import iso, print_fields, print_json, print_table
 from workers.root import runtime
 
@@ -134,34 +134,10 @@ def history(args: argparse.Namespace) -> int:
         if group is None:
             raise ImageGroupNotFoundError(image_group_id=group_id.value)
         transitions = uow.history.list_for_group(group_id)
-        stages = [] if args.json else uow.stages.find(group.job_id)
-    entries = [
-        {
-            "from_status": None if t.from_status is None else t.from_status.value,
-            "to_status": t.to_status.value,
-            "event_id": t.event_id,
-            "at": iso(t.at),
-        }
-        for t in transitions
-    ]
+    # Each move carries its cause (workers/cli/history_view.py), kept for every attempt.
+    entries = [history_view.entry(t) for t in transitions]
     if args.json:
         print_json(entries)
         return 0
-    rows = [[e["at"], e["from_status"], e["to_status"], e["event_id"]] for e in entries]
-    print_table(["AT", "FROM", "TO", "EVENT"], rows)
-    _print_failures(entries, stages)
+    history_view.print_history(entries)
     return 0
-
-
-def _print_failures(entries: list[dict[str, Any]], stages: list[StageRecord]) -> None:
-    """Each move to FAILED whose stage result is still on record, with its reason. A stage
-    keeps only its latest record, so a failure its own stage's rerun replaced is not shown."""
-    failed = {s.event_id: s for s in stages if s.state is StageState.FAILED}
-    rows = [
-        [e["at"], f.stage.value, f.attempt, f.error_code, f.error_summary]
-        for e in entries
-        if e["to_status"] == ImageGroupStatus.FAILED.value and (f := failed.get(e["event_id"]))
-    ]
-    if rows:
-        print()
-        print_table(["FAILED AT", "STAGE", "ATTEMPT", "ERROR CODE", "ERROR SUMMARY"], rows)

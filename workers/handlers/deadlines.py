@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain import (
-    STAGE_TIMEOUT,
     ImageGroup,
     NotOverdueError,
     StageEnded,
@@ -50,7 +49,7 @@ def expire_overdue(*, deps: Deps, limit: int = 100) -> list[Expired]:
             except NotOverdueError:
                 continue
             uow.groups.update_status(group)
-            row = _timed_out(group, stage, deadline, command_id, now)
+            row = _timed_out(group, stage, command_id, now)
             persist_change(uow, group, Cause(command_id), deps, now, stages=[row])
             expired.append(Expired(group.id.value, command_id, deadline, group.new_stage_ends[-1]))
         if expired:
@@ -58,9 +57,8 @@ def expire_overdue(*, deps: Deps, limit: int = 100) -> list[Expired]:
     return expired
 
 
-def _timed_out(
-    group: ImageGroup, stage: StageName, deadline: datetime, event_id: str, now: datetime
-) -> StageRecord:
+def _timed_out(group: ImageGroup, stage: StageName, event_id: str, now: datetime) -> StageRecord:
+    cause = group.new_transitions[-1].cause  # the deadline's, as the history keeps it
     return StageRecord(
         job_id=group.job_id,
         stage=stage,
@@ -68,8 +66,6 @@ def _timed_out(
         attempt=group.attempt,
         event_id=event_id,
         updated_at=now,
-        error_code=STAGE_TIMEOUT,
-        error_summary=(
-            f"no {stage} result for attempt {group.attempt} by its deadline {deadline.isoformat()}"
-        ),
+        error_code=cause.error_code,
+        error_summary=cause.error_summary,
     )

@@ -7,13 +7,17 @@ Lock order everywhere: the catalog reservation row, then the group row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 
 from domain import (
     CatalogConflictError,
     CatalogNotParsedError,
+    CatalogReservation,
     DuplicateImageGroupError,
+    EventIds,
     GroupNotCreatedError,
     ImageGroup,
     ImageGroupId,
@@ -27,6 +31,7 @@ from domain import (
     StageRecord,
     StageState,
     StaleResultError,
+    TransitionCause,
     UnitOfWork,
     next_stage,
 )
@@ -42,7 +47,7 @@ def handle_catalog_parsed(command: ReserveCatalog, *, deps: Deps) -> Result:
     reservation = replace(command.catalog, created_at=now)
     group_id = reservation.image_group_id.value
     with deps.new_uow() as uow:
-        if not uow.inbox.claim(ids.event_id, CATALOG_PARSED.task, APPLIED, now):
+        if not _claim(uow, ids, CATALOG_PARSED.task, now):
             return Result(Outcome(DUPLICATE, ids.event_id, group_id))
         held = uow.catalogs.reserve(reservation)
         if held is None:
@@ -62,13 +67,13 @@ def handle_stage_finished(command: RecordStageResult, *, deps: Deps) -> Result:
     event_id, now = command.ids.event_id, deps.clock()
     given = None if command.image_group_id is None else command.image_group_id.value
     with deps.new_uow() as uow:
-        if not uow.inbox.claim(event_id, STAGE_FINISHED.task, APPLIED, now):
+        claimed = _claim_later(uow, command.ids, STAGE_FINISHED.task, now)
+        apply = _lock_for(uow, command)  # the lock travels with the claim: one round trip
+        if not _settled(uow, claimed):
             return Result(Outcome(DUPLICATE, event_id, given))
+        why = _cause_of(command)
         try:
-            if command.stage.is_build():
-                group = _apply_build_result(uow, command, deps, now)
-            else:
-                group = _apply_stage_result(uow, command, deps, now)
+            group = apply(uow, command, why, deps, now)
         except StaleResultError as stale:
             uow.inbox.set_outcome(event_id, STALE)
             uow.commit()
@@ -83,12 +88,72 @@ def handle_stage_finished(command: RecordStageResult, *, deps: Deps) -> Result:
     return Result(outcome, messages, group.new_stage_ends)
 
 
+def _claim(uow: UnitOfWork, ids: EventIds, task_name: str, now: datetime) -> bool:
+    return _settled(uow, _claim_later(uow, ids, task_name, now))
+
+
+def _claim_later(
+    uow: UnitOfWork, ids: EventIds, task_name: str, now: datetime
+) -> Callable[[], bool]:
+    return uow.inbox.claim_later(
+        ids.event_id,
+        task_name,
+        APPLIED,
+        now,
+        job_id=ids.job_id,
+        causation_id=ids.causation_id,
+        delivery=ids.delivery,
+    )
+
+
+def _settled(uow: UnitOfWork, claimed: Callable[[], bool]) -> bool:
+    """Whether the claim is this event's first; a duplicate's count is committed at once
+    (the same round trip the rollback would have taken), so a trace can show it."""
+    if claimed():
+        return True
+    uow.commit()
+    return False
+
+
+Apply = Callable[
+    [UnitOfWork, RecordStageResult, TransitionCause, Deps, datetime], ImageGroup | None
+]
+
+
+def _lock_for(uow: UnitOfWork, command: RecordStageResult) -> Apply:
+    """Take the row lock the result is applied under, after the claim (the lock order); a
+    duplicate holds it only until its commit. The reservation lock serialises the creation
+    of the job's group (no group row to lock yet)."""
+    job_id = command.ids.job_id
+    if command.stage.is_build():
+        reservation = uow.catalogs.find_by_job_id_for_update(job_id)
+        return partial(_apply_build_result, reservation=reservation)
+    return partial(_apply_stage_result, group=uow.groups.find_by_job_id_for_update(job_id))
+
+
+def _cause_of(command: RecordStageResult) -> TransitionCause:
+    """The event, as each transition it causes records it (the aggregate adds the attempt
+    when the event named none)."""
+    return TransitionCause.event(
+        STAGE_FINISHED.event_type,
+        command.stage,
+        command.outcome,
+        attempt=command.attempt,
+        error_code=command.error_code,
+        error_summary=command.error_summary,
+    )
+
+
 def _apply_build_result(
-    uow: UnitOfWork, command: RecordStageResult, deps: Deps, now: datetime
+    uow: UnitOfWork,
+    command: RecordStageResult,
+    cause: TransitionCause,
+    deps: Deps,
+    now: datetime,
+    *,
+    reservation: CatalogReservation | None,
 ) -> ImageGroup | None:
     event_id, job_id = command.ids.event_id, command.ids.job_id
-    # The reservation lock serialises the creation of the job's group (no row to lock yet).
-    reservation = uow.catalogs.find_by_job_id_for_update(job_id)
     failed = command.outcome is StageOutcome.FAILED
     if reservation is None and not failed:
         raise CatalogNotParsedError(job_id)  # the catalog may still be on its way
@@ -99,11 +164,12 @@ def _apply_build_result(
         _refuse_if_built(uow, command)
         return None
     images = reservation.images(deps.new_id)
-    group = ImageGroup.create(reservation.image_group_id, job_id, images, event_id=event_id, at=now)
+    group = ImageGroup.create(
+        reservation.image_group_id, job_id, images, event_id=event_id, at=now, cause=cause
+    )
     if deps.auto_advance:
-        group.start(
-            StageName.DEPLOY, event_id=event_id, at=now, timeout=deps.timeout(StageName.DEPLOY)
-        )
+        timeout = deps.timeout(StageName.DEPLOY)
+        group.start(StageName.DEPLOY, event_id=event_id, at=now, timeout=timeout, cause=cause)
     try:
         uow.groups.save(group)  # insert first: the usual case costs no look-up
     except DuplicateImageGroupError:
@@ -122,19 +188,33 @@ def _refuse_if_built(uow: UnitOfWork, command: RecordStageResult) -> None:
 
 
 def _apply_stage_result(
-    uow: UnitOfWork, command: RecordStageResult, deps: Deps, now: datetime
+    uow: UnitOfWork,
+    command: RecordStageResult,
+    cause: TransitionCause,
+    deps: Deps,
+    now: datetime,
+    *,
+    group: ImageGroup | None,
 ) -> ImageGroup:
     event_id, job_id = command.ids.event_id, command.ids.job_id
-    group = uow.groups.find_by_job_id_for_update(job_id)
     if group is None:
         raise GroupNotCreatedError(job_id=job_id)
     _check_group_id(job_id, group.id, command.image_group_id)
     if command.attempt is None and command.request_event_id is not None:
         _refuse_an_old_request(uow, group, command)
-    group.finish(command.stage, command.outcome, attempt=command.attempt, event_id=event_id, at=now)
+    group.finish(
+        command.stage,
+        command.outcome,
+        attempt=command.attempt,
+        event_id=event_id,
+        at=now,
+        cause=cause,
+    )
     follow = next_stage(group.status)
     if command.outcome is StageOutcome.SUCCEEDED and deps.auto_advance and follow is not None:
-        group.start(follow, event_id=event_id, at=now, timeout=deps.timeout(follow))
+        # The next stage starts because of this result: the same cause, on the same attempt.
+        cause = cause.on_attempt(group.attempt)
+        group.start(follow, event_id=event_id, at=now, timeout=deps.timeout(follow), cause=cause)
     uow.groups.update_status(group)
     return group
 

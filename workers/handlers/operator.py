@@ -5,22 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from domain import ImageGroup, ImageGroupId, ImageGroupNotFoundError, StageName
+from domain import ImageGroup, ImageGroupId, ImageGroupNotFoundError, StageName, TransitionCause
 from workers.follow_on import Cause
 from workers.handlers.base import Deps, EventOutcome, Outcome, Result, persist_change
 
 
 def request_stage(group_id: str, stage: StageName, *, deps: Deps) -> Result:
     """Ask for a stage now (a redeploy from FAILED starts a new attempt)."""
-    timeout = deps.timeout(stage)
+    timeout, cause = deps.timeout(stage), TransitionCause.operator(f"request {stage}", stage)
     return _command(
-        group_id, deps, lambda g, cmd, at: g.start(stage, event_id=cmd, at=at, timeout=timeout)
+        group_id,
+        deps,
+        lambda g, cmd, at: g.start(stage, event_id=cmd, at=at, timeout=timeout, cause=cause),
     )
 
 
 def cleanup(group_id: str, *, deps: Deps) -> Result:
     """Mark the group CLEANED."""
-    return _command(group_id, deps, lambda g, cmd, at: g.clean(event_id=cmd, at=at))
+    cause = TransitionCause.operator("cleanup")
+    return _command(group_id, deps, lambda g, cmd, at: g.clean(event_id=cmd, at=at, cause=cause))
 
 
 def _command(
