@@ -11,18 +11,22 @@ from typing import Any
 
 from domain import (
     CatalogReservation,
+    CauseKind,
     DeadLetter,
     DeadLetterStatus,
     Image,
     ImageGroup,
     ImageGroupId,
     ImageGroupStatus,
+    InboxRecord,
     OutboxMessage,
     RoleName,
     StageName,
+    StageOutcome,
     StageRecord,
     StageState,
     Transition,
+    TransitionCause,
 )
 from persistence import storable
 
@@ -103,17 +107,53 @@ def transition_to_entity(row: Any) -> Transition:
         to_status=ImageGroupStatus(row.to_status),
         event_id=row.event_id,
         at=row.at,
+        cause=cause_to_entity(row),
+    )
+
+
+def cause_to_entity(row: Any) -> TransitionCause:
+    return TransitionCause(
+        kind=None if row.cause_kind is None else CauseKind(row.cause_kind),
+        event_type=row.cause_event_type,
+        stage=None if row.cause_stage is None else StageName(row.cause_stage),
+        attempt=row.cause_attempt,
+        outcome=None if row.cause_outcome is None else StageOutcome(row.cause_outcome),
+        error_code=row.cause_error_code,
+        error_summary=row.cause_error_summary,
+        command=row.cause_command,
     )
 
 
 def transition_values(t: Transition) -> dict[str, object]:
+    c = t.cause
     return {
         "image_group_id": t.image_group_id.value,
         "from_status": None if t.from_status is None else t.from_status.value,
         "to_status": t.to_status.value,
         "event_id": t.event_id,
         "at": t.at,
+        "cause_kind": None if c.kind is None else c.kind.value,
+        "cause_event_type": c.event_type,
+        "cause_stage": None if c.stage is None else c.stage.value,
+        "cause_attempt": c.attempt,
+        "cause_outcome": None if c.outcome is None else c.outcome.value,
+        "cause_error_code": storable.optional_text(c.error_code),
+        "cause_error_summary": storable.optional_text(c.error_summary),
+        "cause_command": c.command,
     }
+
+
+def inbox_to_entity(row: Any) -> InboxRecord:
+    return InboxRecord(
+        event_id=row.event_id,
+        task_name=row.task_name,
+        outcome=row.outcome,
+        processed_at=row.processed_at,
+        job_id=row.job_id,
+        causation_id=row.causation_id,
+        deliveries=row.deliveries,
+        duplicates=row.duplicates,
+    )
 
 
 def outbox_to_entity(row: Any) -> OutboxMessage:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
@@ -27,6 +26,7 @@ from domain.ports import (
     JobRepository,
     OutboxRepository,
     StageRepository,
+    TraceRepository,
 )
 from persistence import storable
 from persistence.memory_records import (
@@ -39,6 +39,7 @@ from persistence.memory_records import (
     MemoryStageRepository,
 )
 from persistence.memory_state import MemoryState
+from persistence.memory_trace import MemoryTraceRepository
 
 __all__ = ["MemoryState", "MemoryUnitOfWork"]
 
@@ -151,16 +152,15 @@ class MemoryCatalogRepository:
 
 
 class MemoryUnitOfWork:
-    """Works on a private copy and swaps it in on commit; one lock makes it serialisable."""
-
-    _lock = threading.RLock()
+    """Works on a private copy and swaps it in on commit; the store's lock (every unit on
+    the same MemoryState holds it) makes it serialisable."""
 
     def __init__(self, state: MemoryState | None = None) -> None:
         self.committed_state = state if state is not None else MemoryState()
         self.commits = 0
 
     def __enter__(self) -> MemoryUnitOfWork:
-        self._lock.acquire()
+        self.committed_state.lock.acquire()
         self._begin()
         return self
 
@@ -178,6 +178,7 @@ class MemoryUnitOfWork:
         self.outbox: OutboxRepository = MemoryOutboxRepository(self.state)
         self.deliveries: DeliveryRepository = MemoryDeliveryRepository(self.state)
         self.dead_letters: DeadLetterRepository = MemoryDeadLetterRepository(self.state)
+        self.trace: TraceRepository = MemoryTraceRepository(self.state)
 
     def __exit__(
         self,
@@ -185,7 +186,7 @@ class MemoryUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._lock.release()
+        self.committed_state.lock.release()
 
     def commit(self) -> None:
         for name in vars(self.committed_state):

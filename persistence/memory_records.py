@@ -4,7 +4,7 @@ dead letters (fakes with the SQL ones' promises; see persistence/memory.py)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -12,6 +12,7 @@ from domain import (
     DeadLetter,
     DeadLetterStatus,
     ImageGroupId,
+    InboxRecord,
     JobRecord,
     OutboxMessage,
     StageRecord,
@@ -57,7 +58,7 @@ class MemoryHistoryRepository:
         self.state = state
 
     def add(self, transitions: Sequence[Transition]) -> None:
-        self.state.history.extend(transitions)
+        self.state.history.extend(storable.transition(t) for t in transitions)
 
     def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:
         return [t for t in self.state.history if t.image_group_id == group_id]
@@ -67,14 +68,58 @@ class MemoryInboxRepository:
     def __init__(self, state: MemoryState) -> None:
         self.state = state
 
-    def claim(self, event_id: str, task_name: str, outcome: str, at: datetime) -> bool:
+    def claim(
+        self,
+        event_id: str,
+        task_name: str,
+        outcome: str,
+        at: datetime,
+        *,
+        job_id: str | None = None,
+        causation_id: str | None = None,
+        delivery: int = 1,
+    ) -> bool:
         if event_id in self.state.inbox:
+            held = self.state.inbox_records.get(event_id)
+            if held is not None:
+                deliveries = max(held.deliveries + 1, delivery)
+                self.state.inbox_records[event_id] = replace(
+                    held, deliveries=deliveries, duplicates=held.duplicates + 1
+                )
             return False
         self.state.inbox[event_id] = outcome
+        self.state.inbox_records[event_id] = InboxRecord(
+            event_id, task_name, outcome, at, job_id, causation_id, delivery
+        )
         return True
+
+    def claim_later(
+        self,
+        event_id: str,
+        task_name: str,
+        outcome: str,
+        at: datetime,
+        *,
+        job_id: str | None = None,
+        causation_id: str | None = None,
+        delivery: int = 1,
+    ) -> Callable[[], bool]:
+        claimed = self.claim(
+            event_id,
+            task_name,
+            outcome,
+            at,
+            job_id=job_id,
+            causation_id=causation_id,
+            delivery=delivery,
+        )
+        return lambda: claimed
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
         self.state.inbox[event_id] = outcome
+        held = self.state.inbox_records.get(event_id)
+        if held is not None:
+            self.state.inbox_records[event_id] = replace(held, outcome=outcome)
 
     def count_by_outcome(self) -> dict[str, int]:
         return dict(Counter(self.state.inbox.values()))
@@ -179,3 +224,18 @@ class MemoryDeadLetterRepository:
 
     def count(self, status: DeadLetterStatus) -> int:
         return sum(1 for d in self.state.dead_letters.values() if d.status is status)
+
+    def replays_of(self, letter_id: int) -> Sequence[int]:
+        return sorted(
+            d.id
+            for d in self.state.dead_letters.values()
+            if d.replay_of == letter_id and d.id is not None
+        )
+
+    def latest_replayed(self, event_id: str) -> int | None:
+        replayed = [
+            (d.replayed_at is not None, d.replayed_at or datetime.min, d.id or 0)
+            for d in self.state.dead_letters.values()
+            if d.event_id == event_id and d.status is DeadLetterStatus.REPLAYED
+        ]
+        return max(replayed)[2] if replayed else None

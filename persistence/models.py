@@ -151,6 +151,21 @@ class TransitionRow(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str] = mapped_column(String(36))
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Why the group moved (migration 0006), written with the move and never updated; sized as
+    # the values they hold: the stage and the outcome as the stages table stores them, the
+    # error as the event sent it (unbounded text there too), the command as the CLI names it.
+    cause_kind: Mapped[str | None] = mapped_column(String(16))
+    cause_event_type: Mapped[str | None] = mapped_column(String(64))
+    cause_stage: Mapped[str | None] = mapped_column(String(32))
+    cause_attempt: Mapped[int | None] = mapped_column(Integer)
+    cause_outcome: Mapped[str | None] = mapped_column(String(16))
+    cause_error_code: Mapped[str | None] = mapped_column(Text)
+    cause_error_summary: Mapped[str | None] = mapped_column(Text)
+    cause_command: Mapped[str | None] = mapped_column(String(64))
+
+
+#: The inbox rows `trace` cannot reach through the history (see migration 0006).
+UNNAMED_BY_HISTORY = text("outcome <> 'applied' OR task_name = 'imagegroups.catalog_parsed'")
 
 
 class ProcessedEventRow(Base):
@@ -158,14 +173,27 @@ class ProcessedEventRow(Base):
 
     __tablename__ = "processed_events"
     # Retention deletes by age; rows arrive in time order, so BRIN (see migration 0005).
+    # By job, only the rows the history cannot name: an applied stage result costs no entry.
     __table_args__ = (
         Index("ix_processed_events_processed_at", "processed_at", postgresql_using="brin"),
+        Index(
+            "ix_processed_events_job_unnamed",
+            "job_id",
+            postgresql_where=UNNAMED_BY_HISTORY,
+            sqlite_where=UNNAMED_BY_HISTORY,
+        ),
     )
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     task_name: Mapped[str] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))
     processed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    causation_id: Mapped[str | None] = mapped_column(String(36))
+    # Every delivery of the event, and those that found it already handled (each one's
+    # transaction commits its count).
+    deliveries: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    duplicates: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class DeliveryRow(Base):

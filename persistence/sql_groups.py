@@ -65,7 +65,7 @@ class SqlImageGroupRepository:
         self.conn.defer(statements.UPDATE_GROUP_STATUS, values)
 
     def _load(self, by: str, value: str, *, lock: bool) -> ImageGroup | None:
-        rows = self.conn.execute(_load_statement(by, lock), {"value": value}).all()
+        rows = self.conn.rows(_load_statement(by, lock), {"value": value})
         if not rows:
             return None
         images = [
@@ -162,8 +162,8 @@ class SqlCatalogRepository:
         return mappers.reservation_to_entity(holder)
 
     def _find(self, job_id: str, *, lock: bool) -> CatalogReservation | None:
-        row = self.conn.execute(_reservation_statement(lock), {"job_id": job_id}).first()
-        return None if row is None else mappers.reservation_to_entity(row)
+        rows = self.conn.rows(_reservation_statement(lock), {"job_id": job_id})
+        return mappers.reservation_to_entity(rows[0]) if rows else None
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
         return self._find(job_id, lock=False)

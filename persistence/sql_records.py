@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
@@ -79,7 +79,38 @@ class SqlInboxRepository:
     def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
-    def claim(self, event_id: str, task_name: str, outcome: str, at: datetime) -> bool:
+    def claim(
+        self,
+        event_id: str,
+        task_name: str,
+        outcome: str,
+        at: datetime,
+        *,
+        job_id: str | None = None,
+        causation_id: str | None = None,
+        delivery: int = 1,
+    ) -> bool:
+        return self.claim_later(
+            event_id,
+            task_name,
+            outcome,
+            at,
+            job_id=job_id,
+            causation_id=causation_id,
+            delivery=delivery,
+        )()
+
+    def claim_later(
+        self,
+        event_id: str,
+        task_name: str,
+        outcome: str,
+        at: datetime,
+        *,
+        job_id: str | None = None,
+        causation_id: str | None = None,
+        delivery: int = 1,
+    ) -> Callable[[], bool]:
         # A concurrent delivery of the same event waits here on the unique index until the
         # first commits, then finds the conflict: exactly one of them applies the event.
         values = {
@@ -87,9 +118,12 @@ class SqlInboxRepository:
             "task_name": task_name,
             "outcome": outcome,
             "processed_at": at,
+            "job_id": job_id,
+            "causation_id": causation_id,
+            "deliveries": delivery,
         }
-        claimed = self.conn.execute(statements.claim_event(self.conn.dialect.name), values)
-        return claimed.first() is not None
+        claimed = self.conn.read_later(statements.claim_event(self.conn.dialect.name), values)
+        return lambda: int(claimed.rows()[0][0]) == 0
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
         self.conn.defer(
@@ -149,11 +183,8 @@ class SqlOutboxRepository:
 
     def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
         if event_ids:
-            self.conn.defer(
-                update(OutboxRow)
-                .where(OutboxRow.event_id.in_(list(event_ids)))
-                .values(sent_at=at, lease_until=None)
-            )
+            statement = statements.mark_sent(self.conn.dialect.name)
+            self.conn.defer(statement, {"b_ids": list(event_ids), "b_sent_at": at})
 
     def pending(self) -> tuple[int, datetime | None]:
         count, oldest = self.conn.execute(
@@ -228,3 +259,23 @@ class SqlDeadLetterRepository:
             .where(DeadLetterRow.status == status.value)
         )
         return int(total or 0)
+
+    def replays_of(self, letter_id: int) -> Sequence[int]:
+        rows = self.conn.execute(
+            select(DeadLetterRow.id)
+            .where(DeadLetterRow.replay_of == letter_id)
+            .order_by(DeadLetterRow.id)
+        )
+        return [int(row[0]) for row in rows]
+
+    def latest_replayed(self, event_id: str) -> int | None:
+        found: int | None = self.conn.scalar(
+            select(DeadLetterRow.id)
+            .where(
+                DeadLetterRow.event_id == event_id,
+                DeadLetterRow.status == DeadLetterStatus.REPLAYED.value,
+            )
+            .order_by(DeadLetterRow.replayed_at.desc().nulls_last(), DeadLetterRow.id.desc())
+            .limit(1)
+        )
+        return found

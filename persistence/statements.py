@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Executable, bindparam, insert, update
+from sqlalchemy import Executable, any_, bindparam, func, insert, update
+from sqlalchemy.dialects import postgresql
 
 from persistence.models import (
     CatalogReservationRow,
@@ -36,8 +38,36 @@ UPDATE_GROUP_STATUS = (
 
 @cache
 def claim_event(dialect: str) -> Executable:
-    stmt = insert_for(dialect, ProcessedEventRow).on_conflict_do_nothing()
-    return stmt.returning(ProcessedEventRow.event_id)  # type: ignore[no-any-return]
+    """Insert the inbox row, or count one more duplicate on the row there: still one
+    statement, and `duplicates` comes back 0 exactly when this call inserted.
+
+    A duplicate is one more delivery, unless it is a redelivery whose number says more (it
+    was counted before handling): so a delivery is never counted twice.
+    """
+    stmt = insert_for(dialect, ProcessedEventRow)
+    greatest = func.greatest if dialect == "postgresql" else func.max  # SQLite's scalar max
+    row = ProcessedEventRow
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[row.event_id],
+        set_={
+            "duplicates": row.duplicates + 1,
+            "deliveries": greatest(row.deliveries + 1, stmt.excluded.deliveries),
+        },
+    )
+    return stmt.returning(ProcessedEventRow.duplicates)  # type: ignore[no-any-return]
+
+
+@cache
+def mark_sent(dialect: str) -> Executable:
+    """The relay's "sent" marks: on PostgreSQL `= ANY($1)` with the ids as one array, so the
+    statement is the same whatever their number (psycopg prepares it once); IN elsewhere."""
+    ids: Any = bindparam("b_ids", expanding=True)
+    if dialect == "postgresql":
+        ids = any_(bindparam("b_ids", type_=postgresql.ARRAY(OutboxRow.event_id.type)))
+        matches = OutboxRow.event_id == ids
+    else:
+        matches = OutboxRow.event_id.in_(ids)
+    return update(OutboxRow).where(matches).values(sent_at=bindparam("b_sent_at"), lease_until=None)
 
 
 @cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from domain import CatalogReservation, StageRecord
+from domain import CatalogReservation, StageRecord, Transition
 
 
 def text(value: str) -> str:
@@ -47,3 +47,15 @@ def reservation(held: CatalogReservation) -> CatalogReservation:
         catalog_name=optional_text(held.catalog_name),
         catalog_version=optional_text(held.catalog_version),
     )
+
+
+def transition(move: Transition) -> Transition:
+    cause = move.cause
+    if cause.error_code is None and cause.error_summary is None:
+        return move
+    stored = replace(
+        cause,
+        error_code=optional_text(cause.error_code),
+        error_summary=optional_text(cause.error_summary),
+    )
+    return replace(move, cause=stored)

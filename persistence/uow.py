@@ -16,6 +16,7 @@ from domain.ports import (
     JobRepository,
     OutboxRepository,
     StageRepository,
+    TraceRepository,
 )
 from persistence.batching import BatchingConnection
 from persistence.sql_groups import (
@@ -31,6 +32,7 @@ from persistence.sql_records import (
     SqlOutboxRepository,
     SqlStageRepository,
 )
+from persistence.sql_trace import SqlTraceRepository
 
 
 class SqlUnitOfWork:
@@ -52,6 +54,7 @@ class SqlUnitOfWork:
         self.outbox: OutboxRepository = SqlOutboxRepository(conn)
         self.deliveries: DeliveryRepository = SqlDeliveryRepository(conn)
         self.dead_letters: DeadLetterRepository = SqlDeadLetterRepository(conn)
+        self.trace: TraceRepository = SqlTraceRepository(conn)
         return self
 
     def __exit__(

@@ -1,0 +1,131 @@
+"""Round trips to PostgreSQL per event, counted on the wire, and the guarantees kept meanwhile."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from bench.round_trips import EVENT_TYPES, measure
+from domain import GroupNotCreatedError, OutboxMessage, StageName
+from persistence.db import make_engine
+from persistence.migrate import upgrade
+from persistence.uow import SqlUnitOfWork
+from tests.pg import fresh_database
+from workers.edge.accept import parse
+from workers.handlers import Deps, handle_stage_finished
+from workers.schemas import StageFinishedEvent
+
+pytestmark = pytest.mark.integration
+
+#: What each event may cost: BEGIN travels with the inbox claim and the row lock, the last
+#: writes with the COMMIT; a build result also waits for its group's INSERT (it may conflict).
+BUDGET = {
+    "catalog.parsed": 3,
+    "build-image succeeded": 3,
+    "deploy succeeded": 2,
+    "duplicate catalog.parsed": 2,
+    "duplicate stage result": 2,
+    "outbox sent marks": 1,
+}
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with fresh_database("round_trips") as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    engine = make_engine(url, pool_size=1)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def test_each_event_type_costs_no_more_round_trips_than_its_budget(url: str) -> None:
+    counts = measure(url)
+    assert set(counts) == set(EVENT_TYPES) == set(BUDGET)
+    over = {name: (counts[name], BUDGET[name]) for name in BUDGET if counts[name] > BUDGET[name]}
+    assert not over, f"(measured, budget) per event type: {over}"
+
+
+def test_a_claim_sent_with_its_row_lock_is_rolled_back_when_the_event_fails(
+    engine: Engine,
+) -> None:
+    deps = Deps(
+        new_uow=lambda: SqlUnitOfWork(engine),
+        clock=lambda: NOW,
+        new_id=lambda: str(uuid.uuid4()),
+        stage_timeouts=dict.fromkeys(StageName, timedelta(minutes=30)),
+    )
+    event_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+    envelope = {
+        "event_id": event_id,
+        "event_type": "stage.finished",
+        "schema_version": 1,
+        "occurred_at": NOW.isoformat(),
+        "job_id": job_id,
+        "payload": {"stage": "deploy", "outcome": "succeeded"},
+    }
+    command = parse(StageFinishedEvent, (), {"event": envelope}).to_command()
+    with pytest.raises(GroupNotCreatedError):
+        handle_stage_finished(command, deps=deps)  # claimed, locked nothing, then refused
+    with SqlUnitOfWork(engine) as uow:
+        stored = uow.connection.scalar(
+            text("SELECT count(*) FROM processed_events WHERE event_id = :e"), {"e": event_id}
+        )
+    assert stored == 0
+
+
+def test_a_connection_goes_back_to_the_pool_as_the_engine_made_it(engine: Engine) -> None:
+    with SqlUnitOfWork(engine) as uow:
+        uow.inbox.claim(str(uuid.uuid4()), "imagegroups.stage_finished", "applied", NOW)
+        uow.commit()
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None and dbapi.autocommit is False
+        conn.execute(text("CREATE TEMPORARY TABLE scratch (n int)"))
+        conn.rollback()  # not autocommitted: the table goes with the rollback
+        gone = conn.scalar(text("SELECT to_regclass('pg_temp.scratch') IS NULL"))
+    assert gone is True
+
+
+def test_the_sent_marks_are_one_prepared_statement_whatever_their_number(engine: Engine) -> None:
+    messages = [_message(n) for n in range(21)]
+    with SqlUnitOfWork(engine) as uow:
+        for message in messages:
+            uow.outbox.add(message)
+        uow.commit()
+    start = 0
+    for size in range(1, 7):  # six batches of six sizes: psycopg prepares after five uses
+        with SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_sent([m.event_id for m in messages[start : start + size]], NOW)
+            uow.commit()
+        start += size
+    with SqlUnitOfWork(engine) as uow:
+        prepared = uow.connection.execute(
+            text(
+                "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'UPDATE outbox%'"
+            )
+        ).all()
+        assert uow.outbox.pending() == (0, None)
+    assert len(prepared) == 1, prepared
+
+
+def _message(n: int) -> OutboxMessage:
+    return OutboxMessage(
+        event_id=str(uuid.uuid4()),
+        task_name="pipeline.deploy",
+        queue="pipeline.deploy",
+        body={"n": n},
+        image_group_id="marks-group",
+        created_at=NOW,
+    )
