@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from workers import messages
+from workers.broker.transport import LEASE_OPTION, transport_for
 from workers.settings import get_settings
-from workers.transport import LEASE_OPTION, transport_for
 
 _settings = get_settings()
 
 broker_url = _settings.celery_broker_url
 # For Redis, kombu's Redis transport hardened against malformed queue entries, with leases
-# (workers/transport.py); for any other URL, kombu's own transport for its scheme.
+# (workers/broker/transport.py); for any other URL, kombu's own transport for its scheme.
 broker_transport = transport_for(broker_url)
 result_backend = _settings.celery_result_backend
 
@@ -23,7 +23,7 @@ result_accept_content = ["json"]
 # A message is acked only after its task ends; a killed worker's message comes back.
 task_acks_late = True
 task_reject_on_worker_lost = True
-# A task that ends in an exception has dead-lettered its event first (workers/processing.py),
+# A task that ends in an exception has dead-lettered its event first (workers/edge/task.py),
 # so its message is acked; a handler killed by the time limit never got that far, so its
 # message goes back to the queue like a killed worker's (and the redelivery is counted).
 task_acks_on_failure = True
@@ -34,7 +34,7 @@ worker_prefetch_multiplier = 4
 
 # Redis re-delivers unacked messages after the visibility timeout; Celery reads it from both
 # option sets. Each worker renews the messages it holds every quarter of it (leases, in
-# workers/transport.py), so only a dead worker's messages expire. kombu looks for expired
+# workers/broker/transport.py), so only a dead worker's messages expire. kombu looks for expired
 # ones every `unacked_restore_interval` seconds, and scans only on every
 # `unacked_restore_throttle`-th look: 1, so they come back within the timeout plus one
 # interval, not ten. The scan holds a Redis lock that outlives a worker killed mid-scan:
@@ -64,4 +64,4 @@ result_expires = 24 * 3600
 task_default_queue = messages.EVENTS_QUEUE
 task_routes = messages.task_routes()
 # Undecodable, unknown and malformed messages are dead-lettered, not just logged.
-worker_consumer = "workers.consumer:DeadLetteringConsumer"
+worker_consumer = "workers.edge.consumer:DeadLetteringConsumer"

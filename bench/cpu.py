@@ -38,18 +38,22 @@ def _per_event(label: str, n: int, step: Callable[[], None]) -> None:
 
 
 def measure(n: int, profile: bool) -> None:
-    from workers import publishing, root
+    from workers.celery import app
+    from workers.edge.accept import parse
     from workers.handlers import Result, handle_catalog_parsed, handle_stage_finished
-    from workers.processing import parse
+    from workers.outbox import envelopes
+    from workers.outbox.celery_publisher import CeleryPublisher
+    from workers.runtime import root
     from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
+    root.install(CeleryPublisher(app))  # follow-ons are sent on the event app, as a worker's
     rt = root.runtime()
     jobs = [str(uuid.uuid4()) for _ in range(n)]
     catalogs = [
         parse(
             CatalogParsedEvent,
             (),
-            {"event": publishing.catalog_parsed(j, f"cpu-{j[:13]}", ["compute", "login"])},
+            {"event": envelopes.catalog_parsed(j, f"cpu-{j[:13]}", ["compute", "login"])},
         ).to_command()
         for j in jobs
     ]
@@ -57,7 +61,7 @@ def measure(n: int, profile: bool) -> None:
         parse(
             StageFinishedEvent,
             (),
-            {"event": publishing.stage_finished(j, "build-image", "succeeded")},
+            {"event": envelopes.stage_finished(j, "build-image", "succeeded")},
         ).to_command()
         for j in jobs
     ]

@@ -4,7 +4,7 @@
 
 Unlike the rest of the bench, this script imports the product, for capture only: it runs the
 worker's own event path in process (the envelope parsed into a command, the handler on the
-runtime a pool process builds, `workers/root.py`) and records every statement psycopg is
+runtime a pool process builds, `workers/runtime/root.py`) and records every statement psycopg is
 handed, with its parameters as bound. bench/pg_limit.py runs it in a subprocess on the checkout
 under test and replays what it wrote without the product. Publishing the follow-ons (after the
 commit, outside the transaction) is not run; the outbox row they come from is captured.
@@ -50,9 +50,9 @@ def tagged(value: Any) -> Any:
 
 def capture(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Each event through the worker's path; the statements of each, in order."""
-    from workers import root
+    from workers.edge.accept import parse
     from workers.handlers import handle_catalog_parsed, handle_stage_finished
-    from workers.processing import parse
+    from workers.runtime import root
     from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
     rt = root.runtime()

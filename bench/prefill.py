@@ -74,7 +74,7 @@ _BODY = (
     '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}]\''
 )
 _TRACEBACK = (
-    "'Traceback (most recent call last):\n' || repeat('  File \"/app/workers/processing.py\", "
+    "'Traceback (most recent call last):\n' || repeat('  File \"/app/workers/edge/task.py\", "
     "line 57, in process\n    envelope = parse(model, args, kwargs)\n', 6) || "
     "'workers.errors.InvalidEventError: invalid StageFinishedEvent: payload.outcome'"
 )

@@ -139,7 +139,8 @@ def measure(url: str) -> dict[str, int]:
     from persistence.uow import SqlUnitOfWork
     from workers.edge.accept import parse
     from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
-    from workers.relay import OutboxRelay
+    from workers.outbox.follow_ons import FollowOns
+    from workers.outbox.relay import OutboxRelay
     from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
     engine = make_engine(url)
@@ -147,7 +148,7 @@ def measure(url: str) -> dict[str, int]:
         pass  # the dialect's first-connect queries are not an event's
     clock = lambda: datetime.now(UTC)  # noqa: E731
     deps = Deps(
-        new_uow=lambda: SqlUnitOfWork(engine),
+        new_uow=lambda: SqlUnitOfWork(engine, FollowOns()),
         clock=clock,
         new_id=lambda: str(uuid.uuid4()),
         stage_timeouts=dict.fromkeys(_stage_names(), timedelta(minutes=30)),
@@ -168,7 +169,7 @@ def measure(url: str) -> dict[str, int]:
                     raise RuntimeError(f"{name}: {result.outcome}")
                 sent += [m.event_id for m in result.messages]
                 counts[name] = take().trips
-            OutboxRelay(deps.new_uow, _NoPublisher(), clock)._mark(sent)
+            OutboxRelay(lambda: SqlUnitOfWork(engine), _NoPublisher(), clock)._mark(sent)
             counts[EVENT_TYPES[5]] = take().trips
     finally:
         engine.dispose()

@@ -1,11 +1,18 @@
-"""What a transition leaves behind for the handler to write: history rows with their causes,
-stage requests, and the stages that ended (their results, or their deadlines passing)."""
+"""The domain events an ImageGroup records as it moves, and the causes they carry.
+
+The aggregate only records them (`ImageGroup.events`); the unit of work collects them from
+the groups it handed out or was given and turns them into rows at commit: a StatusChanged
+into a history row, a StageRequested into a follow-on in the outbox and the stage's
+"requested" row, a StageReported into the stage's result row. StageEnded is what the
+stage-time metric reads.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from domain.values import ImageGroupId, ImageGroupStatus, StageName, StageOutcome
 
@@ -91,11 +98,40 @@ class Transition:
 
 
 @dataclass(frozen=True, slots=True)
-class StageRequest:
-    """The group entered a stage's running status: that stage must be asked for."""
+class StatusChanged:
+    """The group moved; its history keeps the transition, cause included."""
+
+    transition: Transition
+
+
+@dataclass(frozen=True, slots=True)
+class StageRequested:
+    """The group entered a stage's running status: that stage must be asked for.
+
+    `event_id` is the transition's (what caused the request) and `at` its time; the
+    correlation the causing event carried goes along with the request.
+    """
 
     stage: StageName
     attempt: int
+    event_id: str
+    at: datetime
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StageReported:
+    """A stage's result as the job's stage record keeps it: reported by an event (the build
+    that created the group included), or a failure by the stage's deadline passing."""
+
+    stage: StageName
+    outcome: StageOutcome
+    attempt: int
+    event_id: str
+    at: datetime
+    error_code: str | None = None
+    error_summary: str | None = None
+    detail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +148,7 @@ class StageEnded:
     timed_out: bool
     requested_at: datetime
     at: datetime
+
+
+#: Everything an aggregate records, in the order it happened.
+DomainEvent = StatusChanged | StageRequested | StageReported | StageEnded

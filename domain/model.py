@@ -1,18 +1,27 @@
-"""The ImageGroup aggregate, its Image entities, and the one transition table they obey."""
+"""The ImageGroup aggregate and its Image entities; they obey the one transition table
+(domain/flow.py) and record what happened as domain events (domain/changes.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import MappingProxyType
+from typing import Any, TypeVar
 
-# Re-exported: the aggregate's outputs were defined here before they had a module of their own.
-from domain.changes import CauseKind, TransitionCause
-from domain.changes import StageEnded as StageEnded
-from domain.changes import StageRequest as StageRequest
+from domain.changes import (
+    CauseKind,
+    DomainEvent,
+    StageEnded,
+    StageReported,
+    StageRequested,
+    StatusChanged,
+    TransitionCause,
+)
+
+# Re-exported: the history's row was defined here before it had a module of its own.
 from domain.changes import Transition as Transition
 from domain.errors import InvalidStateTransitionError, NotOverdueError, StaleResultError
+from domain.flow import ALLOWED_TRANSITIONS, FLOW_ORDER, STAGE_FLOW, StageFlow
 from domain.values import (
     ImageGroupId,
     ImageGroupStatus,
@@ -23,74 +32,7 @@ from domain.values import (
 )
 
 S = ImageGroupStatus
-
-
-@dataclass(frozen=True, slots=True)
-class StageFlow:
-    """Where a stage may start, the status it runs in, and where its outcomes lead."""
-
-    stage: StageName
-    start_from: frozenset[ImageGroupStatus]
-    running: ImageGroupStatus
-    success: ImageGroupStatus
-    failure: ImageGroupStatus
-
-    def target(self, outcome: StageOutcome) -> ImageGroupStatus:
-        return self.success if outcome is StageOutcome.SUCCEEDED else self.failure
-
-
-STAGE_FLOW: Mapping[StageName, StageFlow] = MappingProxyType(
-    {
-        StageName.DEPLOY: StageFlow(
-            StageName.DEPLOY, frozenset({S.BUILT, S.FAILED}), S.DEPLOYING, S.DEPLOYED, S.FAILED
-        ),
-        StageName.PXE_BOOT: StageFlow(
-            StageName.PXE_BOOT, frozenset({S.DEPLOYED}), S.RESTARTING, S.RESTARTED, S.FAILED
-        ),
-        StageName.VALIDATE: StageFlow(
-            StageName.VALIDATE, frozenset({S.RESTARTED}), S.VALIDATING, S.PASSED, S.FAILED
-        ),
-    }
-)
-
-#: Cleanup is refused while a stage runs (its result is still due) and once cleaned.
-CLEANABLE: frozenset[ImageGroupStatus] = frozenset(
-    {S.BUILT, S.DEPLOYED, S.RESTARTED, S.PASSED, S.FAILED}
-)
-
-#: The happy path; a status later in it has "already passed" the earlier ones.
-FLOW_ORDER: tuple[ImageGroupStatus, ...] = (
-    S.BUILT,
-    S.DEPLOYING,
-    S.DEPLOYED,
-    S.RESTARTING,
-    S.RESTARTED,
-    S.VALIDATING,
-    S.PASSED,
-)
-
-
-def _derive_allowed() -> Mapping[ImageGroupStatus, frozenset[ImageGroupStatus]]:
-    moves: dict[ImageGroupStatus, set[ImageGroupStatus]] = {status: set() for status in S}
-    for flow in STAGE_FLOW.values():
-        for origin in flow.start_from:
-            moves[origin].add(flow.running)
-        moves[flow.running] |= {flow.success, flow.failure}
-    for origin in CLEANABLE:
-        moves[origin].add(S.CLEANED)
-    return MappingProxyType({status: frozenset(to) for status, to in moves.items()})
-
-
-#: Every legal move, derived from STAGE_FLOW and CLEANABLE so the two can never disagree.
-ALLOWED_TRANSITIONS = _derive_allowed()
-
-
-def next_stage(status: ImageGroupStatus) -> StageName | None:
-    """The stage that follows a successful one (never a redeploy: FAILED waits for an operator)."""
-    for flow in STAGE_FLOW.values():
-        if status in flow.start_from and status is not S.FAILED:
-            return flow.stage
-    return None
+E = TypeVar("E", StatusChanged, StageRequested, StageReported, StageEnded)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -124,9 +66,8 @@ class ImageGroup:
     attempt: int = 1
     #: When the stage the group waits for must have answered; None while no stage runs.
     deadline_at: datetime | None = None
-    new_transitions: list[Transition] = field(default_factory=list)
-    new_requests: list[StageRequest] = field(default_factory=list)
-    new_stage_ends: list[StageEnded] = field(default_factory=list)
+    #: What happened since the unit of work last collected it (domain/changes.py).
+    events: list[DomainEvent] = field(default_factory=list)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ImageGroup) and other.id == self.id
@@ -144,13 +85,24 @@ class ImageGroup:
         event_id: str,
         at: datetime,
         cause: TransitionCause | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> ImageGroup:
+        """A new BUILT group; built by a stage's result (the cause names stage and outcome),
+        it records that result too, with its `detail`."""
         if not images:
             raise ValueError(f"image group {group_id} needs at least one image")
         group = cls(group_id, job_id, S.BUILT, tuple(images), created_at=at, updated_at=at)
         why = (cause or TransitionCause()).on_attempt(group.attempt)
-        group.new_transitions.append(Transition(group_id, None, S.BUILT, event_id, at, why))
+        group.events.append(StatusChanged(Transition(group_id, None, S.BUILT, event_id, at, why)))
+        if why.stage is not None and why.outcome is not None:
+            attempt = why.attempt or group.attempt  # the result's, as it named it
+            result = (why.stage, why.outcome, attempt)
+            group.events.append(_reported(why, result, event_id, at, detail))
         return group
+
+    def recorded(self, kind: type[E]) -> list[E]:
+        """The events of one kind among those not collected yet, in order."""
+        return [event for event in self.events if isinstance(event, kind)]
 
     # Named transitions: start a stage, finish it, clean up ----------------------------
     # Each records its cause with the move; one without an attempt gets the group's.
@@ -165,14 +117,16 @@ class ImageGroup:
         at: datetime,
         timeout: timedelta | None = None,
         cause: TransitionCause | None = None,
+        correlation_id: str | None = None,
     ) -> None:
-        """Enter the stage's running status; with a timeout, its result is due by at + timeout."""
+        """Enter the stage's running status and request the stage (carrying the causing
+        event's `correlation_id`); with a timeout, its result is due by at + timeout."""
         flow = _flow_of(stage)
         attempt = self.attempt + 1 if self.status is S.FAILED else self.attempt  # a redeploy
         self._move(flow.running, event_id, at, (cause or TransitionCause()).on_attempt(attempt))
         self.attempt = attempt
         self.deadline_at = None if timeout is None else at + timeout
-        self.new_requests.append(StageRequest(stage, self.attempt))
+        self.events.append(StageRequested(stage, attempt, event_id, at, correlation_id))
 
     def expire(self, stage: StageName, attempt: int, *, event_id: str, at: datetime) -> None:
         """The stage's deadline passed with no result: FAILED, as a failed result would.
@@ -189,7 +143,7 @@ class ImageGroup:
         if why is not None or deadline is None:
             raise NotOverdueError(str(self.id), stage, attempt, why or "it has no deadline")
         cause = TransitionCause.deadline(stage, attempt, deadline)
-        self._end(flow, StageOutcome.FAILED, cause, event_id=event_id, at=at)
+        self._end(flow, StageOutcome.FAILED, cause, event_id=event_id, at=at, detail=None)
 
     def running_stage(self) -> StageName | None:
         """The stage whose result the group waits for, if any."""
@@ -204,11 +158,14 @@ class ImageGroup:
         event_id: str,
         at: datetime,
         cause: TransitionCause | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
-        """Apply a stage result; raise StaleResultError for one the group no longer waits for."""
+        """Apply a stage result (its `detail` kept with the stage); raise StaleResultError
+        for one the group no longer waits for."""
         flow = _flow_of(stage)
         self._check_awaited(flow, flow.target(outcome), attempt)
-        self._end(flow, outcome, cause or TransitionCause(), event_id=event_id, at=at)
+        why = cause or TransitionCause()
+        self._end(flow, outcome, why, event_id=event_id, at=at, detail=detail)
 
     def _check_awaited(
         self, flow: StageFlow, target: ImageGroupStatus, attempt: int | None
@@ -250,13 +207,17 @@ class ImageGroup:
         *,
         event_id: str,
         at: datetime,
+        detail: dict[str, Any] | None,
     ) -> None:
         requested_at = self.updated_at  # set when the group entered the running status
-        self._move(flow.target(outcome), event_id, at, cause.on_attempt(self.attempt))
+        cause = cause.on_attempt(self.attempt)
+        self._move(flow.target(outcome), event_id, at, cause)
         timed_out = cause.kind is CauseKind.DEADLINE
-        self.new_stage_ends.append(
+        self.events.append(
             StageEnded(flow.stage, self.attempt, outcome, timed_out, requested_at, at)
         )
+        result = (flow.stage, outcome, self.attempt)
+        self.events.append(_reported(cause, result, event_id, at, detail))
 
     def _has_left(self, status: ImageGroupStatus) -> bool:
         if self.status.is_terminal():
@@ -269,10 +230,24 @@ class ImageGroup:
         allowed = ALLOWED_TRANSITIONS[self.status]
         if target not in allowed:
             raise InvalidStateTransitionError(str(self.id), self.status, target, allowed)
-        self.new_transitions.append(Transition(self.id, self.status, target, event_id, at, cause))
+        move = Transition(self.id, self.status, target, event_id, at, cause)
+        self.events.append(StatusChanged(move))
         self.status = target
         self.updated_at = at
         self.deadline_at = None  # any move ends the wait; start() sets the next deadline
+
+
+def _reported(
+    cause: TransitionCause,
+    result: tuple[StageName, StageOutcome, int],
+    event_id: str,
+    at: datetime,
+    detail: dict[str, Any] | None,
+) -> StageReported:
+    """The stage's (stage, outcome, attempt), with the error the cause names."""
+    stage, outcome, attempt = result
+    error_code, error_summary = cause.error_code, cause.error_summary
+    return StageReported(stage, outcome, attempt, event_id, at, error_code, error_summary, detail)
 
 
 def _flow_of(stage: StageName) -> StageFlow:

@@ -1,4 +1,8 @@
-"""Ports: what the handlers need from storage, as protocols the adapters implement."""
+"""Ports: what the handlers need from storage, as protocols the adapters implement.
+
+Only what the domain's handlers use: the worker's own records (delivery counts, dead
+letters, the outbox relay's side, history and trace reads) are persistence/ports.py's.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,8 @@ from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
 from domain.catalog import CatalogReservation
-from domain.model import ImageGroup, Transition
-from domain.records import (
-    DeadLetter,
-    DeadLetterStatus,
-    InboxRecord,
-    JobRecord,
-    OutboxMessage,
-    StageRecord,
-)
+from domain.model import ImageGroup
+from domain.records import JobRecord, OutboxMessage, StageRecord
 from domain.values import ImageGroupId, ImageGroupStatus
 
 T = TypeVar("T")
@@ -99,12 +96,6 @@ class StageRepository(Protocol):
         no failed stage are left out. Why a FAILED group failed, for many groups at once."""
 
 
-class HistoryRepository(Protocol):
-    def add(self, transitions: Sequence[Transition]) -> None: ...
-
-    def list_for_group(self, group_id: ImageGroupId) -> list[Transition]: ...
-
-
 class InboxRepository(Protocol):
     def claim(
         self,
@@ -140,79 +131,24 @@ class InboxRepository(Protocol):
     def count_by_outcome(self) -> dict[str, int]: ...
 
 
-class OutboxRepository(Protocol):
-    def add(self, message: OutboxMessage) -> None: ...
-
-    def claim_unsent(
-        self, *, created_before: datetime, lease_until: datetime, now: datetime, limit: int
-    ) -> list[OutboxMessage]:
-        """Lease unsent rows nobody else holds (SKIP LOCKED) so several relays never collide."""
-
-    def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None: ...
-
-    def pending(self) -> tuple[int, datetime | None]:
-        """How many rows are unsent, and when the oldest was written."""
-
-
-class DeliveryRepository(Protocol):
-    def record_delivery(self, key: str, at: datetime) -> int:
-        """Count one more delivery of an event and return the count so far."""
-
-    def first_counted_at(self, key: str) -> datetime | None:
-        """When the first counted (second) delivery came: just after the first failure."""
-
-    def reset(self, key: str) -> None: ...
-
-
-class DeadLetterRepository(Protocol):
-    def add(self, letter: DeadLetter) -> int: ...
-
-    def get(self, letter_id: int) -> DeadLetter | None: ...
-
-    def list(self, status: DeadLetterStatus | None = None) -> list[DeadLetter]: ...
-
-    def set_status(self, letter_id: int, status: DeadLetterStatus, at: datetime) -> None: ...
-
-    def count(self, status: DeadLetterStatus) -> int: ...
-
-    def replays_of(self, letter_id: int) -> Sequence[int]:
-        """The letters stored when a replay of this one failed again (`replay_of` = it), by id."""
-        ...
-
-    def latest_replayed(self, event_id: str) -> int | None:
-        """The id of the event's letter replayed last (by replayed_at, then id), if any."""
-        ...
-
-
-class TraceRepository(Protocol):
-    """What `imagegroups trace` reads about one group: an operator's read, not the hot path."""
-
-    def inbox(self, job_id: str, event_ids: Sequence[str]) -> list[InboxRecord]:
-        """These events, and the job's events the history cannot name (any not applied, and
-        its catalog), oldest first."""
-
-    def follow_ons(
-        self, group_id: ImageGroupId, written: Sequence[datetime]
-    ) -> list[OutboxMessage]:
-        """The group's outbox rows written at these times (its transitions' times)."""
-
-    def dead_letters(self, job_id: str, event_ids: Sequence[str]) -> list[DeadLetter]:
-        """Dead letters of these events, or whose body names the job, oldest first."""
-
-
 class UnitOfWork(Protocol):
-    """One database transaction; nothing is stored unless `commit` is called."""
+    """One database transaction; nothing is stored unless `commit` is called.
+
+    `commit` also stores what the groups it handed out or was given recorded since
+    (ImageGroup.events): their history, stage and outbox rows, in the same transaction.
+    """
 
     groups: ImageGroupRepository
     catalogs: CatalogRepository
     jobs: JobRepository
     stages: StageRepository
-    history: HistoryRepository
     inbox: InboxRepository
-    outbox: OutboxRepository
-    deliveries: DeliveryRepository
-    dead_letters: DeadLetterRepository
-    trace: TraceRepository
+
+    @property
+    def follow_ons(self) -> Sequence[OutboxMessage]:
+        """The follow-on events its commits stored in the outbox, in order: the caller
+        publishes them once the transaction is over."""
+        ...
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -18,15 +18,10 @@ from domain import (
 )
 from domain.ports import (
     CatalogRepository,
-    DeadLetterRepository,
-    DeliveryRepository,
-    HistoryRepository,
     ImageGroupRepository,
     InboxRepository,
     JobRepository,
-    OutboxRepository,
     StageRepository,
-    TraceRepository,
 )
 from persistence import storable
 from persistence.memory_records import (
@@ -40,6 +35,14 @@ from persistence.memory_records import (
 )
 from persistence.memory_state import MemoryState
 from persistence.memory_trace import MemoryTraceRepository
+from persistence.ports import (
+    DeadLetterRepository,
+    DeliveryRepository,
+    HistoryRepository,
+    OutboxRepository,
+    TraceRepository,
+)
+from persistence.recording import EventRecorder, FollowOn, SeenGroups
 
 __all__ = ["MemoryState", "MemoryUnitOfWork"]
 
@@ -51,7 +54,7 @@ def _overdue(group: ImageGroup, now: datetime) -> bool:
 def _stored(group: ImageGroup) -> ImageGroup:
     # Images come back ordered by role, as the SQL mapper returns them.
     images = tuple(sorted(group.images, key=lambda i: i.role.value))
-    return replace(group, images=images, new_transitions=[], new_requests=[])
+    return replace(group, images=images, events=[])
 
 
 class MemoryImageGroupRepository:
@@ -153,11 +156,14 @@ class MemoryCatalogRepository:
 
 class MemoryUnitOfWork:
     """Works on a private copy and swaps it in on commit; the store's lock (every unit on
-    the same MemoryState holds it) makes it serialisable."""
+    the same MemoryState holds it) makes it serialisable. The events of the groups it hands
+    out become rows at commit, as in SqlUnitOfWork."""
 
-    def __init__(self, state: MemoryState | None = None) -> None:
+    def __init__(self, state: MemoryState | None = None, follow_on: FollowOn | None = None) -> None:
         self.committed_state = state if state is not None else MemoryState()
         self.commits = 0
+        self._recorder = EventRecorder(follow_on)
+        self.follow_ons = self._recorder.stored
 
     def __enter__(self) -> MemoryUnitOfWork:
         self.committed_state.lock.acquire()
@@ -169,7 +175,10 @@ class MemoryUnitOfWork:
         shared = dict(self.committed_state.reservations)
         self.state = copy.deepcopy(replace(self.committed_state, reservations={}))
         self.state.reservations = shared
-        self.groups: ImageGroupRepository = MemoryImageGroupRepository(self.state)
+        self._recorder.forget()
+        self.groups: ImageGroupRepository = SeenGroups(
+            MemoryImageGroupRepository(self.state), self._recorder
+        )
         self.catalogs: CatalogRepository = MemoryCatalogRepository(self.state)
         self.jobs: JobRepository = MemoryJobRepository(self.state)
         self.stages: StageRepository = MemoryStageRepository(self.state)
@@ -189,6 +198,7 @@ class MemoryUnitOfWork:
         self.committed_state.lock.release()
 
     def commit(self) -> None:
+        self._recorder.store(self.history, self.outbox, self.stages)
         for name in vars(self.committed_state):
             setattr(self.committed_state, name, getattr(self.state, name))
         self.commits += 1

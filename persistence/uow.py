@@ -8,17 +8,20 @@ from sqlalchemy import Engine
 
 from domain.ports import (
     CatalogRepository,
-    DeadLetterRepository,
-    DeliveryRepository,
-    HistoryRepository,
     ImageGroupRepository,
     InboxRepository,
     JobRepository,
-    OutboxRepository,
     StageRepository,
-    TraceRepository,
 )
 from persistence.batching import BatchingConnection
+from persistence.ports import (
+    DeadLetterRepository,
+    DeliveryRepository,
+    HistoryRepository,
+    OutboxRepository,
+    TraceRepository,
+)
+from persistence.recording import EventRecorder, FollowOn, SeenGroups
 from persistence.sql_groups import (
     SqlCatalogRepository,
     SqlHistoryRepository,
@@ -38,14 +41,20 @@ from persistence.sql_trace import SqlTraceRepository
 class SqlUnitOfWork:
     """Repositories run Core statements on one Connection: the ORM session's unit-of-work
     machinery is not needed (rows are mapped to entities explicitly) and costs time per event.
+    The events of the groups it hands out become rows at commit (persistence/recording.py),
+    their follow-ons built by `follow_on`.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, follow_on: FollowOn | None = None) -> None:
         self.engine = engine
+        self._recorder = EventRecorder(follow_on)
+        self.follow_ons = self._recorder.stored
 
     def __enter__(self) -> SqlUnitOfWork:
         self.connection = conn = BatchingConnection(self.engine.connect())
-        self.groups: ImageGroupRepository = SqlImageGroupRepository(conn)
+        self.groups: ImageGroupRepository = SeenGroups(
+            SqlImageGroupRepository(conn), self._recorder
+        )
         self.catalogs: CatalogRepository = SqlCatalogRepository(conn)
         self.jobs: JobRepository = SqlJobRepository(conn)
         self.stages: StageRepository = SqlStageRepository(conn)
@@ -71,7 +80,9 @@ class SqlUnitOfWork:
             self.connection.close()
 
     def commit(self) -> None:
+        self._recorder.store(self.history, self.outbox, self.stages)
         self.connection.commit()
 
     def rollback(self) -> None:
+        self._recorder.forget()
         self.connection.rollback()

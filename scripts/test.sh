@@ -73,4 +73,7 @@ python scripts/export_schemas.py --check
 
 echo "== tests: unit, contract, integration, e2e, faults"
 # Arguments go to pytest (e.g. `scripts/test.sh tests/unit -x`); none means every tier.
-exec python -m pytest -p no:cacheprovider "${@:-tests}"
+# Three test processes: most integration and fault tests wait on workers rather than compute,
+# and each leases its own Redis db and PostgreSQL database (tests/redis_db.py, tests/pg.py).
+# A file stays in one process, so a module's shared worker is started once.
+exec python -m pytest -p no:cacheprovider -n 3 --dist loadfile "${@:-tests}"

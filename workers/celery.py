@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from celery import Celery
 
-from workers import database_gate, flower_access, monitoring, signals
+from workers.broker import database_gate
+from workers.runtime import flower_access, lifecycle
 
 app = Celery("imagegroups")
 app.config_from_object("celeryconfig")
-app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+# The event tasks (workers/edge/task.py).
+app.autodiscover_tasks(["workers.edge"], related_name="task", force=True)
 # `celery -A workers flower` imports this module before Flower reads its options.
 flower_access.install()
-# The worker's lifecycle: fresh connections after fork, the outbox sweep, leases.
-signals.connect()
-# Stage deadlines and the metrics endpoint, in the worker's main process.
-monitoring.connect()
-# No events taken while the database does not answer (workers/database_gate.py).
+# The worker's lifecycle (workers/runtime/lifecycle.py): the composition root handed this
+# app's publisher, fresh connections after fork, the sweeps and the metrics endpoint.
+lifecycle.connect(app)
+# No events taken while the database does not answer (workers/broker/database_gate.py).
 app.steps["consumer"].add(database_gate.DatabaseGate)

@@ -1,4 +1,5 @@
-"""The worker's own errors, which failures are worth a retry, and how long to wait before it."""
+"""The worker's own errors, and which failures are worth a retry (the policy that decides
+what becomes of them is workers/edge/decide.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from domain import CatalogNotParsedError, DomainError, GroupNotCreatedError, InvalidValueError
-from workers.backoff import backoff, shortest_retry_span
+from workers.edge.decide import Failure
 
 # SQLSTATEs that mean "try again": serialization failure, deadlock, lock not available,
 # and the connection-loss / shutdown family.
@@ -77,6 +78,13 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+def failure_of(exc: BaseException) -> Failure:
+    """What a failure is to the policy: past the attempt limit, worth a retry, or neither."""
+    if isinstance(exc, AttemptsExhaustedError):
+        return Failure.EXHAUSTED
+    return Failure.TRANSIENT if is_transient(exc) else Failure.PERMANENT
+
+
 __all__ = [
     "AttemptsExhaustedError",
     "DeadLetterLostError",
@@ -85,7 +93,6 @@ __all__ = [
     "InvalidTaskMessageError",
     "UndecodableMessageError",
     "UnknownTaskError",
-    "backoff",
+    "failure_of",
     "is_transient",
-    "shortest_retry_span",
 ]

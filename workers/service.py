@@ -1,7 +1,7 @@
 """One event or operator command, end to end: its transaction, then its follow-ons.
 
 Publishing happens after the commit and outside every lock; a follow-on that cannot be sent
-now stays in the outbox, and the worker's sweep sends it (workers/relay.py).
+now stays in the outbox, and the worker's sweep sends it (workers/outbox/relay.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from domain import OutboxMessage
 from workers.handlers import Deps, Result
-from workers.root import Runtime
+from workers.runtime.root import Runtime
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain import StageName
-from workers.backoff import longest_retry_span
+from workers.edge.decide import RetryPolicy, longest_retry_span
 
 _COMMAND_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     )
     # Redis hands an unacknowledged message to another worker after this long: how fast a
     # dead host's events come back. A live worker renews the messages it holds every quarter
-    # of it (workers/transport.py), so retry countdowns and slow handlers are not affected.
+    # of it (workers/broker/transport.py), so retry countdowns and slow handlers are not affected.
     visibility_timeout: int = Field(30, ge=1, validation_alias="IMAGEGROUPS_VISIBILITY_TIMEOUT")
     # A handler takes milliseconds; one still running after this is killed, and its event
     # comes back like a killed worker's (counted, dead-lettered after MAX_ATTEMPTS).
@@ -88,11 +88,11 @@ class Settings(BaseSettings):
         600.0, ge=0, validation_alias="IMAGEGROUPS_RETENTION_INTERVAL"
     )
     # Flower shows every event's arguments, so it refuses to start without authentication
-    # unless the operator says an open dashboard is intended (workers/flower_access.py).
+    # unless the operator says an open dashboard is intended (workers/runtime/flower_access.py).
     flower_unauthenticated: bool = Field(
         False, validation_alias="IMAGEGROUPS_FLOWER_UNAUTHENTICATED"
     )
-    # Remote control over the broker (workers/control_policy.py): "read-only" answers what
+    # Remote control over the broker (workers/broker/control_policy.py): "read-only" answers what
     # `imagegroups health` and Flower's views ask, "full" all of Celery's commands; either
     # way a revoke never drops an event. ALLOW: single commands more, comma-separated.
     remote_control: Literal["read-only", "full"] = Field(
@@ -121,8 +121,13 @@ class Settings(BaseSettings):
     def max_eta_seconds(self) -> float:
         """How far ahead a message may be scheduled: the longest retry countdown, plus the
         clock skew between hosts the worker tolerates (CLOCK_SKEW_SECONDS). An eta further
-        ahead is dropped and the event runs at once (workers/protocol.py), never refused."""
+        ahead is dropped and the event runs at once (workers/edge/accept.py), never refused."""
         return self.retry_backoff_max + CLOCK_SKEW_SECONDS
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """What workers/edge/decide.py decides a failed delivery by."""
+        return RetryPolicy(self.max_attempts, self.retry_backoff_base, self.retry_backoff_max)
 
     @property
     def longest_redelivery_seconds(self) -> float:

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from domain import UnitOfWork
 from persistence.db import make_engine
 from persistence.memory import MemoryState, MemoryUnitOfWork
 from persistence.migrate import upgrade
 from persistence.models import Base
+from persistence.ports import StoreUnitOfWork
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
+from workers.outbox.follow_ons import FollowOns
 
-NewUow = Callable[[], UnitOfWork]
+NewUow = Callable[[], StoreUnitOfWork]
 
 #: Backends that really hold a lock while a unit of work is open: SQLite is left out because
 #: its only lock is the whole database, so "another unit of work meanwhile" cannot run.
@@ -64,9 +65,9 @@ def _backend(request: pytest.FixtureRequest) -> NewUow:
     name: str = request.param
     if name == "memory":
         state = MemoryState()
-        return lambda: MemoryUnitOfWork(state)
+        return lambda: MemoryUnitOfWork(state, FollowOns())
     sessions = _emptied(request.getfixturevalue(f"{name}_sessions"))
-    return lambda: SqlUnitOfWork(sessions)
+    return lambda: SqlUnitOfWork(sessions, FollowOns())
 
 
 @pytest.fixture(params=ALL_BACKENDS)

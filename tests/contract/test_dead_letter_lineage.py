@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from domain import DeadLetter, DeadLetterStatus, UnitOfWork
+from domain import DeadLetter, DeadLetterStatus
+from persistence.ports import StoreUnitOfWork
 
-NewUow = Callable[[], UnitOfWork]
+NewUow = Callable[[], StoreUnitOfWork]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EVENT = "5c8e7a40-3f1b-4d2a-9a6e-1f0b2c3d4e5f"
 

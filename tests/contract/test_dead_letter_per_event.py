@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from domain import DeadLetter, DeadLetterStatus, UnitOfWork
+from domain import DeadLetter, DeadLetterStatus
+from persistence.ports import StoreUnitOfWork
 
-NewUow = Callable[[], UnitOfWork]
+NewUow = Callable[[], StoreUnitOfWork]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EVENT = "9b2f1c1e-6f0a-4c44-9e57-0d8f4b1a2c33"
 

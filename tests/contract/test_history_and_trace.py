@@ -17,11 +17,12 @@ from domain import (
     RoleName,
     StageName,
     StageOutcome,
+    StatusChanged,
     TransitionCause,
-    UnitOfWork,
 )
+from persistence.ports import StoreUnitOfWork
 
-NewUow = Callable[[], UnitOfWork]
+NewUow = Callable[[], StoreUnitOfWork]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 JOB = "6f1c2b3a-0000-4000-8000-000000000001"
 OTHER_JOB = "6f1c2b3a-0000-4000-8000-000000000002"
@@ -56,7 +57,6 @@ def saved_group(new_uow: NewUow) -> ImageGroup:
     group.start(StageName.DEPLOY, event_id="c3", at=at(2), cause=redeploy)
     with new_uow() as uow:
         uow.groups.save(group)
-        uow.history.add(group.new_transitions)
         uow.commit()
     return group
 
@@ -88,16 +88,16 @@ def test_a_deadline_cause_round_trips(new_uow: NewUow) -> None:
     group = ImageGroup.create(ImageGroupId("g2"), JOB, [image], event_id="e1", at=at(0))
     group.start(StageName.DEPLOY, event_id="e1", at=at(0), timeout=timedelta(seconds=5))
     group.expire(StageName.DEPLOY, 1, event_id="c2", at=at(10))
+    expired = group.recorded(StatusChanged)[-1].transition
     with new_uow() as uow:
         uow.groups.save(group)
-        uow.history.add(group.new_transitions)
         uow.commit()
 
     with new_uow() as uow:
         last = uow.history.list_for_group(ImageGroupId("g2"))[-1]
 
     assert (last.cause.kind, last.cause.error_code) == (CauseKind.DEADLINE, STAGE_TIMEOUT)
-    assert last.cause == group.new_transitions[-1].cause
+    assert last.cause == expired.cause
 
 
 def test_a_duplicate_claim_is_counted_only_when_its_unit_of_work_commits(new_uow: NewUow) -> None:

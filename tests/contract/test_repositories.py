@@ -28,10 +28,10 @@ from domain import (
     StageRecord,
     StageState,
     Transition,
-    UnitOfWork,
 )
+from persistence.ports import StoreUnitOfWork
 
-NewUow = Callable[[], UnitOfWork]
+NewUow = Callable[[], StoreUnitOfWork]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 S = ImageGroupStatus
 GroupView = tuple[str, str, S, int, datetime, datetime, tuple[tuple[str, str, str], ...]]
@@ -65,7 +65,6 @@ def saved(new_uow: NewUow, *groups: ImageGroup) -> None:
     with new_uow() as uow:
         for g in groups:
             uow.groups.save(g)
-            uow.history.add(g.new_transitions)
         uow.commit()
 
 
@@ -124,7 +123,7 @@ def test_a_saved_group_comes_back_whole_by_id_and_by_job(new_uow: NewUow) -> Non
     for loaded in found:
         assert loaded is not None
         assert view(loaded) == (*expected[:6], tuple(sorted(expected[6], key=lambda i: i[1])))
-        assert loaded.new_transitions == [] and loaded.new_requests == []
+        assert loaded.events == []
 
 
 def test_looking_up_what_was_never_saved_finds_nothing(new_uow: NewUow) -> None:
@@ -332,7 +331,6 @@ def test_history_lists_a_groups_transitions_in_the_order_added(new_uow: NewUow) 
         g.start(StageName.DEPLOY, event_id="ev-2", at=at(1))
         g.finish(StageName.DEPLOY, StageOutcome.SUCCEEDED, attempt=1, event_id="ev-3", at=at(1))
         uow.groups.update_status(g)
-        uow.history.add(g.new_transitions)
         uow.commit()
     with new_uow() as uow:
         history = uow.history.list_for_group(gid(1))

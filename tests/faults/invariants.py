@@ -17,7 +17,7 @@ from tests.faults.messages import envelope, push, task_body, task_headers
 from tests.faults.pipeline import Pipeline
 from tests.integration.flow import HAPPY, moves
 from tests.integration.stack import Stack, wait_for
-from workers import publishing
+from workers.outbox import envelopes
 
 CATALOG = "imagegroups.catalog_parsed"
 STAGE = "imagegroups.stage_finished"
@@ -70,8 +70,8 @@ def fails_as_planned(plans: Sequence[Planned]) -> dict[str, str | None]:
 
 def publish(s: Stack, planned: Planned, *, copies: int = 1) -> list[str]:
     """The catalog and the build result, each `copies` times; returns their event ids."""
-    catalog = publishing.catalog_parsed(planned.job_id, planned.group_id, ["compute", "login"])
-    built = publishing.stage_finished(planned.job_id, "build-image", "succeeded")
+    catalog = envelopes.catalog_parsed(planned.job_id, planned.group_id, ["compute", "login"])
+    built = envelopes.stage_finished(planned.job_id, "build-image", "succeeded")
     for task, event in ((CATALOG, catalog), (STAGE, built)):
         message = envelope(task_body(event), task_headers(task, str(event["event_id"])))
         for _ in range(copies):

@@ -29,7 +29,7 @@ from tests.faults.scenario import QUICK, answering, progressed
 from tests.faults.servers import free_port
 from tests.integration.flow import new_job, start_group, wait_status
 from tests.integration.stack import Process, Stack, stack, wait_for
-from workers import publishing
+from workers.outbox import envelopes
 
 pytestmark = pytest.mark.faults
 
@@ -73,7 +73,10 @@ def by_worker(replies: list[dict[str, Any]] | None) -> dict[str, Any]:
 
 
 def ask(app: Celery, command: str, **arguments: Any) -> dict[str, Any]:
-    return by_worker(app.control.broadcast(command, arguments=arguments, reply=True, timeout=3))
+    """A broadcast to every worker, as an attacker sends it; the stack runs one worker, so the
+    wait ends at its reply (`limit`) instead of lasting the whole timeout."""
+    replies = app.control.broadcast(command, arguments=arguments, reply=True, timeout=3, limit=1)
+    return by_worker(replies)
 
 
 def assert_refused(replies: dict[str, Any], command: str) -> None:
@@ -84,8 +87,8 @@ def assert_refused(replies: dict[str, Any], command: str) -> None:
 
 def events_of(planned: Planned) -> list[tuple[str, dict[str, Any]]]:
     """The catalog and build result of a group, built before they are published."""
-    catalog = publishing.catalog_parsed(planned.job_id, planned.group_id, ["compute", "login"])
-    built = publishing.stage_finished(planned.job_id, "build-image", "succeeded")
+    catalog = envelopes.catalog_parsed(planned.job_id, planned.group_id, ["compute", "login"])
+    built = envelopes.stage_finished(planned.job_id, "build-image", "succeeded")
     return [(CATALOG, catalog), (STAGE, built)]
 
 
@@ -114,9 +117,9 @@ def test_a_revoke_or_a_hello_sent_before_its_events_arrive_drops_none_of_them(
         prepared = [pair for planned in plans for pair in events_of(planned)]
         ids = [str(event["event_id"]) for _, event in prepared]
         # A reply means the worker has handled the command before the events are sent.
-        revoked = attacker.control.revoke(ids[:8], reply=True, timeout=3)
+        revoked = attacker.control.revoke(ids[:8], reply=True, timeout=3, limit=1)
         killed = attacker.control.revoke(
-            ids[8:], terminate=True, signal="SIGKILL", reply=True, timeout=3
+            ids[8:], terminate=True, signal="SIGKILL", reply=True, timeout=3, limit=1
         )
         hello = ask(attacker, "hello", from_node="intruder@elsewhere", revoked=ids)
         send_all(s, prepared)
@@ -144,9 +147,9 @@ def test_no_command_of_a_publisher_stops_slows_or_blinds_a_worker_while_events_f
     assert worker.popen.poll() is None, "the worker stopped"
     for command, replies in answers.items():
         assert_refused(replies, command)
-    queues = publisher(s).control.inspect(timeout=3).active_queues() or {}
+    queues = publisher(s).control.inspect(timeout=3, limit=1).active_queues() or {}
     assert [q["name"] for q in queues[WORKER]] == [EVENTS_QUEUE]
-    stats = publisher(s).control.inspect(timeout=3).stats() or {}
+    stats = publisher(s).control.inspect(timeout=3, limit=1).stats() or {}
     assert stats[WORKER]["pool"]["max-concurrency"] == 2
     counted = refusals(port)
     assert all(counted.get(c, 0) >= 1 for c in HARMFUL if c != "no_such_command"), counted
@@ -175,9 +178,9 @@ def test_with_full_remote_control_an_operator_s_shutdown_is_honoured_but_no_revo
         job = new_job()
         start_group(s, "operated", job)
         wait_status(s, "operated", "DEPLOYING")
-        deployed = publishing.stage_finished(job, "deploy", "succeeded")
+        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
         event_id = str(deployed["event_id"])
-        assert operator.control.revoke(event_id, reply=True, timeout=3), "revoke not answered"
+        assert operator.control.revoke(event_id, reply=True, timeout=3, limit=1), "not answered"
         with s.engine.connect() as blocker:
             # The handler waits on the group's row lock while a terminating revoke comes in.
             blocker.execute(
@@ -185,7 +188,7 @@ def test_with_full_remote_control_an_operator_s_shutdown_is_honoured_but_no_revo
             )
             send_event(s.redis, STAGE, deployed)
             wait_for(lambda: lock_wait_seconds(s.engine) > 0.2, timeout=20, what="a lock wait")
-            operator.control.revoke(event_id, terminate=True, signal="SIGKILL", reply=True)
+            operator.control.revoke(event_id, terminate=True, signal="SIGKILL", reply=True, limit=1)
             blocker.rollback()
         wait_status(s, "operated", "RESTARTING")
         assert outcome(s, event_id) == "applied"

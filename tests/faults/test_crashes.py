@@ -1,4 +1,5 @@
-"""Crashes: a whole worker killed, Redis killed and restarted from its AOF, PostgreSQL restarted.
+"""Crashes: a pool process or a whole worker killed, Redis killed and restarted from its AOF,
+PostgreSQL restarted.
 
 Each scenario runs groups through every stage (some planned to fail), crashes a part under
 them, and ends by checking every invariant (tests/faults/invariants.py).
@@ -6,6 +7,8 @@ them, and ends by checking every invariant (tests/faults/invariants.py).
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +18,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
 from persistence.models import CatalogReservationRow, DeliveryRow, ImageGroupRow
-from tests.faults.checks import RECONNECT, lock_wait_seconds
+from tests.faults.checks import RECONNECT, broker_is_drained, letters, lock_wait_seconds
 from tests.faults.invariants import (
     assert_invariants,
     plan,
@@ -23,11 +26,11 @@ from tests.faults.invariants import (
 )
 from tests.faults.scenario import QUICK, answering, progressed
 from tests.faults.servers import private_postgres, private_redis
-from tests.integration.flow import new_job, start_group, wait_status
+from tests.integration.flow import moves, new_job, start_group, wait_status
 from tests.integration.stack import Process, Stack, stack, stack_on, wait_for
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
-from workers import publishing
+from workers.outbox import envelopes
 
 pytestmark = pytest.mark.faults
 
@@ -62,6 +65,43 @@ def test_a_whole_worker_killed_while_holding_prefetched_events_loses_none(tmp_pa
             s.start_worker("--concurrency", "2", "-n", "survivor@%h", name="survivor")
             assert_invariants(s, plans, pipeline, events=events)
         assert held >= 4
+
+
+def test_a_killed_pool_process_redelivers_its_event_counts_the_delivery_and_applies_once(
+    tmp_path: Path,
+) -> None:
+    # The worker itself lives: Celery rejects the lost task's message back to the queue
+    # (task_reject_on_worker_lost), unlike a whole worker's, which waits for its visibility.
+    with stack(tmp_path, "lost", IMAGEGROUPS_LOCK_TIMEOUT_MS="60000") as s:
+        worker = s.start_worker("--concurrency", "1")
+        job = new_job()
+        start_group(s, "lost-1", job)
+        wait_status(s, "lost-1", "DEPLOYING")
+        [child] = worker.children()
+        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
+        with s.engine.connect() as blocker:
+            # Hold the group's row lock so the worker's handler waits inside its transaction.
+            blocker.execute(
+                select(ImageGroupRow).where(ImageGroupRow.id == "lost-1").with_for_update()
+            )
+            envelopes.send(s.client, deployed)
+            wait_for(lambda: lock_wait_seconds(s.engine) > 0, timeout=20, what="a lock waiter")
+            os.kill(child, signal.SIGKILL)
+            wait_for(
+                lambda: "WorkerLostError" in worker.output() or "exited" in worker.output(),
+                timeout=20,
+                what="the worker to notice its lost process",
+            )
+            blocker.rollback()
+        wait_status(s, "lost-1", "RESTARTING")
+        assert moves(s, "lost-1").count(("DEPLOYING", "DEPLOYED")) == 1
+        with s.engine.connect() as conn:
+            redeliveries = conn.scalar(
+                select(DeliveryRow.attempts).where(DeliveryRow.key == deployed["event_id"])
+            )
+        assert redeliveries == 1  # delivered twice: the killed one, and the one that applied
+        assert letters(s) == []
+        wait_for(lambda: broker_is_drained(s), timeout=10, what="an empty queue")
 
 
 def test_redis_killed_mid_flow_and_restarted_from_its_aof_loses_nothing(tmp_path: Path) -> None:
@@ -108,8 +148,8 @@ def test_postgresql_restarted_mid_flow_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_quick_settings_keep_the_default_relation_between_retries_and_recovery() -> None:
+    from workers.runtime.lifecycle import recovery_warning
     from workers.settings import Settings
-    from workers.signals import recovery_warning
 
     assert recovery_warning(Settings.model_validate(QUICK)) is None
 
@@ -130,12 +170,12 @@ def test_a_live_worker_keeps_a_message_it_holds_past_the_visibility_timeout(
         start_group(s, "leased", job)
         wait_status(s, "leased", "DEPLOYING")
         s.start_worker("--concurrency", "1", "-n", "other@%h", name="other")
-        deployed = publishing.stage_finished(job, "deploy", "succeeded")
+        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
         with s.engine.connect() as blocker:
             blocker.execute(
                 select(ImageGroupRow).where(ImageGroupRow.id == "leased").with_for_update()
             )
-            publishing.send(s.client, deployed)
+            envelopes.send(s.client, deployed)
             wait_for(
                 lambda: lock_wait_seconds(s.engine) >= 10.0,
                 timeout=30,

@@ -7,7 +7,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from domain import ImageGroupStatus
 from persistence.models import DeliveryRow, ImageGroupRow, StageRow
@@ -22,7 +24,7 @@ from tests.faults.checks import (
 from tests.faults.messages import envelope, push, send_event, task_body, task_headers
 from tests.integration.flow import moves, new_job, start_group, wait_status
 from tests.integration.stack import Stack, stack, wait_for
-from workers import publishing
+from workers.outbox import envelopes
 
 pytestmark = pytest.mark.faults
 
@@ -49,10 +51,10 @@ def test_a_result_retried_past_celerys_default_three_retries_applies_when_its_ca
         assert "IMAGEGROUPS_MAX_ATTEMPTS" not in s.env()
         s.start_worker("--concurrency", "2")
         job = new_job()
-        early = publishing.stage_finished(job, "build-image", "succeeded")
-        publishing.send(s.client, early)
+        early = envelopes.stage_finished(job, "build-image", "succeeded")
+        envelopes.send(s.client, early)
         wait_for(lambda: deliveries(s, early["event_id"]) >= 5, timeout=30, what="a fifth delivery")
-        publishing.send(s.client, publishing.catalog_parsed(job, "late-eight", ["compute"]))
+        envelopes.send(s.client, envelopes.catalog_parsed(job, "late-eight", ["compute"]))
         wait_status(s, "late-eight", "DEPLOYING")
         assert outcome(s, early["event_id"]) == "applied"
         assert letters(s) == []
@@ -62,16 +64,21 @@ def test_a_result_whose_catalog_never_comes_is_dead_lettered_after_the_default_e
     tmp_path: Path,
 ) -> None:
     with stack(tmp_path, "never8") as s:
-        s.start_worker("--concurrency", "2")
-        early = publishing.stage_finished(new_job(), "build-image", "succeeded")
-        publishing.send(s.client, early)
+        worker = s.start_worker("--concurrency", "2")
+        early = envelopes.stage_finished(new_job(), "build-image", "succeeded")
+        envelopes.send(s.client, early)
+        start_group(s, "beside-never8", new_job())
         [letter] = wait_for(lambda: letters(s), timeout=30, what="the dead letter")
         assert (letter.event_id, letter.error_type, letter.attempts) == (
             early["event_id"],
             "CatalogNotParsedError",
             8,
         )
+        assert letter.first_failed_at < letter.last_failed_at, "first failure kept, not the last"
         assert deliveries(s, early["event_id"]) == 8
+        # Seven "retrying" lines and one "dead-lettered" line: no delivery went unlogged.
+        assert worker.output().count(f"event_id={early['event_id']} task_id=") == 8
+        wait_status(s, "beside-never8", "DEPLOYING")  # the worker went on beside it
         wait_for(lambda: broker_is_drained(s), timeout=10, what="an empty queue")
 
 
@@ -82,7 +89,7 @@ def _event(marker: str) -> dict[str, object]:
     """An event that would be applied at once if it came well-formed (a new job's catalog),
     so a refusal cannot be mistaken for a later failure; its id is the marker."""
     group_id = f"bent-{marker[:8]}"
-    return publishing.catalog_parsed(new_job(), group_id, ["compute"], event_id=marker)
+    return envelopes.catalog_parsed(new_job(), group_id, ["compute"], event_id=marker)
 
 
 def _message(marker: str, case: str) -> dict[str, object]:
@@ -176,7 +183,7 @@ def test_an_event_whose_expires_header_has_passed_is_applied_not_silently_droppe
 ) -> None:
     s = shared_worker
     job = new_job()
-    event = publishing.catalog_parsed(job, f"expired-{job[:8]}", ["compute"])
+    event = envelopes.catalog_parsed(job, f"expired-{job[:8]}", ["compute"])
     send_event(s.redis, CATALOG, event, expires="2000-01-01T00:00:00+00:00")
     wait_for(lambda: outcome(s, str(event["event_id"])), timeout=20, what="the event's outcome")
     assert outcome(s, str(event["event_id"])) == "applied"
@@ -216,7 +223,7 @@ def test_a_per_message_time_limit_cannot_ack_an_event_away(tmp_path: Path) -> No
         job = new_job()
         start_group(s, "limited", job)
         wait_status(s, "limited", "DEPLOYING")
-        deployed = publishing.stage_finished(job, "deploy", "succeeded")
+        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
         _hold_group_lock_then(
             s,
             "limited",
@@ -236,7 +243,7 @@ def test_a_handler_killed_by_the_workers_time_limit_comes_back_and_applies_once(
         job = new_job()
         start_group(s, "killed", job)
         wait_status(s, "killed", "DEPLOYING")
-        deployed = publishing.stage_finished(job, "deploy", "succeeded")
+        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
 
         def kill_observed() -> bool:
             return "Hard time limit" in worker.output()
@@ -245,7 +252,7 @@ def test_a_handler_killed_by_the_workers_time_limit_comes_back_and_applies_once(
             blocker.execute(
                 select(ImageGroupRow).where(ImageGroupRow.id == "killed").with_for_update()
             )
-            publishing.send(s.client, deployed)
+            envelopes.send(s.client, deployed)
             wait_for(kill_observed, timeout=30, what="the hard time limit to kill the handler")
             blocker.rollback()
         wait_status(s, "killed", "RESTARTING")
@@ -258,9 +265,20 @@ def test_a_handler_killed_by_the_workers_time_limit_comes_back_and_applies_once(
 
 
 def _allow_connections(url: str, allow: bool) -> None:
-    from tests.integration.test_faults import _cut_database
-
-    _cut_database(url, allow)
+    """Refuse new connections to the test's database and end its sessions, or allow them."""
+    target = make_url(url)
+    admin = create_engine(
+        target.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    name = target.database
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}'))
+        if not allow:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+    admin.dispose()
 
 
 def test_undecodable_messages_during_a_database_outage_do_not_hold_up_later_events(
@@ -273,7 +291,8 @@ def test_undecodable_messages_during_a_database_outage_do_not_hold_up_later_even
         s.engine.dispose()
         for marker in markers:
             push(s.redis, envelope(f"not json {marker}".encode(), task_headers(STAGE, marker)))
-        # Within ~3 s its probe sees the outage and it stops consuming (workers/database_gate.py).
+        # Within ~3 s its probe sees the outage and it stops consuming
+        # (workers/broker/database_gate.py).
         wait_for(
             lambda: worker.output().count("could not dead-letter") >= 1,
             timeout=30,
@@ -293,13 +312,13 @@ def test_undecodable_messages_during_a_database_outage_do_not_hold_up_later_even
 def test_a_deploy_failure_with_nul_characters_fails_its_group(shared_worker: Stack) -> None:
     s = shared_worker
     job, group_id = new_job(), f"nul-{uuid.uuid4().hex[:8]}"
-    catalog = publishing.catalog_parsed(
+    catalog = envelopes.catalog_parsed(
         job, group_id, ["compute"], catalog_name="cat\x00name", catalog_version="1\x00"
     )
-    publishing.send(s.client, catalog)
-    publishing.send(s.client, publishing.stage_finished(job, "build-image", "succeeded"))
+    envelopes.send(s.client, catalog)
+    envelopes.send(s.client, envelopes.stage_finished(job, "build-image", "succeeded"))
     wait_status(s, group_id, "DEPLOYING")
-    failed = publishing.stage_finished(
+    failed = envelopes.stage_finished(
         job,
         "deploy",
         "failed",
@@ -307,7 +326,7 @@ def test_a_deploy_failure_with_nul_characters_fails_its_group(shared_worker: Sta
         error_summary="disk\x00full",
         detail={"log": "a\x00b", "k\x00": ["\x00"]},
     )
-    publishing.send(s.client, failed)
+    envelopes.send(s.client, failed)
     wait_status(s, group_id, "FAILED")
     with s.engine.connect() as conn:
         row = conn.execute(
@@ -324,8 +343,8 @@ def test_an_image_name_with_a_nul_character_is_refused_with_a_clear_reason(
 ) -> None:
     s = shared_worker
     job, group_id = new_job(), f"nulimg-{uuid.uuid4().hex[:8]}"
-    catalog = publishing.catalog_parsed(job, group_id, ["compute"], {"compute": "img\x00.iso"})
-    publishing.send(s.client, catalog)
+    catalog = envelopes.catalog_parsed(job, group_id, ["compute"], {"compute": "img\x00.iso"})
+    envelopes.send(s.client, catalog)
     [letter] = wait_for(
         lambda: letters_for(s, str(catalog["event_id"])), timeout=20, what="the refusal"
     )

@@ -10,7 +10,7 @@ from domain import ImageGroupId, ImageGroupStatus, OutboxMessage, Transition
 from persistence.mappers import outbox_to_entity
 from persistence.models import OutboxRow
 from tests.integration.stack import Stack, wait_for
-from workers import publishing
+from workers.outbox import envelopes
 
 HAPPY = [
     (None, "BUILT"),
@@ -28,8 +28,8 @@ def new_job() -> str:
 
 
 def start_group(s: Stack, group_id: str, job_id: str, roles: list[str] | None = None) -> None:
-    publishing.send(s.client, publishing.catalog_parsed(job_id, group_id, roles or ["compute"]))
-    publishing.send(s.client, publishing.stage_finished(job_id, "build-image", "succeeded"))
+    envelopes.send(s.client, envelopes.catalog_parsed(job_id, group_id, roles or ["compute"]))
+    envelopes.send(s.client, envelopes.stage_finished(job_id, "build-image", "succeeded"))
 
 
 def wait_status(s: Stack, group_id: str, status: str, timeout: float = 30) -> None:

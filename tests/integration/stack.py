@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 import redis
 from celery import Celery
 
-from domain import ImageGroup, ImageGroupId, UnitOfWork
+from domain import ImageGroup, ImageGroupId
 from persistence.db import make_engine
+from persistence.ports import StoreUnitOfWork
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
+from workers.outbox.follow_ons import FollowOns
 
 REPO = Path(__file__).resolve().parents[2]
 # The commands docker-compose.yml runs; tests run them verbatim (see test_compose.py).
@@ -71,11 +73,14 @@ class Process:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+            self.wait_or_kill(timeout)
+
+    def wait_or_kill(self, timeout: float = 20) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
 
 
 @dataclass
@@ -157,20 +162,24 @@ class Stack:
     def run_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run(["imagegroups", *args], check=check)
 
-    def uow(self) -> UnitOfWork:
-        return SqlUnitOfWork(self.engine)
+    def uow(self) -> StoreUnitOfWork:
+        return SqlUnitOfWork(self.engine, FollowOns())
 
     def group(self, group_id: str) -> ImageGroup | None:
         with self.uow() as uow:
             return uow.groups.find_by_id(ImageGroupId(group_id))
 
-    def query(self, read: Callable[[UnitOfWork], T]) -> T:
+    def query(self, read: Callable[[StoreUnitOfWork], T]) -> T:
         with self.uow() as uow:
             return read(uow)
 
     def close(self) -> None:
-        for process in self.processes:
-            process.stop()
+        # Every process is told at once, then waited for, so their warm shutdowns overlap.
+        running = [p for p in self.processes if p.popen.poll() is None]
+        for process in running:
+            process.popen.send_signal(signal.SIGTERM)
+        for process in running:
+            process.wait_or_kill()
         self.engine.dispose()
         self.redis.close()
 

@@ -1,4 +1,5 @@
-"""The `imagegroups` command run as operators run it, on real PostgreSQL and Redis."""
+"""The `imagegroups` command on real PostgreSQL and Redis: the installed command for the entry
+point, exit codes and every command that publishes; `main(argv)` for what is formatting."""
 
 from __future__ import annotations
 
@@ -19,14 +20,18 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from domain import DeadLetter, DeadLetterStatus, ImageGroupId, UnitOfWork
+from domain import DeadLetter, DeadLetterStatus, ImageGroupId
 from persistence.db import make_engine
+from persistence.ports import StoreUnitOfWork
 from persistence.uow import SqlUnitOfWork
+from tests.integration.cli_main import run_main
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
-from workers import handlers, publishing
-from workers.dead_letters import protocol_body
+from workers import handlers
+from workers.edge.dead_letters import protocol_body
 from workers.messages import CATALOG_PARSED
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
 from workers.schemas import CatalogParsedEvent, DeployRequestedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -68,9 +73,14 @@ class Env:
     early: dict[str, subprocess.CompletedProcess[str]]
 
     def run(self, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """The installed command in a process of its own (for commands that publish)."""
         return run_cli(self.database_url, list(argv), **env)
 
-    def uow(self) -> UnitOfWork:
+    def main(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """The same command through `main(argv)` in this process."""
+        return run_main(list(argv), DATABASE_URL=self.database_url, CELERY_BROKER_URL=REDIS_URL)
+
+    def uow(self) -> StoreUnitOfWork:
         return SqlUnitOfWork(self.engine)
 
     def status(self, group_id: str) -> tuple[str, int]:
@@ -144,7 +154,9 @@ def seed(engine: Engine) -> dict[str, Seeded]:
     clock, factory = Clock(), engine
 
     def deps(auto: bool) -> handlers.Deps:
-        return handlers.Deps(lambda: SqlUnitOfWork(factory), clock, lambda: str(uuid.uuid4()), auto)
+        return handlers.Deps(
+            lambda: SqlUnitOfWork(factory, FollowOns()), clock, lambda: str(uuid.uuid4()), auto
+        )
 
     full = [("deploy", "succeeded"), ("pxe-boot", "succeeded"), ("validate", "succeeded")]
     return {
@@ -161,7 +173,7 @@ def _seed(
 ) -> Seeded:
     """Each handler reads the clock once, so `clock.last` is the time it applied its event."""
     job_id = str(uuid.uuid4())
-    event = publishing.catalog_parsed(
+    event = envelopes.catalog_parsed(
         job_id, group_id, ["login", "compute"], {"login": "login-v2.img"}
     )
     handlers.handle_catalog_parsed(CatalogParsedEvent.model_validate(event).to_command(), deps=deps)
@@ -174,16 +186,24 @@ def _seed(
 
 
 def _finish(deps: handlers.Deps, job_id: str, stage: str, outcome: str) -> str:
-    event = publishing.stage_finished(job_id, stage, outcome)
+    event = envelopes.stage_finished(job_id, stage, outcome)
     handlers.handle_stage_finished(StageFinishedEvent.model_validate(event).to_command(), deps=deps)
     return str(event["event_id"])
 
 
-#: Read-only commands run once, concurrently, before any test changes a group.
+#: Read-only commands run once, before any test changes a group: these through the installed
+#: command, concurrently (the entry point and its exit codes end to end) ...
 EARLY = {
+    "status-missing": ["status", "no-such-group", "--json"],
+    "health": ["health", "--json"],
+    "upgrade-again": ["db", "upgrade"],
+    "health-bad-broker": ["health", "--json"],
+}
+EARLY_ENV = {"health-bad-broker": {"CELERY_BROKER_URL": BAD_BROKER}}
+#: ... and these, whose formatting is the point, through `main(argv)`.
+EARLY_MAIN = {
     "status": ["status", "cli-passed", "--json"],
     "status-human": ["status", "cli-passed"],
-    "status-missing": ["status", "no-such-group", "--json"],
     "list": ["list", "--json"],
     "page-1": ["list", "--limit", "2", "--offset", "0", "--json"],
     "page-2": ["list", "--limit", "2", "--offset", "2", "--json"],
@@ -191,12 +211,8 @@ EARLY = {
     "list-passed": ["list", "--status", "passed", "--json"],
     "history": ["history", "cli-passed", "--json"],
     "history-missing": ["history", "no-such-group"],
-    "health": ["health", "--json"],
-    "upgrade-again": ["db", "upgrade"],
     "letter-missing": ["dead-letters", "show", "999999"],
-    "health-bad-broker": ["health", "--json"],
 }
-EARLY_ENV = {"health-bad-broker": {"CELERY_BROKER_URL": BAD_BROKER}}
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +231,9 @@ def env() -> Iterator[Env]:
                     for key, argv in EARLY.items()
                 }
                 early = {k: f.result() for k, f in futures.items()}
-            yield Env(url, engine, client, groups, upgrade, early)
+            running = Env(url, engine, client, groups, upgrade, early)
+            early |= {key: running.main(*argv) for key, argv in EARLY_MAIN.items()}
+            yield running
         finally:
             engine.dispose()
             client.close()
@@ -373,7 +391,7 @@ def test_request_deploy_of_a_failed_group_starts_attempt_2_and_publishes_the_req
 def test_request_validate_of_a_deploying_group_is_refused_and_changes_nothing(env: Env) -> None:
     before = env.history_length("cli-deploying")
 
-    result = env.run("request", "validate", "cli-deploying")
+    result = env.main("request", "validate", "cli-deploying")
 
     assert result.returncode == 1
     assert result.stdout == ""
@@ -384,7 +402,7 @@ def test_request_validate_of_a_deploying_group_is_refused_and_changes_nothing(en
 
 
 def test_cleanup_is_refused_while_a_stage_runs(env: Env) -> None:
-    result = env.run("cleanup", "cli-deploying")
+    result = env.main("cleanup", "cli-deploying")
 
     assert result.returncode == 1
     assert "cannot move from DEPLOYING to CLEANED" in result.stderr
@@ -392,8 +410,8 @@ def test_cleanup_is_refused_while_a_stage_runs(env: Env) -> None:
 
 
 def test_cleanup_of_a_built_group_cleans_it_once(env: Env) -> None:
-    first = env.run("cleanup", "cli-built")
-    second = env.run("cleanup", "cli-built")
+    first = env.main("cleanup", "cli-built")
+    second = env.main("cleanup", "cli-built")
 
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("cli-built: CLEANED")
@@ -429,14 +447,14 @@ def test_publish_catalog_parsed_from_a_file_queues_a_valid_envelope(env: Env) ->
 
 
 def good_body() -> tuple[str, str]:
-    event = publishing.catalog_parsed(str(uuid.uuid4()), f"dl-{uuid.uuid4().hex[:8]}", ["a"])
+    event = envelopes.catalog_parsed(str(uuid.uuid4()), f"dl-{uuid.uuid4().hex[:8]}", ["a"])
     return str(event["event_id"]), protocol_body([], {"event": event})
 
 
 def test_dead_letters_list_and_show_print_the_stored_records(env: Env) -> None:
     event_id, body = good_body()
     letter_id = env.add_letter(body, event_id=event_id, attempts=3)
-    listed = as_json(env.run("dead-letters", "list", "--json"))
+    listed = as_json(env.main("dead-letters", "list", "--json"))
     summary = {
         "id": letter_id,
         "task_name": "imagegroups.catalog_parsed",
@@ -450,7 +468,7 @@ def test_dead_letters_list_and_show_print_the_stored_records(env: Env) -> None:
         "last_failed_at": iso(T0 + timedelta(seconds=30)),
     }
 
-    shown = as_json(env.run("dead-letters", "show", str(letter_id), "--json"))
+    shown = as_json(env.main("dead-letters", "show", str(letter_id), "--json"))
 
     assert [entry for entry in listed if entry["id"] == letter_id] == [summary]
     assert shown == summary | {
@@ -468,8 +486,8 @@ def test_dead_letters_list_and_show_print_the_stored_records(env: Env) -> None:
 def test_dead_letters_discard_marks_it_discarded_and_refuses_a_second_time(env: Env) -> None:
     letter_id = env.add_letter("not json at all")
 
-    first = env.run("dead-letters", "discard", str(letter_id))
-    second = env.run("dead-letters", "discard", str(letter_id))
+    first = env.main("dead-letters", "discard", str(letter_id))
+    second = env.main("dead-letters", "discard", str(letter_id))
 
     assert first.returncode == 0, first.stderr
     assert env.letter(letter_id).status is DeadLetterStatus.DISCARDED

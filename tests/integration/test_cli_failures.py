@@ -21,8 +21,11 @@ from domain import ImageGroupId, StageName
 from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
+from tests.integration.cli_main import run_main
 from tests.pg import fresh_database
-from workers import handlers, publishing
+from workers import handlers
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -39,14 +42,19 @@ class Seeded:
     events: dict[str, str]  # "group/stage/attempt" -> the stage.finished event_id
 
     def run(self, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """The installed command in a process of its own: its stderr is all the operator sees."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGROUPS_")}
         environment |= {"DATABASE_URL": self.url, "CELERY_BROKER_URL": UNREACHABLE_BROKER} | env
         return subprocess.run(
             [CLI, *argv], env=environment, capture_output=True, text=True, timeout=60, cwd=REPO
         )
 
+    def main(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """The same command through `main(argv)` in this process."""
+        return run_main(list(argv), DATABASE_URL=self.url, CELERY_BROKER_URL=UNREACHABLE_BROKER)
+
     def json(self, *argv: str) -> Any:
-        done = self.run(*argv, "--json")
+        done = self.main(*argv, "--json")
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -56,13 +64,13 @@ class Pipeline:
 
     def __init__(self, engine: Engine, group_id: str, events: dict[str, str]) -> None:
         self.deps = handlers.Deps(
-            lambda: SqlUnitOfWork(engine),
+            lambda: SqlUnitOfWork(engine, FollowOns()),
             lambda: datetime.now(UTC),
             lambda: str(uuid.uuid4()),
             True,
         )
         self.group_id, self.job_id, self.events = group_id, str(uuid.uuid4()), events
-        event = publishing.catalog_parsed(self.job_id, group_id, ["compute"])
+        event = envelopes.catalog_parsed(self.job_id, group_id, ["compute"])
         handlers.handle_catalog_parsed(
             CatalogParsedEvent.model_validate(event).to_command(), deps=self.deps
         )
@@ -76,7 +84,7 @@ class Pipeline:
         code: str | None = None,
         why: str | None = None,
     ) -> None:
-        event = publishing.stage_finished(
+        event = envelopes.stage_finished(
             self.job_id, stage, outcome, attempt=attempt, error_code=code, error_summary=why
         )
         handlers.handle_stage_finished(
@@ -175,8 +183,8 @@ def test_list_items_are_the_status_objects_failure_included(seeded: Seeded) -> N
 
 
 def test_status_and_list_without_json_show_the_failing_stage_and_reason(seeded: Seeded) -> None:
-    status = seeded.run("status", "failed-twice")
-    listing = seeded.run("list", "--status", "FAILED")
+    status = seeded.main("status", "failed-twice")
+    listing = seeded.main("list", "--status", "FAILED")
 
     assert status.returncode == 0, status.stderr
     fields = [line.split(None, 1) for line in status.stdout.splitlines() if line]
@@ -206,7 +214,7 @@ def test_history_json_keeps_the_contract_shape_for_a_failed_group(seeded: Seeded
 def test_history_without_json_lists_each_failure_with_stage_attempt_and_reason(
     seeded: Seeded,
 ) -> None:
-    done = seeded.run("history", "failed-twice")
+    done = seeded.main("history", "failed-twice")
 
     assert done.returncode == 0, done.stderr
     tables = done.stdout.split("\n\n")

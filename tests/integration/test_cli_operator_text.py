@@ -22,8 +22,11 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
-from workers import handlers, publishing, root
+from workers import handlers
 from workers.cli.main import main
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
+from workers.runtime import root
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 from workers.settings import Settings
 
@@ -47,10 +50,12 @@ class Db:
 
 def _seed_group(engine: Engine) -> None:
     deps = handlers.Deps(
-        lambda: SqlUnitOfWork(engine), lambda: datetime.now(UTC), lambda: str(uuid.uuid4())
+        lambda: SqlUnitOfWork(engine, FollowOns()),
+        lambda: datetime.now(UTC),
+        lambda: str(uuid.uuid4()),
     )
     job_id = str(uuid.uuid4())
-    parsed = publishing.catalog_parsed(job_id, GROUP, ["compute"])
+    parsed = envelopes.catalog_parsed(job_id, GROUP, ["compute"])
     handlers.handle_catalog_parsed(
         CatalogParsedEvent.model_validate(parsed).to_command(), deps=deps
     )
@@ -58,7 +63,7 @@ def _seed_group(engine: Engine) -> None:
         ("build-image", "succeeded", None, None),
         ("deploy", "failed", CODE, SUMMARY),
     ]:
-        event = publishing.stage_finished(
+        event = envelopes.stage_finished(
             job_id, stage, outcome, error_code=code, error_summary=summary
         )
         command = StageFinishedEvent.model_validate(event).to_command()

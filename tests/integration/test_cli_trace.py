@@ -17,8 +17,11 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
-from workers import handlers, publishing, root
+from workers import handlers
 from workers.cli.main import main
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
+from workers.runtime import root
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 from workers.settings import Settings
 
@@ -47,16 +50,18 @@ class Seeded:
 def seed(engine: Engine) -> Seeded:
     """Built, deploy attempt 1 failed (delivered twice), redeployed, then a late attempt-1
     success (stale), then attempt 2 deployed (the pxe-boot request goes out)."""
-    deps = handlers.Deps(lambda: SqlUnitOfWork(engine), Clock(), lambda: str(uuid.uuid4()))
+    deps = handlers.Deps(
+        lambda: SqlUnitOfWork(engine, FollowOns()), Clock(), lambda: str(uuid.uuid4())
+    )
     seeded = Seeded(str(uuid.uuid4()))
-    catalog = publishing.catalog_parsed(seeded.job_id, GROUP, ["compute"])
+    catalog = envelopes.catalog_parsed(seeded.job_id, GROUP, ["compute"])
     handlers.handle_catalog_parsed(
         CatalogParsedEvent.model_validate(catalog).to_command(), deps=deps
     )
     seeded.events["catalog"] = str(catalog["event_id"])
 
     def finish(name: str, stage: str, outcome: str, times: int = 1, **kw: Any) -> None:
-        event = publishing.stage_finished(seeded.job_id, stage, outcome, **kw)
+        event = envelopes.stage_finished(seeded.job_id, stage, outcome, **kw)
         for _ in range(times):
             command = StageFinishedEvent.model_validate(event).to_command()
             handlers.handle_stage_finished(command, deps=deps)

@@ -15,7 +15,7 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
-from workers import dead_letters
+from workers.edge import dead_letters
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_a_message_postgresql_refuses_every_letter_of_is_given_up_after_two_trie
     try:
         with (
             refusing_dead_letters(engine, "true", "numeric_value_out_of_range"),
-            caplog.at_level(logging.CRITICAL, logger="workers.dead_letters"),
+            caplog.at_level(logging.CRITICAL, logger="workers.edge.dead_letters"),
         ):
             letter_id = _store(engine, event_id)
         with SqlUnitOfWork(engine) as uow:

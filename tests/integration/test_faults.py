@@ -1,4 +1,7 @@
-"""Faults: bad input, poison messages, a database outage, and replay of dead letters."""
+"""Faults: bad input refused with its reason, and a dead letter replayed to completion.
+
+A poison message's attempt cap and a database outage mid-flow are proved in the fault tier
+(tests/faults/test_regressions.py, tests/faults/test_crashes.py) with its invariants."""
 
 from __future__ import annotations
 
@@ -9,14 +12,11 @@ from typing import Any
 
 import pytest
 from kombu.messaging import Producer
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from domain import DeadLetter, ImageGroupStatus
-from tests.integration.flow import HAPPY, follow_ons, moves, new_job, start_group, wait_status
+from tests.integration.flow import HAPPY, moves, new_job, start_group, wait_status
 from tests.integration.stack import Stack, stack, wait_for
-from workers import publishing
+from workers.outbox import envelopes
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def _send_raw(s: Stack, body: bytes | str, content_type: str, task: str = STAGE)
 
 
 def _bad_events(job: str, group_id: str) -> list[tuple[str, Any, str]]:
-    good = publishing.stage_finished(job, "validate", "succeeded")
+    good = envelopes.stage_finished(job, "validate", "succeeded")
     payload = good["payload"]
     return [
         (STAGE, [1, 2], "event must be a JSON object"),
@@ -57,24 +57,24 @@ def _bad_events(job: str, group_id: str) -> list[tuple[str, Any, str]]:
             {**good, "payload": {**payload, "result_detail": {"log": "x" * 70_000}}},
             "result_detail is",
         ),
-        (CATALOG, publishing.catalog_parsed(job, "g" * 129, ["compute"]), "at most 128"),
-        (CATALOG, publishing.catalog_parsed(job, "bad\x07id", ["compute"]), "image_group_id"),
+        (CATALOG, envelopes.catalog_parsed(job, "g" * 129, ["compute"]), "at most 128"),
+        (CATALOG, envelopes.catalog_parsed(job, "bad\x07id", ["compute"]), "image_group_id"),
         (
             # Its column is a 32-bit INTEGER: refused as invalid, not a database error.
             STAGE,
-            publishing.stage_finished(new_job(), "build-image", "failed", attempt=2**31),
+            envelopes.stage_finished(new_job(), "build-image", "failed", attempt=2**31),
             "payload.attempt: Input should be less than or equal to 2147483647",
         ),
         # Valid envelopes the state machine or the reservations refuse:
         (STAGE, good, "InvalidStateTransitionError"),
         (
             STAGE,
-            publishing.stage_finished(job, "deploy", "succeeded", image_group_id="other"),
+            envelopes.stage_finished(job, "deploy", "succeeded", image_group_id="other"),
             "ImageGroupMismatchError",
         ),
         (
             CATALOG,
-            publishing.catalog_parsed(new_job(), group_id, ["compute"]),
+            envelopes.catalog_parsed(new_job(), group_id, ["compute"]),
             "DuplicateImageGroupError",
         ),
     ]
@@ -152,35 +152,17 @@ def _in_send_order(letters: list[DeadLetter], cases: list[Any]) -> list[DeadLett
     return ordered
 
 
-def test_a_poison_message_is_dead_lettered_after_exactly_max_attempts(tmp_path: Path) -> None:
-    with stack(tmp_path, "poison", IMAGEGROUPS_MAX_ATTEMPTS="3") as s:
-        worker = s.start_worker("--concurrency", "2")
-        # A result for a job whose group never comes: transient every time.
-        poison = publishing.stage_finished(new_job(), "deploy", "succeeded")
-        publishing.send(s.client, poison)
-        start_group(s, "beside-poison", new_job())
-        letters = wait_for(lambda: _letters(s), timeout=30, what="the poison dead letter")
-        assert [(d.event_id, d.error_type, d.attempts) for d in letters] == [
-            (poison["event_id"], "GroupNotCreatedError", 3)
-        ]
-        # First failure (before the retries' backoff) is earlier than the last one.
-        assert letters[0].first_failed_at < letters[0].last_failed_at
-        deliveries = worker.output().count(f"event_id={poison['event_id']} task_id=")
-        assert deliveries == 3  # two "retrying" lines and one "dead-lettered" line
-        wait_status(s, "beside-poison", "DEPLOYING")
-
-
 def test_a_stage_result_before_its_catalog_is_replayed_to_completion(tmp_path: Path) -> None:
     with stack(tmp_path, "replay", IMAGEGROUPS_MAX_ATTEMPTS="2") as s:
         worker = s.start_worker("--concurrency", "1")
         job = new_job()
-        early = publishing.stage_finished(job, "build-image", "succeeded")
-        publishing.send(s.client, early)
+        early = envelopes.stage_finished(job, "build-image", "succeeded")
+        envelopes.send(s.client, early)
         letters = wait_for(lambda: _letters(s), timeout=30, what="the early result to die")
         assert letters[0].error_type == "CatalogNotParsedError"
         assert letters[0].attempts == 2
 
-        publishing.send(s.client, publishing.catalog_parsed(job, "late-catalog", ["compute"]))
+        envelopes.send(s.client, envelopes.catalog_parsed(job, "late-catalog", ["compute"]))
         wait_for(
             lambda: s.query(lambda u: u.catalogs.find_by_job_id(job)),
             timeout=20,
@@ -201,43 +183,3 @@ def test_a_stage_result_before_its_catalog_is_replayed_to_completion(tmp_path: P
         )
         assert len(_letters(s)) == 1
         assert moves(s, "late-catalog") == HAPPY[:2]
-
-
-def _cut_database(url: str, allow: bool) -> None:
-    target = make_url(url)
-    admin = create_engine(
-        target.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
-    )
-    name = target.database
-    with admin.connect() as conn:
-        conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}'))
-        if not allow:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-    admin.dispose()
-
-
-def test_a_database_outage_mid_flow_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
-    with stack(tmp_path, "outage", IMAGEGROUPS_MAX_ATTEMPTS="40") as s:
-        worker = s.start_worker("--concurrency", "2")
-        s.start_simulator("--delay", "0.1")
-        ids = [f"outage-{i}" for i in range(10)]
-        for group_id in ids:
-            start_group(s, group_id, new_job())
-        wait_status(s, ids[0], "DEPLOYING")
-        _cut_database(s.database_url, allow=False)
-        s.engine.dispose()
-        wait_for(
-            lambda: "OperationalError" in worker.output(),
-            timeout=20,
-            what="the worker to hit the outage",
-        )
-        _cut_database(s.database_url, allow=True)
-        for group_id in ids:
-            wait_status(s, group_id, "PASSED", timeout=60)
-            assert moves(s, group_id) == HAPPY
-            assert len(follow_ons(s, group_id)) == 3
-        assert "retrying in" in worker.output()
-        assert _letters(s) == []

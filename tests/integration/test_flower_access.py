@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.stack import FLOWER_COMMAND, wait_for
 from tests.redis_db import lease_redis_db
-from workers.flower_access import BAD_BASIC_AUTH, NO_AUTH, OPT_OUT
+from workers.runtime.flower_access import BAD_BASIC_AUTH, NO_AUTH, OPT_OUT
 
 pytestmark = pytest.mark.integration
 

@@ -12,18 +12,20 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from domain import OutboxMessage, UnitOfWork
+from domain import OutboxMessage
 from persistence.db import make_engine
 from persistence.mappers import outbox_to_entity
 from persistence.migrate import upgrade
 from persistence.models import OutboxRow
+from persistence.ports import StoreUnitOfWork
 from persistence.uow import SqlUnitOfWork
 from tests.integration.flow import follow_ons
 from tests.integration.stack import redis_messages, stack, wait_for
 from tests.pg import fresh_database
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
-from workers.publishing import catalog_parsed, stage_finished
-from workers.relay import OutboxRelay
+from workers.outbox.envelopes import catalog_parsed, stage_finished
+from workers.outbox.follow_ons import FollowOns
+from workers.outbox.relay import OutboxRelay
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -41,16 +43,16 @@ class FakePublisher:
 
 
 @pytest.fixture(scope="module")
-def new_uow() -> Iterator[Callable[[], UnitOfWork]]:
+def new_uow() -> Iterator[Callable[[], StoreUnitOfWork]]:
     with fresh_database("outbox") as url:
         upgrade(url)
         engine = make_engine(url)
         factory = engine
-        yield lambda: SqlUnitOfWork(factory)
+        yield lambda: SqlUnitOfWork(factory, FollowOns())
         engine.dispose()
 
 
-def _outbox_of(new_uow: Callable[[], UnitOfWork], group_id: str) -> list[OutboxMessage]:
+def _outbox_of(new_uow: Callable[[], StoreUnitOfWork], group_id: str) -> list[OutboxMessage]:
     """The group's outbox rows (a test's own read, beside the repositories)."""
     with new_uow() as uow:
         assert isinstance(uow, SqlUnitOfWork)
@@ -58,7 +60,7 @@ def _outbox_of(new_uow: Callable[[], UnitOfWork], group_id: str) -> list[OutboxM
         return [outbox_to_entity(row) for row in rows]
 
 
-def _deps(new_uow: Callable[[], UnitOfWork]) -> Deps:
+def _deps(new_uow: Callable[[], StoreUnitOfWork]) -> Deps:
     return Deps(new_uow=new_uow, clock=lambda: datetime.now(UTC), new_id=lambda: str(uuid.uuid4()))
 
 
@@ -77,7 +79,7 @@ def _build(deps: Deps, group_id: str) -> Any:
 class _FailingCommit:
     """A unit of work whose commit fails after every write was made."""
 
-    def __init__(self, inner: UnitOfWork) -> None:
+    def __init__(self, inner: StoreUnitOfWork) -> None:
         self.inner = inner
 
     def __enter__(self) -> Any:
@@ -93,7 +95,7 @@ class _FailingCommit:
 
 
 def test_follow_on_is_not_sent_when_the_transaction_rolls_back(
-    new_uow: Callable[[], UnitOfWork],
+    new_uow: Callable[[], StoreUnitOfWork],
 ) -> None:
     deps = _deps(new_uow)
     job = str(uuid.uuid4())
@@ -121,7 +123,7 @@ def test_follow_on_is_not_sent_when_the_transaction_rolls_back(
 
 
 def test_rows_left_unsent_by_a_failed_publish_are_sent_by_the_sweep(
-    new_uow: Callable[[], UnitOfWork],
+    new_uow: Callable[[], StoreUnitOfWork],
 ) -> None:
     deps = _deps(new_uow)
     result = _build(deps, "sweep-1")
@@ -141,7 +143,7 @@ def test_rows_left_unsent_by_a_failed_publish_are_sent_by_the_sweep(
     assert relay.sweep(grace=0) == 0
 
 
-def test_concurrent_sweeps_never_claim_the_same_row(new_uow: Callable[[], UnitOfWork]) -> None:
+def test_concurrent_sweeps_never_claim_the_same_row(new_uow: Callable[[], StoreUnitOfWork]) -> None:
     deps = _deps(new_uow)
     built = {_build(deps, f"skip-{i}").messages[0].event_id for i in range(12)}
     claims: list[list[str]] = []

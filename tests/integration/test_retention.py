@@ -19,8 +19,9 @@ from persistence.retention import Cutoffs, prune
 from persistence.uow import SqlUnitOfWork
 from tests.integration.stack import stack, wait_for
 from tests.pg import fresh_database
-from workers import publishing
 from workers.handlers import Deps, Result, handle_catalog_parsed, handle_stage_finished
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -96,14 +97,14 @@ def test_prune_removes_only_old_bookkeeping_in_batches(engine: Engine) -> None:
 
 
 def _deps(engine: Engine, now: Callable[[], datetime]) -> Deps:
-    return Deps(lambda: SqlUnitOfWork(engine), now, lambda: str(uuid.uuid4()))
+    return Deps(lambda: SqlUnitOfWork(engine, FollowOns()), now, lambda: str(uuid.uuid4()))
 
 
 def _flow(job: str, group: str) -> list[dict[str, object]]:
     return [
-        publishing.catalog_parsed(job, group, ["compute"]),
-        publishing.stage_finished(job, "build-image", "succeeded"),
-        publishing.stage_finished(job, "deploy", "succeeded", attempt=1),
+        envelopes.catalog_parsed(job, group, ["compute"]),
+        envelopes.stage_finished(job, "build-image", "succeeded"),
+        envelopes.stage_finished(job, "deploy", "succeeded", attempt=1),
     ]
 
 

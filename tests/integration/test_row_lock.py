@@ -28,6 +28,7 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
+from workers.outbox.follow_ons import FollowOns
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,7 @@ class Job:
 def job(db: Database) -> Job:
     """A committed reservation and group of a job of this test alone."""
     seeded = Job(ImageGroupId(f"group-{uuid.uuid4().hex[:12]}"), str(uuid.uuid4()))
-    with SqlUnitOfWork(db.sessions) as uow:
+    with SqlUnitOfWork(db.sessions, FollowOns()) as uow:
         uow.catalogs.reserve(reservation_of(seeded))
         uow.groups.save(new_group(seeded))
         uow.commit()
@@ -125,7 +126,7 @@ class Timeline:
 
 def holder(db: Database, timeline: Timeline, work: Callable[[SqlUnitOfWork], None]) -> None:
     """Thread A: take the lock in `work`, keep the transaction open until released, commit."""
-    with SqlUnitOfWork(db.sessions) as uow:
+    with SqlUnitOfWork(db.sessions, FollowOns()) as uow:
         work(uow)
         timeline.a_locked.set()
         assert timeline.release_a.wait(WAIT_LIMIT), "never released"
@@ -135,7 +136,7 @@ def holder(db: Database, timeline: Timeline, work: Callable[[SqlUnitOfWork], Non
 
 def waiter(db: Database, timeline: Timeline, work: Callable[[SqlUnitOfWork], T]) -> T:
     """Thread B: take the same lock in `work` (which must wait for A) and note when it got it."""
-    with SqlUnitOfWork(db.sessions) as uow:
+    with SqlUnitOfWork(db.sessions, FollowOns()) as uow:
         timeline.b_pid = uow.connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
         timeline.b_asking.set()
         timeline.b_started = time.monotonic()
@@ -200,7 +201,7 @@ def test_a_second_session_waits_for_the_reservation_row_lock_and_then_sees_the_g
     db: Database,
 ) -> None:
     job = Job(ImageGroupId(f"group-{uuid.uuid4().hex[:12]}"), str(uuid.uuid4()))
-    with SqlUnitOfWork(db.sessions) as uow:
+    with SqlUnitOfWork(db.sessions, FollowOns()) as uow:
         uow.catalogs.reserve(reservation_of(job))
         uow.commit()
 
@@ -221,9 +222,9 @@ def test_a_second_session_waits_for_the_reservation_row_lock_and_then_sees_the_g
 def test_a_lock_taken_after_a_plain_read_sees_the_latest_committed_status(
     db: Database, job: Job
 ) -> None:
-    with SqlUnitOfWork(db.sessions) as reader:
+    with SqlUnitOfWork(db.sessions, FollowOns()) as reader:
         before = reader.groups.find_by_job_id(job.job_id)
-        with SqlUnitOfWork(db.sessions) as writer:
+        with SqlUnitOfWork(db.sessions, FollowOns()) as writer:
             start_deploy_under_lock(writer, job)
             writer.commit()
         locked = reader.groups.find_by_job_id_for_update(job.job_id)
@@ -243,7 +244,7 @@ def test_a_lock_held_too_long_fails_with_lock_not_available_instead_of_hanging(
 ) -> None:
     impatient = make_engine(db.url, lock_timeout_ms=200)
     try:
-        with SqlUnitOfWork(db.sessions) as holding:
+        with SqlUnitOfWork(db.sessions, FollowOns()) as holding:
             assert LOCKS[lock](holding, job.job_id) is not None
             with SqlUnitOfWork(impatient) as other:
                 started = time.monotonic()
@@ -256,6 +257,6 @@ def test_a_lock_held_too_long_fails_with_lock_not_available_instead_of_hanging(
         impatient.dispose()
     assert isinstance(refused.value.orig, psycopg.errors.LockNotAvailable)
     assert 0.2 <= waited < 3.0
-    with SqlUnitOfWork(db.sessions) as uow:
+    with SqlUnitOfWork(db.sessions, FollowOns()) as uow:
         after = uow.groups.find_by_job_id(job.job_id)
     assert after is not None and after.status is ImageGroupStatus.DEPLOYING

@@ -15,8 +15,9 @@ from domain import OutboxMessage
 from persistence.uow import SqlUnitOfWork
 from tests.integration.flow import follow_ons
 from tests.integration.stack import Stack, redis_messages, stack, wait_for
-from workers import publishing
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -28,12 +29,15 @@ EAGER_SWEEP = {"IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL": "0.05", "IMAGEGROUPS_OUTBOX_
 def unsent_deploy_request(s: Stack, group_id: str) -> OutboxMessage:
     """A group that entered DEPLOYING whose deploy request was committed but never sent."""
     deps = Deps(
-        lambda: SqlUnitOfWork(s.engine), lambda: datetime.now(UTC), lambda: str(uuid.uuid4()), True
+        lambda: SqlUnitOfWork(s.engine, FollowOns()),
+        lambda: datetime.now(UTC),
+        lambda: str(uuid.uuid4()),
+        True,
     )
     job = str(uuid.uuid4())
-    parsed = publishing.catalog_parsed(job, group_id, ["compute"])
+    parsed = envelopes.catalog_parsed(job, group_id, ["compute"])
     handle_catalog_parsed(CatalogParsedEvent.model_validate(parsed).to_command(), deps=deps)
-    built = publishing.stage_finished(job, "build-image", "succeeded")
+    built = envelopes.stage_finished(job, "build-image", "succeeded")
     handle_stage_finished(StageFinishedEvent.model_validate(built).to_command(), deps=deps)
     [request] = follow_ons(s, group_id)
     assert request.sent_at is None

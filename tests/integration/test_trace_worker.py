@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.flow import follow_ons, new_job, wait_status
 from tests.integration.stack import Stack, wait_for
-from workers import publishing
+from workers.outbox import envelopes
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +37,27 @@ def test_trace_links_a_redeployed_groups_events_and_history_keeps_attempt_1s_fai
 ) -> None:
     s, job = manual, new_job()
     # The build result first: it is retried until its catalog lands, so it takes deliveries.
-    built = publishing.stage_finished(job, "build-image", "succeeded")
-    publishing.send(s.client, built)
+    built = envelopes.stage_finished(job, "build-image", "succeeded")
+    envelopes.send(s.client, built)
     wait_for(
         lambda: s.query(lambda uow: uow.deliveries.first_counted_at(built["event_id"])),
         timeout=30,
         what="the build result retried before its catalog",
     )
-    publishing.send(s.client, publishing.catalog_parsed(job, GROUP, ["compute"]))
+    envelopes.send(s.client, envelopes.catalog_parsed(job, GROUP, ["compute"]))
     wait_status(s, GROUP, "DEPLOYING")
     first = request(s, 1)
-    failed = publishing.stage_finished(
+    failed = envelopes.stage_finished(
         job, "deploy", "failed", attempt=1, causation_id=first,
         error_code="E_DEPLOY", error_summary="node n2 unreachable",
     )  # fmt: skip
-    publishing.send(s.client, failed)
+    envelopes.send(s.client, failed)
     wait_status(s, GROUP, "FAILED")
-    publishing.send(s.client, failed)  # a second send of the same event: a duplicate
+    envelopes.send(s.client, failed)  # a second send of the same event: a duplicate
     s.run_cli("request", "deploy", GROUP)
     second = request(s, 2)
-    deployed = publishing.stage_finished(job, "deploy", "succeeded", attempt=2, causation_id=second)
-    publishing.send(s.client, deployed)
+    deployed = envelopes.stage_finished(job, "deploy", "succeeded", attempt=2, causation_id=second)
+    envelopes.send(s.client, deployed)
     wait_status(s, GROUP, "RESTARTING")
 
     def settled() -> dict[str, Any]:

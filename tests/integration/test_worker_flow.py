@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from tests.integration.flow import (
     wait_status,
 )
 from tests.integration.stack import Stack, redis_messages, stack, wait_for
-from workers import publishing
+from workers.outbox import envelopes
 
 pytestmark = pytest.mark.integration
 
@@ -59,33 +58,13 @@ def test_twenty_groups_walk_from_catalog_to_passed_through_the_simulator(
         print(f"\n{N_GROUPS} groups catalog -> PASSED in {elapsed:.2f}s")
 
 
-def test_two_worker_processes_with_interleaved_events_lose_and_double_nothing(
-    tmp_path: Path,
-) -> None:
-    with stack(tmp_path, "interleave") as s:
-        s.start_worker("--concurrency", "2", "-n", "one@%h")
-        s.start_worker("--concurrency", "2", "-n", "two@%h", name="worker2")
-        s.start_simulator()
-        jobs = {f"mix-{i:02d}": new_job() for i in range(30)}
-        events = []
-        for group_id, job in jobs.items():
-            events.append(publishing.catalog_parsed(job, group_id, ["compute"]))
-            events.append(publishing.stage_finished(job, "build-image", "succeeded"))
-        # Builds often arrive before their catalog: those retry until the catalog lands.
-        random.Random(3).shuffle(events)
-        for event in events:
-            publishing.send(s.client, event)
-        wait_for(lambda: _all_terminal(s, list(jobs)), timeout=120, what="every group")
-        _assert_walked_happy_path_once(s, list(jobs))
-
-
 def test_deploy_failure_then_redeploy_then_a_late_attempt_one_result_is_stale(
     manual: Stack,
 ) -> None:
     s, job = manual, new_job()
     start_group(s, "redeploy-1", job)
     wait_status(s, "redeploy-1", "DEPLOYING")
-    publishing.send(s.client, publishing.stage_finished(job, "deploy", "failed", attempt=1))
+    envelopes.send(s.client, envelopes.stage_finished(job, "deploy", "failed", attempt=1))
     wait_status(s, "redeploy-1", "FAILED")
 
     s.run_cli("request", "deploy", "redeploy-1")
@@ -94,7 +73,7 @@ def test_deploy_failure_then_redeploy_then_a_late_attempt_one_result_is_stale(
     requests = [m for m in follow_ons(s, "redeploy-1") if m.task_name == "pipeline.deploy"]
     assert [m.body["payload"]["attempt"] for m in requests] == [1, 2]
 
-    late = publishing.stage_finished(job, "deploy", "succeeded", attempt=1)
+    late = envelopes.stage_finished(job, "deploy", "succeeded", attempt=1)
     result = s.client.send_task(
         "imagegroups.stage_finished", kwargs={"event": late}, queue="imagegroups.events"
     )
@@ -115,10 +94,10 @@ def test_every_event_delivered_three_times_concurrently_applies_once(manual: Sta
     def thrice(events: list[dict[str, object]]) -> None:
         sends = [e for e in events for _ in range(3)]
         with ThreadPoolExecutor(6) as pool:
-            list(pool.map(lambda e: publishing.send(s.client, e), sends))
+            list(pool.map(lambda e: envelopes.send(s.client, e), sends))
 
-    thrice([publishing.catalog_parsed(j, g, ["compute"]) for g, j in jobs.items()])
-    thrice([publishing.stage_finished(j, "build-image", "succeeded") for j in jobs.values()])
+    thrice([envelopes.catalog_parsed(j, g, ["compute"]) for g, j in jobs.items()])
+    thrice([envelopes.stage_finished(j, "build-image", "succeeded") for j in jobs.values()])
     for stage, running, reached in (
         ("deploy", "DEPLOYING", "RESTARTING"),
         ("pxe-boot", "RESTARTING", "VALIDATING"),
@@ -126,7 +105,7 @@ def test_every_event_delivered_three_times_concurrently_applies_once(manual: Sta
     ):
         for group_id in jobs:
             wait_status(s, group_id, running)
-        thrice([publishing.stage_finished(j, stage, "succeeded") for j in jobs.values()])
+        thrice([envelopes.stage_finished(j, stage, "succeeded") for j in jobs.values()])
         for group_id in jobs:
             wait_status(s, group_id, reached)
     _assert_walked_happy_path_once(s, list(jobs))

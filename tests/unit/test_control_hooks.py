@@ -23,10 +23,10 @@ from celery.worker.consumer.mingle import Mingle
 from celery.worker.control import Panel
 from celery.worker.request import Request
 
-from workers import control_step, event_request
+from workers.broker import control_step, event_request
+from workers.broker.control_policy import ControlPolicy
 from workers.celery import app
-from workers.control_policy import ControlPolicy
-from workers.worker_health import COMMAND
+from workers.runtime.health import COMMAND
 
 
 def a_pidbox() -> pidbox.Pidbox:
@@ -84,7 +84,7 @@ def test_the_consumer_blueprint_lists_the_steps_we_replace_and_drop() -> None:
 
 
 def test_the_worker_uses_our_blueprint_and_mingle_and_gossip_can_be_switched_off() -> None:
-    from workers.consumer import DeadLetteringConsumer
+    from workers.edge.consumer import DeadLetteringConsumer
 
     assert DeadLetteringConsumer.Blueprint is control_step.GuardedBlueprint
     assert "without_mingle" in inspect.signature(Mingle.__init__).parameters

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from workers.control_policy import (
+from workers.broker.control_policy import (
     READ_ONLY,
     UNKNOWN,
     ControlPolicy,
@@ -90,7 +90,7 @@ def test_a_refused_command_replies_with_the_reason_and_is_logged_with_its_sender
     refused: list[str] = []
     handlers = guarded(ControlPolicy(), refused)
     handlers.sender = "reply-to 'abc'"
-    with caplog.at_level(logging.WARNING, logger="workers.control_policy"):
+    with caplog.at_level(logging.WARNING, logger="workers.broker.control_policy"):
         reply = handlers["shutdown"](None, msg="bye")
     assert reply["error"].startswith("refused: remote-control command 'shutdown'")
     assert "IMAGEGROUPS_REMOTE_CONTROL=read-only" in reply["error"]

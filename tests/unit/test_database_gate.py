@@ -1,4 +1,4 @@
-"""Canaries for the Celery code the database gate relies on (workers/database_gate.py)."""
+"""Canaries for the Celery code the database gate relies on (workers/broker/database_gate.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from celery.worker.request import create_request_cls
 from celery.worker.worker import WorkController
 from kombu.message import Message
 
-from workers import database_gate
+from workers.broker import database_gate
+from workers.broker.database_gate import GATE, DatabaseGate, GatedRequest, require_gated_requests
 from workers.celery import app
-from workers.database_gate import GATE, DatabaseGate, GatedRequest, require_gated_requests
 
 TASK = "imagegroups.stage_finished"
 

@@ -14,9 +14,10 @@ import psycopg
 import pytest
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 
-from domain import DeadLetter, DeadLetterStatus, UnitOfWork
+from domain import DeadLetter, DeadLetterStatus
 from persistence.memory import MemoryState, MemoryUnitOfWork
-from workers import dead_letters
+from persistence.ports import StoreUnitOfWork
+from workers.edge import dead_letters
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EVENT = str(uuid.uuid4())
@@ -45,7 +46,7 @@ def _store_with(
 ) -> int | None:
     seen = [] if tries is None else tries
 
-    def new_uow() -> UnitOfWork:
+    def new_uow() -> StoreUnitOfWork:
         uow = MemoryUnitOfWork(state)
         begin = uow._begin
 
@@ -112,7 +113,7 @@ def test_a_message_not_even_a_minimal_letter_of_which_stores_is_given_up_with_a_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     state, tries = MemoryState(), list[DeadLetter]()
-    with caplog.at_level(logging.CRITICAL, logger="workers.dead_letters"):
+    with caplog.at_level(logging.CRITICAL, logger="workers.edge.dead_letters"):
         letter_id = _store_with(state, lambda d: _refused(IntegrityError), tries, body="[1, 2, 3]")
     assert letter_id is None
     assert len(tries) == 2, "the full letter, then the minimal one: no more"

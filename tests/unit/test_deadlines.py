@@ -26,8 +26,11 @@ from domain import (
     StaleResultError,
 )
 from persistence.memory import MemoryState, MemoryUnitOfWork
-from workers import publishing
+from tests.recorded import moves as _moves
+from tests.recorded import requests as _requests
 from workers.handlers import Deps, expire_overdue, handle_stage_finished, request_stage
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
 from workers.schemas import StageFinishedEvent
 
 S = ImageGroupStatus
@@ -81,16 +84,16 @@ def test_every_running_status_may_move_to_failed_as_an_expiry_needs(flow: StageF
 
 def test_expiring_past_the_deadline_fails_the_group_with_one_transition() -> None:
     group = deploying()
-    group.new_transitions.clear()
+    group.events.clear()
 
     group.expire(DEPLOY, 1, event_id="cmd-expire", at=at(10) + HOUR)
 
     assert group.status is S.FAILED
     assert group.deadline_at is None
-    assert [(t.from_status, t.to_status, t.event_id) for t in group.new_transitions] == [
+    assert [(t.from_status, t.to_status, t.event_id) for t in _moves(group)] == [
         (S.DEPLOYING, S.FAILED, "cmd-expire")
     ]
-    assert [r.stage for r in group.new_requests] == [DEPLOY]  # the request only: no follow-on
+    assert _requests(group) == []  # no follow-on: a FAILED group waits for an operator
 
 
 def test_an_expiry_records_the_stage_as_timed_out_from_its_request() -> None:
@@ -98,7 +101,7 @@ def test_an_expiry_records_the_stage_as_timed_out_from_its_request() -> None:
 
     group.expire(DEPLOY, 1, event_id="cmd-expire", at=at(4000))
 
-    assert group.new_stage_ends == [
+    assert group.recorded(StageEnded) == [
         StageEnded(DEPLOY, 1, StageOutcome.FAILED, True, requested_at=at(10), at=at(4000))
     ]
 
@@ -108,7 +111,7 @@ def test_a_result_records_how_long_the_stage_took_from_its_request() -> None:
 
     group.finish(DEPLOY, StageOutcome.FAILED, attempt=1, event_id="ev-no", at=at(70))
 
-    assert group.new_stage_ends == [
+    assert group.recorded(StageEnded) == [
         StageEnded(DEPLOY, 1, StageOutcome.FAILED, False, requested_at=at(10), at=at(70))
     ]
 
@@ -190,7 +193,7 @@ def state() -> MemoryState:
 def deps(state: MemoryState, clock: Clock) -> Deps:
     ids: Iterator[int] = count(1)
     return Deps(
-        new_uow=lambda: MemoryUnitOfWork(state),
+        new_uow=lambda: MemoryUnitOfWork(state, FollowOns()),
         clock=clock,
         new_id=lambda: f"00000000-0000-4000-8000-{next(ids):012d}",
         stage_timeouts={DEPLOY: HOUR, PXE_BOOT: HOUR / 2, VALIDATE: HOUR},
@@ -203,7 +206,6 @@ def waiting(state: MemoryState, deps: Deps) -> ImageGroup:
     with deps.new_uow() as uow:
         group = built()
         uow.groups.save(group)
-        uow.history.add(group.new_transitions)
         uow.commit()
     request_stage("group-1", DEPLOY, deps=deps)
     return state.groups["group-1"]
@@ -268,7 +270,7 @@ def test_a_late_result_for_the_expired_attempt_is_recorded_stale(
 ) -> None:
     clock.now = T0 + 2 * HOUR
     expire_overdue(deps=deps)
-    body = publishing.stage_finished(JOB, "deploy", "succeeded", attempt=1, at=clock.now)
+    body = envelopes.stage_finished(JOB, "deploy", "succeeded", attempt=1, at=clock.now)
 
     result = handle_stage_finished(StageFinishedEvent.model_validate(body).to_command(), deps=deps)
 

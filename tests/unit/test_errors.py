@@ -20,7 +20,8 @@ from domain import (
     InvalidValueError,
     StaleResultError,
 )
-from workers.errors import InvalidEventError, backoff, is_transient
+from workers.edge.decide import backoff
+from workers.errors import InvalidEventError, is_transient
 
 JOB_ID = "0b6a6f0e-1b8e-4a53-9f57-6a8c4c1f0c11"
 

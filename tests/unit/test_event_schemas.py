@@ -14,15 +14,16 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from domain import Image, ImageGroup, ImageGroupId, RoleName, StageName, StageRequest
-from workers import publishing
-from workers.follow_on import Cause, request_message
+from domain import Image, ImageGroup, ImageGroupId, RoleName, StageName, StageRequested
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import request_message
 from workers.schemas import SCHEMAS, json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS_DIR = ROOT / "docs" / "events"
 JOB_ID = "0b6a6f0e-1b8e-4a53-9f57-6a8c4c1f0c11"
-CAUSE = Cause("3f2b8c1e-6d4a-4e0f-9a7b-2c5d8e1f0a93", "5c3e7a10-9b2d-4f61-8e0a-1d2c3b4a5f60")
+CAUSE_ID = "3f2b8c1e-6d4a-4e0f-9a7b-2c5d8e1f0a93"
+CORRELATION_ID = "5c3e7a10-9b2d-4f61-8e0a-1d2c3b4a5f60"
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -43,36 +44,32 @@ def _validator(name: str) -> Draft202012Validator:
 
 def _group(*roles: str) -> ImageGroup:
     images = [Image(str(uuid.uuid4()), RoleName(r), f"{r}.img") for r in roles]
-    return ImageGroup.create(
-        ImageGroupId("group-1"), JOB_ID, images, event_id=CAUSE.event_id, at=AT
-    )
+    return ImageGroup.create(ImageGroupId("group-1"), JOB_ID, images, event_id=CAUSE_ID, at=AT)
 
 
 def _follow_on(stage: StageName, attempt: int = 1) -> dict[str, Any]:
     message = request_message(
         _group("compute", "login"),
-        StageRequest(stage, attempt),
-        cause=CAUSE,
+        StageRequested(stage, attempt, CAUSE_ID, AT, CORRELATION_ID),
         event_id=str(uuid.uuid4()),
-        at=AT,
     )
     return message.body
 
 
 def _catalog_parsed() -> dict[str, Any]:
-    return publishing.catalog_parsed(
+    return envelopes.catalog_parsed(
         JOB_ID,
         "group-1",
         ["compute", "login"],
         {"login": "login-v2.img"},
         catalog_name="omnia",
         catalog_version="1.7",
-        correlation_id=CAUSE.correlation_id,
+        correlation_id=CORRELATION_ID,
     )
 
 
 def _stage_finished() -> dict[str, Any]:
-    return publishing.stage_finished(
+    return envelopes.stage_finished(
         JOB_ID,
         "restart",
         "failed",
@@ -82,8 +79,8 @@ def _stage_finished() -> dict[str, Any]:
         detail={"nodes": ["n1"], "retries": 3},
         error_code="E_PXE",
         error_summary="n1 did not boot",
-        correlation_id=CAUSE.correlation_id,
-        causation_id=CAUSE.event_id,
+        correlation_id=CORRELATION_ID,
+        causation_id=CAUSE_ID,
     )
 
 

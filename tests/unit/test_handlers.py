@@ -27,7 +27,6 @@ from domain import (
     StageState,
 )
 from persistence.memory import MemoryState, MemoryUnitOfWork
-from workers import publishing
 from workers.errors import is_transient
 from workers.handlers import (
     Deps,
@@ -37,6 +36,8 @@ from workers.handlers import (
     handle_stage_finished,
     request_stage,
 )
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
 from workers.schemas import (
     CatalogParsedEvent,
     DeployRequestedEvent,
@@ -94,7 +95,7 @@ class World:
         role_images: dict[str, str] | None = None,
         event_id: str | None = None,
     ) -> Result:
-        body = publishing.catalog_parsed(
+        body = envelopes.catalog_parsed(
             job,
             group,
             list(roles),
@@ -117,7 +118,7 @@ class World:
     def stage_body(
         self, stage: str, outcome: str, *, job: str = JOB, event_id: str | None = None, **kw: Any
     ) -> dict[str, Any]:
-        return publishing.stage_finished(
+        return envelopes.stage_finished(
             job, stage, outcome, event_id=event_id or next(self.ids), at=T0, **kw
         )
 
@@ -146,7 +147,7 @@ class World:
 def _world(*, auto_advance: bool) -> World:
     state = MemoryState()
     deps = Deps(
-        new_uow=lambda: MemoryUnitOfWork(state),
+        new_uow=lambda: MemoryUnitOfWork(state, FollowOns()),
         clock=FakeClock(),
         new_id=_uuid_like_ids(),
         auto_advance=auto_advance,

@@ -21,7 +21,7 @@ from domain import (
     TransitionCause,
 )
 from persistence.memory import MemoryState, MemoryUnitOfWork
-from workers import publishing
+from tests.recorded import moves as _moves
 from workers.handlers import (
     Deps,
     cleanup,
@@ -30,6 +30,8 @@ from workers.handlers import (
     handle_stage_finished,
     request_stage,
 )
+from workers.outbox import envelopes
+from workers.outbox.follow_ons import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 S = ImageGroupStatus
@@ -47,17 +49,17 @@ class Pipeline:
         self.now = T0
         numbers: Iterator[int] = count(1)
         self.deps = Deps(
-            new_uow=lambda: MemoryUnitOfWork(self.state),
+            new_uow=lambda: MemoryUnitOfWork(self.state, FollowOns()),
             clock=lambda: self.now,
             new_id=lambda: f"00000000-0000-4000-8000-{next(numbers):012d}",
             stage_timeouts={} if timeout is None else {StageName.DEPLOY: timeout},
         )
-        event = publishing.catalog_parsed(JOB, "g1", ["compute"])
+        event = envelopes.catalog_parsed(JOB, "g1", ["compute"])
         handle_catalog_parsed(CatalogParsedEvent.model_validate(event).to_command(), deps=self.deps)
 
     def finish(self, stage: str, outcome: str, **fields: Any) -> str:
         self.now += timedelta(seconds=1)
-        event = publishing.stage_finished(JOB, stage, outcome, **fields)
+        event = envelopes.stage_finished(JOB, stage, outcome, **fields)
         command = StageFinishedEvent.model_validate(event).to_command()
         handle_stage_finished(command, deps=self.deps)
         return str(event["event_id"])
@@ -179,7 +181,7 @@ def test_the_inbox_keeps_the_job_and_what_the_event_answers() -> None:
 
 def test_a_repeated_delivery_counts_a_duplicate_and_changes_nothing_else() -> None:
     pipeline = Pipeline()
-    event = publishing.stage_finished(JOB, "build-image", "succeeded")
+    event = envelopes.stage_finished(JOB, "build-image", "succeeded")
     command = StageFinishedEvent.model_validate(event).to_command()
     handle_stage_finished(command, deps=pipeline.deps)
     history = list(pipeline.state.history)
@@ -205,7 +207,7 @@ def test_a_move_made_without_a_cause_records_an_unknown_one_unchanged() -> None:
     group = _group()
     group.start(StageName.DEPLOY, event_id="e1", at=T0)
 
-    assert [t.cause for t in group.new_transitions] == [TransitionCause(), TransitionCause()]
+    assert [t.cause for t in _moves(group)] == [TransitionCause(), TransitionCause()]
 
 
 def test_a_cause_that_names_its_attempt_is_recorded_as_given() -> None:
@@ -218,7 +220,7 @@ def test_a_cause_that_names_its_attempt_is_recorded_as_given() -> None:
         StageName.DEPLOY, StageOutcome.FAILED, attempt=1, event_id="e2", at=T0, cause=given
     )
 
-    assert group.new_transitions[-1] == Transition(
+    assert _moves(group)[-1] == Transition(
         ImageGroupId("g1"), S.DEPLOYING, S.FAILED, "e2", T0, given
     )
 

@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from domain import StageName
-from workers.metrics import Off, recorder
+from workers.metrics.recorder import Off
+from workers.runtime import root
 from workers.settings import Settings
 
 
@@ -57,7 +58,7 @@ def test_a_metrics_port_outside_1_to_65535_is_refused(value: str) -> None:
 
 def test_outside_a_worker_with_metrics_nothing_is_counted() -> None:
     # The CLI, the demo and these tests never switch counting on: every call is a no-op.
-    assert type(recorder()) is Off
+    assert type(root.state().counting.recorder) is Off
 
 
 def test_metrics_listen_on_loopback_unless_an_address_is_given() -> None:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from kombu.message import Message
 
-from workers import protocol, publishing
+from workers.edge import accept
 from workers.errors import InvalidTaskMessageError
+from workers.outbox import envelopes
 from workers.settings import CLOCK_SKEW_SECONDS, Settings
 
 TASK = "imagegroups.stage_finished"
@@ -23,7 +24,7 @@ DEFAULT_BOUND = timedelta(seconds=Settings().max_eta_seconds)
 
 
 def _event() -> dict[str, Any]:
-    return publishing.stage_finished(str(uuid.uuid4()), "deploy", "succeeded")
+    return envelopes.stage_finished(str(uuid.uuid4()), "deploy", "succeeded")
 
 
 def _message(body: Any, **headers: Any) -> Message:
@@ -39,7 +40,7 @@ def _message(body: Any, **headers: Any) -> Message:
 
 
 def _checked(message: Message, bound: timedelta = DEFAULT_BOUND) -> dict[str, Any]:
-    protocol.check(message, (TASK,), now=NOW, max_eta=bound)
+    accept.check(message, (TASK,), now=NOW, max_eta=bound)
     return dict(message.headers)
 
 
@@ -61,7 +62,7 @@ def test_an_eta_beyond_the_bound_is_dropped_with_a_warning_naming_the_event(
     event = _event()
     eta = (NOW + DEFAULT_BOUND + timedelta(seconds=1)).isoformat()
     message = _message([[], {"event": event}, None], eta=eta)
-    with caplog.at_level(logging.WARNING, logger="workers.protocol"):
+    with caplog.at_level(logging.WARNING, logger="workers.edge.accept"):
         headers = _checked(message)
     assert headers["eta"] is None, "the event runs now"
     [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -95,8 +96,8 @@ def test_a_message_names_its_envelopes_event_id_in_canonical_form() -> None:
     canonical = event["event_id"]
     event["event_id"] = canonical.upper()
     linked = {"callbacks": [{"task": "x"}], "errbacks": None, "chain": None, "chord": None}
-    assert protocol.message_event_id(_message([[], {"event": event}, linked])) == canonical
-    assert protocol.message_event_id(_message([[event], {}, None])) == canonical
+    assert accept.message_event_id(_message([[], {"event": event}, linked])) == canonical
+    assert accept.message_event_id(_message([[event], {}, None])) == canonical
 
 
 @pytest.mark.parametrize(
@@ -111,11 +112,11 @@ def test_a_message_names_its_envelopes_event_id_in_canonical_form() -> None:
     ],
 )
 def test_a_message_without_a_valid_envelope_names_no_event(body: Any) -> None:
-    assert protocol.message_event_id(_message(body)) is None
+    assert accept.message_event_id(_message(body)) is None
 
 
 def test_an_undecodable_message_names_no_event() -> None:
     message = Message(  # type: ignore[no-untyped-call]
         body=b"\x80\x04pickle", content_type="application/x-python-serialize", accept=["json"]
     )
-    assert protocol.message_event_id(message) is None
+    assert accept.message_event_id(message) is None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import celeryconfig
-from workers.errors import backoff, shortest_retry_span
+from workers.broker.transport import LEASE_OPTION
+from workers.edge.decide import backoff, shortest_retry_span
+from workers.runtime.lifecycle import recovery_warning
 from workers.settings import Settings
-from workers.signals import recovery_warning
-from workers.transport import LEASE_OPTION
 
 
 def defaults() -> Settings:

@@ -110,7 +110,7 @@ def test_the_worker_logging_celery_sets_up_escapes_every_line() -> None:
     code = (
         "import logging\nfrom workers.celery import app\n"
         "app.log.setup(loglevel='INFO')\n"
-        f"logging.getLogger('workers.processing').warning('summary: %s', {HOSTILE!r})\n"
+        f"logging.getLogger('workers.edge.task').warning('summary: %s', {HOSTILE!r})\n"
         f"logging.getLogger('celery.task').warning('task: %s', {HOSTILE!r})\n"
     )
     done = subprocess.run(

@@ -11,8 +11,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from domain import StageName
+from workers.edge.accept import parse
 from workers.errors import InvalidEventError
-from workers.processing import parse
 from workers.schemas import (
     MAX_RESULT_DETAIL_BYTES,
     CatalogParsedEvent,

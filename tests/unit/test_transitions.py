@@ -13,15 +13,11 @@ from typing import Any
 import pytest
 
 from domain.errors import DomainError, InvalidStateTransitionError, StaleResultError
-from domain.model import (
-    ALLOWED_TRANSITIONS,
-    Image,
-    ImageGroup,
-    StageRequest,
-    Transition,
-    next_stage,
-)
+from domain.flow import ALLOWED_TRANSITIONS, next_stage
+from domain.model import Image, ImageGroup, Transition
 from domain.values import ImageGroupId, ImageGroupStatus, RoleName, StageName, StageOutcome
+from tests.recorded import moves as recorded_moves
+from tests.recorded import requests as _requests
 
 S = ImageGroupStatus
 DEPLOY = StageName.DEPLOY
@@ -219,8 +215,8 @@ def _snapshot(group: ImageGroup) -> tuple[Any, ...]:
         group.status,
         group.attempt,
         group.updated_at,
-        list(group.new_transitions),
-        list(group.new_requests),
+        recorded_moves(group),
+        _requests(group),
     )
 
 
@@ -265,8 +261,8 @@ def test_stage_result_while_stage_runs_moves_group_to_outcome_status(
     assert group.status is expected
     assert group.updated_at == LATER
     assert group.attempt == 1
-    assert group.new_transitions == [Transition(GROUP_ID, status, expected, "evt-result", LATER)]
-    assert group.new_requests == []
+    assert recorded_moves(group) == [Transition(GROUP_ID, status, expected, "evt-result", LATER)]
+    assert _requests(group) == []
 
 
 @pytest.mark.parametrize(("status", "stage", "outcome", "expected"), _finish_cases(_is_stale))
@@ -339,7 +335,7 @@ def test_result_for_an_older_attempt_is_stale_and_changes_nothing(
     assert _snapshot(group) == before
     assert group.status is status
     assert group.attempt == 2
-    assert group.new_transitions == []
+    assert recorded_moves(group) == []
 
 
 @pytest.mark.parametrize(
@@ -386,7 +382,7 @@ def test_start_from_built_keeps_attempt_one() -> None:
     group.start(DEPLOY, event_id="evt-start", at=LATER)
 
     assert group.attempt == 1
-    assert group.new_requests == [StageRequest(DEPLOY, 1)]
+    assert _requests(group) == [(DEPLOY, 1)]
 
 
 def test_redeploy_from_failed_increments_attempt_and_requests_the_new_attempt() -> None:
@@ -401,10 +397,10 @@ def test_redeploy_from_failed_increments_attempt_and_requests_the_new_attempt() 
     group.start(DEPLOY, event_id="evt-5", at=LATER)
     assert group.attempt == 3
     assert group.status is S.DEPLOYING
-    assert group.new_requests == [
-        StageRequest(DEPLOY, 1),
-        StageRequest(DEPLOY, 2),
-        StageRequest(DEPLOY, 3),
+    assert _requests(group) == [
+        (DEPLOY, 1),
+        (DEPLOY, 2),
+        (DEPLOY, 3),
     ]
 
 
@@ -417,10 +413,10 @@ def test_later_stages_are_requested_with_the_current_attempt() -> None:
     group.start(VALIDATE, event_id="evt-5", at=LATER)
 
     assert group.attempt == 2
-    assert group.new_requests == [
-        StageRequest(DEPLOY, 2),
-        StageRequest(PXE_BOOT, 2),
-        StageRequest(VALIDATE, 2),
+    assert _requests(group) == [
+        (DEPLOY, 2),
+        (PXE_BOOT, 2),
+        (VALIDATE, 2),
     ]
 
 
@@ -439,9 +435,9 @@ def test_start_from_allowed_status_enters_running_status_and_requests_the_stage(
 
     assert group.status is expected
     assert group.updated_at == LATER
-    assert group.new_transitions == [Transition(GROUP_ID, status, expected, "evt-start", LATER)]
-    assert len(group.new_requests) == 1
-    assert group.new_requests[0].stage is stage
+    assert recorded_moves(group) == [Transition(GROUP_ID, status, expected, "evt-start", LATER)]
+    assert len(_requests(group)) == 1
+    assert _requests(group)[0][0] is stage
 
 
 @pytest.mark.parametrize(("status", "stage", "expected"), _start_cases(moves=False))
@@ -487,7 +483,7 @@ def test_build_stages_cannot_be_started_or_finished_on_an_existing_group(
         group.finish(stage, OK, attempt=None, event_id="evt", at=LATER)
 
     assert group.status is S.BUILT
-    assert group.new_transitions == []
+    assert recorded_moves(group) == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -505,8 +501,8 @@ def test_cleanup_from_a_cleanable_status_moves_group_to_cleaned(status: ImageGro
 
     assert group.status is S.CLEANED
     assert group.updated_at == LATER
-    assert group.new_transitions == [Transition(GROUP_ID, status, S.CLEANED, "evt-clean", LATER)]
-    assert group.new_requests == []
+    assert recorded_moves(group) == [Transition(GROUP_ID, status, S.CLEANED, "evt-clean", LATER)]
+    assert _requests(group) == []
 
 
 @pytest.mark.parametrize(
@@ -576,7 +572,7 @@ def test_happy_path_walks_built_to_passed_recording_each_move() -> None:
     group.start(VALIDATE, event_id="e5", at=LATER)
     group.finish(VALIDATE, OK, attempt=1, event_id="e6", at=LATER)
 
-    assert [(t.from_status, t.to_status, t.event_id) for t in group.new_transitions] == [
+    assert [(t.from_status, t.to_status, t.event_id) for t in recorded_moves(group)] == [
         (S.BUILT, S.DEPLOYING, "e1"),
         (S.DEPLOYING, S.DEPLOYED, "e2"),
         (S.DEPLOYED, S.RESTARTING, "e3"),
@@ -657,8 +653,8 @@ def test_create_starts_built_at_attempt_one_and_records_its_creation() -> None:
     assert group.images == tuple(images)
     assert group.created_at == CREATED
     assert group.updated_at == CREATED
-    assert group.new_transitions == [Transition(GROUP_ID, None, S.BUILT, "evt-built", CREATED)]
-    assert group.new_requests == []
+    assert recorded_moves(group) == [Transition(GROUP_ID, None, S.BUILT, "evt-built", CREATED)]
+    assert _requests(group) == []
 
 
 def test_create_refuses_a_group_without_images() -> None:
@@ -676,29 +672,29 @@ def test_every_successful_move_appends_exactly_one_transition_with_its_event_and
     )
 
     def check_one_more(event_id: str, at: datetime, previous: ImageGroupStatus) -> None:
-        assert len(group.new_transitions) == count + 1
-        assert group.new_transitions[-1] == Transition(
+        assert len(recorded_moves(group)) == count + 1
+        assert recorded_moves(group)[-1] == Transition(
             GROUP_ID, previous, group.status, event_id, at
         )
         assert group.updated_at == at
 
-    count = len(group.new_transitions)
+    count = len(recorded_moves(group))
     t1 = CREATED + timedelta(seconds=1)
     group.start(DEPLOY, event_id="e1", at=t1)
     check_one_more("e1", t1, S.BUILT)
 
-    count = len(group.new_transitions)
+    count = len(recorded_moves(group))
     t2 = CREATED + timedelta(seconds=2)
     group.finish(DEPLOY, StageOutcome.FAILED, attempt=None, event_id="e2", at=t2)
     check_one_more("e2", t2, S.DEPLOYING)
 
-    count = len(group.new_transitions)
+    count = len(recorded_moves(group))
     t3 = CREATED + timedelta(seconds=3)
     group.clean(event_id="e3", at=t3)
     check_one_more("e3", t3, S.FAILED)
 
     assert group.created_at == CREATED
-    assert [t.to_status for t in group.new_transitions] == [
+    assert [t.to_status for t in recorded_moves(group)] == [
         S.BUILT,
         S.DEPLOYING,
         S.FAILED,

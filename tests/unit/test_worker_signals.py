@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 import pytest
 from celery import signals as celery_signals
 
-from workers import root
-from workers import signals as lifecycle
 from workers.celery import app
+from workers.runtime import lifecycle, root
+from workers.runtime.root import ProcessState
 from workers.settings import Settings
 from workers.standin import simulator
 
@@ -36,8 +36,9 @@ class FakeSweeper:
 def fake_sweeper(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeSweeper.made = []
     monkeypatch.setattr(lifecycle, "OutboxSweeper", FakeSweeper)
-    monkeypatch.setattr(lifecycle, "_sweeper", None)
-    settings = Settings(IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL=0.5)
+    fresh = ProcessState()  # no thread of an earlier test
+    monkeypatch.setattr(root, "state", lambda: fresh)
+    settings = Settings(IMAGEGROUPS_OUTBOX_SWEEP_INTERVAL=0.5, IMAGEGROUPS_RETENTION_INTERVAL=0)
     monkeypatch.setattr(root, "runtime", lambda: SimpleNamespace(settings=settings))
     monkeypatch.setattr(root, "reset", lambda **_: None)
 
@@ -77,6 +78,7 @@ def test_the_event_worker_becoming_ready_starts_one_sweep_and_its_shutdown_stops
 
 
 def test_only_the_event_worker_counts_as_one() -> None:
-    assert lifecycle.is_event_worker(worker_of(app))
-    assert not lifecycle.is_event_worker(worker_of(simulator.make_app()))
-    assert not lifecycle.is_event_worker(None)
+    wiring = lifecycle.Lifecycle(app)
+    assert wiring.is_event_worker(worker_of(app))
+    assert not wiring.is_event_worker(worker_of(simulator.make_app()))
+    assert not wiring.is_event_worker(None)

@@ -8,7 +8,7 @@ from sqlalchemy.engine import make_url
 from persistence.db import sqlite_file
 from persistence.revisions import at_head
 from workers.cli.output import CommandError
-from workers.root import runtime
+from workers.runtime.root import runtime
 from workers.settings import Settings
 
 UPGRADE = "imagegroups db upgrade"

@@ -6,10 +6,10 @@ import argparse
 from typing import Any
 
 from domain import DeadLetter, DeadLetterStatus
-from workers import dead_letters
 from workers.cli.output import CommandError, iso, print_error, print_fields, print_json, print_table
+from workers.edge import dead_letters
 from workers.messages import EVENTS_QUEUE
-from workers.root import Runtime, runtime
+from workers.runtime.root import Runtime, runtime
 from workers.safe_text import one_line, printable, printable_block
 
 _LIST_HEADERS = ["ID", "STATUS", "TASK", "EVENT", "ERROR", "ATTEMPTS", "LAST FAILED", "REASON"]
@@ -141,7 +141,7 @@ def _require_waiting(rt: Runtime, letter_id: int) -> None:
 
 
 def _not_waiting(letter_id: int, status: DeadLetterStatus) -> str:
-    """The refusal text of replay, as workers/dead_letters.py words that of discard."""
+    """The refusal text of replay, as workers/edge/dead_letters.py words that of discard."""
     return f"dead letter {letter_id} is {status.value}, not dead"
 
 

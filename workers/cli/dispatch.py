@@ -80,7 +80,7 @@ def ending_process() -> None:
     """The process ends after this command: close its database connections, then spare the
     interpreter its final garbage collections (a fifth of a second once SQLAlchemy is loaded);
     the operating system takes the memory back at once."""
-    root = sys.modules.get("workers.root")
+    root = sys.modules.get("workers.runtime.root")
     if root is not None:
         root.reset()
     gc.freeze()

@@ -16,9 +16,9 @@ from workers.cli.database import require_schema
 from workers.cli.output import CommandError, print_json, print_table
 from workers.cli.queues import WATCHED, consumers_by_queue, read_queues, unknown
 from workers.messages import EVENTS_QUEUE
-from workers.root import runtime
+from workers.runtime.health import COMMAND
+from workers.runtime.root import runtime
 from workers.safe_text import printable
-from workers.worker_health import COMMAND
 
 BROKER_TIMEOUT_SECONDS = 3.0
 #: How long to wait for the workers' answers (those that have not answered by then are left out).

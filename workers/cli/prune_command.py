@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from workers.cli.output import print_json, print_table
-from workers.housekeeping import prune_now
-from workers.root import runtime
+from workers.runtime.housekeeping import prune_now
+from workers.runtime.root import runtime
 
 
 def prune(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from domain import (
 )
 from workers.cli import history_view
 from workers.cli.output import iso, print_fields, print_json, print_table
-from workers.root import runtime
+from workers.runtime.root import runtime
 
 
 def group_document(group: ImageGroup, failure: StageRecord | None = None) -> dict[str, Any]:

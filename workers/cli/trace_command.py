@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from workers.cli import arguments as arg
 
 if TYPE_CHECKING:
-    from domain import ImageGroup, UnitOfWork
+    from domain import ImageGroup
+    from persistence.ports import StoreUnitOfWork
     from workers.cli.trace_model import TraceRows
 
 DESCRIPTION = """\
@@ -44,7 +45,7 @@ def trace(args: argparse.Namespace) -> int:
     from domain import ImageGroupId, ImageGroupNotFoundError
     from workers.cli.output import print_json
     from workers.cli.trace_model import trace_document
-    from workers.root import runtime
+    from workers.runtime.root import runtime
 
     group_id = ImageGroupId(args.image_group_id)
     with runtime().new_uow() as uow:
@@ -59,7 +60,7 @@ def trace(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_rows(uow: UnitOfWork, group: ImageGroup) -> TraceRows:
+def read_rows(uow: StoreUnitOfWork, group: ImageGroup) -> TraceRows:
     """The rows of one group's trace, each query on an index (persistence/sql_trace.py)."""
     from domain import STAGE_FLOW
     from workers.cli.trace_model import TraceRows

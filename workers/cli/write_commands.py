@@ -6,12 +6,15 @@ import argparse
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from domain import StageName
-from workers import handlers, relay
+from workers import handlers
 from workers.cli import arguments as arg
 from workers.cli.output import print_json, print_warning
-from workers.root import runtime
+from workers.outbox import relay
+from workers.outbox.celery_publisher import CeleryPublisher
+from workers.runtime import root
 from workers.service import execute
 
 #: The stages an operator may request, as the command line spells them.
@@ -27,10 +30,22 @@ def cleanup(args: argparse.Namespace) -> int:
     return _run(args, lambda deps: handlers.cleanup(args.image_group_id, deps=deps))
 
 
+def _event_app() -> Any:
+    from workers.celery import app
+
+    return app
+
+
+def _runtime() -> root.Runtime:
+    """The command's runtime, publishing on the event app (Celery loads on the first publish)."""
+    root.install(CeleryPublisher(load_app=_event_app))
+    return root.runtime()
+
+
 def _run(args: argparse.Namespace, handle: Callable[[handlers.Deps], handlers.Result]) -> int:
     """The command end to end; a follow-on that cannot be sent now stays for the sweep."""
     with _publish_failures() as failures:
-        done = execute(handle, runtime())
+        done = execute(handle, _runtime())
     result, sent = done.result, done.sent
     unsent = [m.event_id for m in done.unsent]
     if unsent:

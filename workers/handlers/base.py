@@ -1,4 +1,8 @@
-"""What every handler shares: its dependencies, what it returns, and the rows a change writes."""
+"""What every handler shares: its dependencies and what it returns.
+
+A handler writes no history, stage or outbox row: the aggregate records what happened
+(ImageGroup.events) and the unit of work stores it at commit.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain import (
-    ImageGroup,
-    ImageGroupStatus,
-    OutboxMessage,
-    StageEnded,
-    StageName,
-    StageRecord,
-    StageState,
-    UnitOfWork,
-)
-from workers.follow_on import Cause, request_message
+from domain import ImageGroup, ImageGroupStatus, OutboxMessage, StageEnded, StageName, UnitOfWork
 
 
 @dataclass(frozen=True)
 class Deps:
-    """What a handler needs; built once per process by the composition root (runtime.py)."""
+    """What a handler needs; built once per process by the composition root
+    (workers/runtime/root.py)."""
 
     new_uow: Callable[[], UnitOfWork]
     clock: Callable[[], datetime]
@@ -72,36 +67,7 @@ class Result:
     stage_ends: list[StageEnded] = field(default_factory=list)  # for the stage-time metric
 
 
-def persist_change(
-    uow: UnitOfWork,
-    group: ImageGroup | None,
-    cause: Cause,
-    deps: Deps,
-    now: datetime,
-    stages: list[StageRecord] | None = None,
-) -> list[OutboxMessage]:
-    """History, outbox and stage rows of a change, in the caller's transaction."""
-    stages = list(stages or [])
-    messages: list[OutboxMessage] = []
-    if group is not None:
-        uow.history.add(group.new_transitions)
-        for request in group.new_requests:
-            message = request_message(group, request, cause=cause, event_id=deps.new_id(), at=now)
-            uow.outbox.add(message)
-            messages.append(message)
-            stages.append(_requested(group, request.stage, request.attempt, message, now))
-    uow.stages.upsert_many(stages)
-    return messages
-
-
-def _requested(
-    group: ImageGroup, stage: StageName, attempt: int, message: OutboxMessage, now: datetime
-) -> StageRecord:
-    return StageRecord(
-        job_id=group.job_id,
-        stage=stage,
-        state=StageState.REQUESTED,
-        attempt=attempt,
-        event_id=message.event_id,
-        updated_at=now,
-    )
+def stage_ends(group: ImageGroup | None) -> list[StageEnded]:
+    """The stages the group's change ended, for the stage-time metric (read before the
+    commit, which collects the group's events)."""
+    return [] if group is None else group.recorded(StageEnded)

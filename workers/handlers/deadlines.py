@@ -1,10 +1,10 @@
 """Stage deadlines: a group whose requested stage went unanswered past its deadline FAILS.
 
-Run by the worker's deadline sweep (workers/deadline_sweep.py), never by an event. One unit
+Run by the worker's deadline sweep (workers/runtime/housekeeping.py), never by an event. One unit
 of work locks the overdue groups no other sweeper holds (SKIP LOCKED), asks each aggregate
-to expire its stage (which re-checks status, attempt and deadline under the lock), and
-writes the FAILED transition, its history row and the stage row in one transaction. There is
-no follow-on: a FAILED group waits for an operator's redeploy.
+to expire its stage (which re-checks status, attempt and deadline under the lock); its
+commit stores the FAILED transition, its history row and the stage row in one transaction.
+There is no follow-on: a FAILED group waits for an operator's redeploy.
 """
 
 from __future__ import annotations
@@ -12,16 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain import (
-    ImageGroup,
-    NotOverdueError,
-    StageEnded,
-    StageName,
-    StageRecord,
-    StageState,
-)
-from workers.follow_on import Cause
-from workers.handlers.base import Deps, persist_change
+from domain import NotOverdueError, StageEnded
+from workers.handlers.base import Deps, stage_ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,23 +41,7 @@ def expire_overdue(*, deps: Deps, limit: int = 100) -> list[Expired]:
             except NotOverdueError:
                 continue
             uow.groups.update_status(group)
-            row = _timed_out(group, stage, command_id, now)
-            persist_change(uow, group, Cause(command_id), deps, now, stages=[row])
-            expired.append(Expired(group.id.value, command_id, deadline, group.new_stage_ends[-1]))
+            expired.append(Expired(group.id.value, command_id, deadline, stage_ends(group)[-1]))
         if expired:
             uow.commit()
     return expired
-
-
-def _timed_out(group: ImageGroup, stage: StageName, event_id: str, now: datetime) -> StageRecord:
-    cause = group.new_transitions[-1].cause  # the deadline's, as the history keeps it
-    return StageRecord(
-        job_id=group.job_id,
-        stage=stage,
-        state=StageState.FAILED,
-        attempt=group.attempt,
-        event_id=event_id,
-        updated_at=now,
-        error_code=cause.error_code,
-        error_summary=cause.error_summary,
-    )

@@ -1,7 +1,8 @@
 """The incoming events: a catalog parsed, and a stage finished; each one transaction.
 
 Every handler claims the event in the inbox first (a repeat is a duplicate), then takes its
-row lock, asks the aggregate for the transition, and writes history, stages and the outbox.
+row lock and asks the aggregate for the transition; the commit stores what the aggregate
+recorded (history, stages, the outbox).
 Lock order everywhere: the catalog reservation row, then the group row.
 """
 
@@ -35,8 +36,7 @@ from domain import (
     UnitOfWork,
     next_stage,
 )
-from workers.follow_on import Cause
-from workers.handlers.base import Deps, EventOutcome, Outcome, Result, persist_change
+from workers.handlers.base import Deps, EventOutcome, Outcome, Result, stage_ends
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
 
 APPLIED, DUPLICATE, STALE = EventOutcome.APPLIED, EventOutcome.DUPLICATE, EventOutcome.STALE
@@ -78,14 +78,14 @@ def handle_stage_finished(command: RecordStageResult, *, deps: Deps) -> Result:
             uow.inbox.set_outcome(event_id, STALE)
             uow.commit()
             return Result(Outcome(STALE, event_id, stale.image_group_id, detail=str(stale)))
-        cause = Cause(event_id, command.ids.correlation_id)
-        stage_row = _stage_result(command, group, now)
-        messages = persist_change(uow, group, cause, deps, now, stages=[stage_row])
+        if group is None:  # a failed build: a stage row, and no group to record it
+            uow.stages.upsert_many([_stage_result(command, now)])
+        ends = stage_ends(group)
         uow.commit()
     if group is None:
-        return Result(Outcome(APPLIED, event_id), messages)
+        return Result(Outcome(APPLIED, event_id), list(uow.follow_ons))
     outcome = Outcome(APPLIED, event_id, group.id.value, group.status)
-    return Result(outcome, messages, group.new_stage_ends)
+    return Result(outcome, list(uow.follow_ons), ends)
 
 
 def _claim(uow: UnitOfWork, ids: EventIds, task_name: str, now: datetime) -> bool:
@@ -163,13 +163,18 @@ def _apply_build_result(
         # A failed build needs no catalog: the stage is recorded failed and no group exists.
         _refuse_if_built(uow, command)
         return None
-    images = reservation.images(deps.new_id)
+    images, detail = reservation.images(deps.new_id), command.result_detail
     group = ImageGroup.create(
-        reservation.image_group_id, job_id, images, event_id=event_id, at=now, cause=cause
+        reservation.image_group_id,
+        job_id,
+        images,
+        event_id=event_id,
+        at=now,
+        cause=cause,
+        detail=detail,
     )
     if deps.auto_advance:
-        timeout = deps.timeout(StageName.DEPLOY)
-        group.start(StageName.DEPLOY, event_id=event_id, at=now, timeout=timeout, cause=cause)
+        _start(group, StageName.DEPLOY, command, cause, deps, now)
     try:
         uow.groups.save(group)  # insert first: the usual case costs no look-up
     except DuplicateImageGroupError:
@@ -209,14 +214,33 @@ def _apply_stage_result(
         event_id=event_id,
         at=now,
         cause=cause,
+        detail=command.result_detail,
     )
     follow = next_stage(group.status)
     if command.outcome is StageOutcome.SUCCEEDED and deps.auto_advance and follow is not None:
         # The next stage starts because of this result: the same cause, on the same attempt.
-        cause = cause.on_attempt(group.attempt)
-        group.start(follow, event_id=event_id, at=now, timeout=deps.timeout(follow), cause=cause)
+        _start(group, follow, command, cause.on_attempt(group.attempt), deps, now)
     uow.groups.update_status(group)
     return group
+
+
+def _start(
+    group: ImageGroup,
+    stage: StageName,
+    command: RecordStageResult,
+    cause: TransitionCause,
+    deps: Deps,
+    now: datetime,
+) -> None:
+    """Start the stage the result leads to; its request carries the result's correlation."""
+    group.start(
+        stage,
+        event_id=command.ids.event_id,
+        at=now,
+        timeout=deps.timeout(stage),
+        cause=cause,
+        correlation_id=command.ids.correlation_id,
+    )
 
 
 def _refuse_an_old_request(uow: UnitOfWork, group: ImageGroup, command: RecordStageResult) -> None:
@@ -241,14 +265,12 @@ def _check_group_id(job_id: str, actual: ImageGroupId, given: ImageGroupId | Non
         raise ImageGroupMismatchError(job_id, actual.value, given.value)
 
 
-def _stage_result(
-    command: RecordStageResult, group: ImageGroup | None, now: datetime
-) -> StageRecord:
+def _stage_result(command: RecordStageResult, now: datetime) -> StageRecord:
     return StageRecord(
         job_id=command.ids.job_id,
         stage=command.stage,
         state=StageState(command.outcome.value),
-        attempt=command.attempt or (1 if group is None else group.attempt),
+        attempt=command.attempt or 1,
         event_id=command.ids.event_id,
         updated_at=now,
         result_detail=command.result_detail,

@@ -6,8 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from domain import ImageGroup, ImageGroupId, ImageGroupNotFoundError, StageName, TransitionCause
-from workers.follow_on import Cause
-from workers.handlers.base import Deps, EventOutcome, Outcome, Result, persist_change
+from workers.handlers.base import Deps, EventOutcome, Outcome, Result
 
 
 def request_stage(group_id: str, stage: StageName, *, deps: Deps) -> Result:
@@ -36,7 +35,6 @@ def _command(
             raise ImageGroupNotFoundError(image_group_id=group_id)
         change(group, command_id, now)
         uow.groups.update_status(group)
-        messages = persist_change(uow, group, Cause(command_id), deps, now)
         uow.commit()
     outcome = Outcome(EventOutcome.APPLIED, command_id, group.id.value, group.status)
-    return Result(outcome, messages)
+    return Result(outcome, list(uow.follow_ons))

@@ -16,11 +16,11 @@ from typing import IO
 from sqlalchemy.engine import make_url
 
 from domain import ImageGroupStatus, StageName
-from workers import root
 from workers.celery import app
 from workers.handlers import request_stage
-from workers.publishing import catalog_parsed, send, stage_finished
-from workers.relay import OutboxSweeper
+from workers.outbox.envelopes import catalog_parsed, send, stage_finished
+from workers.outbox.relay import OutboxSweeper
+from workers.runtime import root
 from workers.service import execute
 from workers.settings import get_settings
 from workers.standin import simulator

@@ -18,12 +18,13 @@ from sqlalchemy.exc import OperationalError
 
 from persistence.db import is_sqlite
 from persistence.migrate import upgrade
-from workers import root
+from workers.broker.transport import transport_for
 from workers.celery import app
 from workers.messages import CATALOG_PARSED, EVENTS_QUEUE, PIPELINE_QUEUES
+from workers.outbox.celery_publisher import CeleryPublisher
+from workers.runtime import root
 from workers.settings import Settings
 from workers.standin import simulator
-from workers.transport import transport_for
 
 MEMORY_BROKER = "memory://localhost/"
 START_TIMEOUT = 30.0
@@ -166,6 +167,7 @@ def embedded_workers(setup: Setup) -> list[EmbeddedWorker]:
 
 def prepare(setup: Setup) -> None:
     root.configure(setup.settings)
+    root.install(CeleryPublisher(app))  # the operator's redeploys publish on the demo's app
     apply_celery_conf(setup, app)
     try:
         upgrade(setup.settings.database_url)

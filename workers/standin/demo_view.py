@@ -22,8 +22,8 @@ from domain import (
     StageName,
     StageRecord,
     Transition,
-    UnitOfWork,
 )
+from persistence.ports import StoreUnitOfWork
 
 S = ImageGroupStatus
 STAGES = (StageName.DEPLOY, StageName.PXE_BOOT, StageName.VALIDATE)
@@ -49,7 +49,7 @@ class GroupRow:
         return self.status in (S.PASSED, S.CLEANED) or failed_again
 
 
-def read_row(uow: UnitOfWork, group_id: str, job_id: str, roles: int) -> GroupRow:
+def read_row(uow: StoreUnitOfWork, group_id: str, job_id: str, roles: int) -> GroupRow:
     group = uow.groups.find_by_id(ImageGroupId(group_id))
     if group is not None:
         failure = None
@@ -145,7 +145,7 @@ class Summary:
 
 
 def read_summary(
-    uow: UnitOfWork,
+    uow: StoreUnitOfWork,
     group_ids: Sequence[str],
     *,
     redeploys: int,

@@ -1,0 +1,230 @@
+"""Canaries: kombu's private Redis code that screening and leases hang on (workers/broker/).
+
+Each runs kombu's own code over an in-process Redis (fakeredis) and fails when the installed
+kombu or redis-py stops calling the hook: the BRPOP reply read through
+`client.parse_response(conn, 'BRPOP')`, the channel's client class (`_get_client`), one client
+per pool (`_create_client`), the pool's parameters (`_connparams`), the unacknowledged
+messages in `_qos._delivered`, the poller's channels (`cycle._channels`) and the lease timer
+kombu's `register_with_event_loop` gets from Celery's consumer (`cycle._lease_tref`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import fakeredis
+import pytest
+from celery import Celery
+from celery.worker.consumer.consumer import Consumer
+from kombu.asynchronous import Hub
+from kombu.connection import Connection
+from kombu.message import Message
+from kombu.transport import memory
+from kombu.transport import redis as kombu_redis
+
+from workers.broker import engaged, transport
+
+QUEUE = "imagegroups.events"
+
+
+class InProcessChannel(transport.Channel):
+    """Our channel, with redis-py talking to fakeredis instead of a socket."""
+
+    connection_class = fakeredis.FakeRedisConnection
+
+
+class InProcessTransport(transport.Transport):
+    Channel = InProcessChannel
+
+
+def a_connection(db: int, **options: Any) -> Any:
+    return Connection(  # type: ignore[no-untyped-call]
+        f"redis://canary:1/{db}", transport=InProcessTransport, transport_options=options
+    )
+
+
+def envelope(tag: str) -> bytes:
+    return json.dumps(
+        {
+            "body": "",
+            "headers": {},
+            "content-type": "application/json",
+            "content-encoding": "utf-8",
+            "properties": {
+                "delivery_tag": tag,
+                "body_encoding": "base64",
+                "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            },
+        }
+    ).encode()
+
+
+@pytest.fixture
+def channel() -> Iterator[Any]:
+    connection = a_connection(0)
+    ch = connection.channel()
+    yield ch
+    ch.client.flushdb()
+    connection.release()
+
+
+def deliver_all(ch: Any, entries: list[bytes]) -> list[Message]:
+    """Push entries, consume them with kombu's own BRPOP start and read, as its poller does."""
+    got: list[Message] = []
+    ch.basic_consume(QUEUE, False, got.append, "canary")
+    for entry in entries:
+        ch.client.lpush(ch._q_for_pri(QUEUE, 0), entry)
+    client = ch.client
+    client.connection = client.connection_pool.get_connection()
+    for _ in entries:
+        ch._brpop_start(timeout=1)
+        assert ch._brpop_read() is True
+    return got
+
+
+def test_kombu_reads_brpop_replies_through_our_client_so_a_malformed_entry_is_screened(
+    channel: Any,
+) -> None:
+    assert issubclass(channel.Client, transport.Screening)
+    assert isinstance(channel.client, transport.Screening)
+    bad, good = deliver_all(channel, [b"not json", envelope("t-good")])
+    assert "the queue entry is not JSON" in bad.headers[transport.MALFORMED_HEADER]
+    assert bad.content_type == transport.MALFORMED_CONTENT_TYPE
+    assert bad.body == b"not json"
+    assert transport.MALFORMED_HEADER not in good.headers
+    assert good.delivery_tag == "t-good"
+
+
+def test_with_a_global_key_prefix_kombu_still_reads_through_the_screening_client() -> None:
+    connection = a_connection(1, global_keyprefix="canary:")
+    ch = connection.channel()
+    try:
+        assert isinstance(ch.client, transport.ScreeningPrefixedRedis)
+        [bad] = deliver_all(ch, [b"[1, 2]"])
+        assert "JSON list" in bad.headers[transport.MALFORMED_HEADER]
+    finally:
+        ch.client.flushdb()
+        connection.release()
+
+
+def test_the_worker_s_start_check_runs_kombu_s_own_brpop_reader() -> None:
+    assert engaged.screening_problem() is None
+
+
+def test_the_start_check_fails_when_kombu_stops_reading_brpop_through_parse_response(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def reads_elsewhere(self: Any, **options: Any) -> bool:
+        self.connection._deliver(json.loads(envelope("t")), QUEUE)
+        return True
+
+    monkeypatch.setattr(kombu_redis.Channel, "_brpop_read", reads_elsewhere)
+    assert "client.parse_response" in (engaged.screening_problem() or "")
+
+
+def test_kombu_keeps_held_messages_in_qos_delivered_and_leases_renew_only_those(
+    channel: Any,
+) -> None:
+    first, _second = deliver_all(channel, [envelope("t-1"), envelope("t-2")])
+    assert list(channel._qos._delivered) == ["t-1", "t-2"]
+    index = channel.unacked_index_key
+    channel.client.zadd(index, {"t-1": 5, "t-2": 5})
+    connection = channel.connection
+    assert channel in connection.cycle._channels
+    assert connection.renew_leases() == 2
+    assert all(score > 5 for _, score in channel.client.zrange(index, 0, -1, withscores=True))
+    first.ack()  # type: ignore[no-untyped-call]
+    connection.renew_leases()
+    assert [tag for tag, _ in channel.client.zrange(index, 0, -1, withscores=True)] == [b"t-2"]
+
+
+def test_kombu_marks_what_a_closing_channel_gave_back_as_restored(channel: Any) -> None:
+    deliver_all(channel, [envelope("t-3")])
+    qos = channel._qos
+    assert qos._delivered.restored is False
+    channel.close()
+    assert qos._delivered.restored is True
+    assert channel.client.llen(QUEUE) == 1, "kombu did not give the held message back"
+
+
+def test_kombu_builds_one_client_per_pool_through_create_client(channel: Any) -> None:
+    with channel.conn_or_acquire() as one, channel.conn_or_acquire() as two:
+        assert one is two and isinstance(one, transport.ScreeningRedis)
+    channel._pool = None  # a reconnect's new pool gets a new client
+    with channel.conn_or_acquire() as three:
+        assert three is not one
+
+
+def test_a_pool_built_after_the_connection_let_go_of_its_client_reuses_the_parameters(
+    channel: Any,
+) -> None:
+    assert channel.pool is not None
+    channel.connection.client = None  # what Celery's close after a lost connection leaves
+    channel._pool = None
+    assert channel.pool.connection_kwargs["host"] == "canary"
+
+
+@pytest.fixture
+def no_restore_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu's scan for expired messages takes a Lua lock, which fakeredis cannot run; it is
+    kombu's recovery, not the hook under test."""
+    monkeypatch.setattr(kombu_redis.QoS, "restore_visible", lambda self, *a, **k: None)
+
+
+def test_celery_s_consumer_registers_the_transport_with_its_hub_and_the_lease_timer_runs(
+    no_restore_scan: None,
+) -> None:
+    connection = a_connection(2, **{transport.LEASE_OPTION: 7.0})
+    hub: Any = Hub()  # type: ignore[no-untyped-call]
+    consumer = SimpleNamespace(
+        connection_for_read=lambda heartbeat: connection, amqheartbeat=None, hub=hub
+    )
+    try:
+        Consumer.connect(consumer)  # Celery's own connect, as the Connection step calls it
+        first = getattr(connection.transport.cycle, transport.LEASE_TIMER)
+        assert first in [entry for _eta, _priority, entry in hub.timer.queue]
+        assert first.fun.__wrapped__ == connection.transport.renew_leases
+        Consumer.connect(consumer)  # a reconnect
+        assert first.canceled
+        assert not getattr(connection.transport.cycle, transport.LEASE_TIMER).canceled
+        consumer.connection = connection
+        assert engaged.lease_problem(consumer) is None
+    finally:
+        hub.close()
+        connection.release()
+
+
+def test_celery_s_broker_transport_wins_over_the_url_so_it_follows_the_url() -> None:
+    def transport_class(url: str, chosen: str | None) -> type[Any]:
+        app = Celery("canary", broker=url, set_as_current=False)
+        app.conf.broker_transport = chosen
+        return type(app.connection_for_read().transport)
+
+    assert transport_class("redis://canary:1/0", transport.transport_for("redis://x")) is (
+        transport.Transport
+    )
+    assert transport_class("memory://", transport.transport_for("memory://")) is memory.Transport
+    # Left at ours, a memory:// URL would still talk Redis: why transport_for follows the URL.
+    assert transport_class("memory://", transport.TRANSPORT) is transport.Transport
+
+
+def test_the_consumer_checks_the_hooks_once_its_broker_connection_is_up() -> None:
+    from celery.utils.imports import symbol_by_name
+
+    from workers.broker import control_step
+
+    assert control_step.ENGAGED in control_step.GuardedBlueprint.default_steps
+    step = symbol_by_name(control_step.ENGAGED)
+    assert step is engaged.Engaged
+    assert "celery.worker.consumer.connection:Connection" in step.requires
+
+
+def test_a_broker_other_than_redis_is_not_held_to_screening_or_leases() -> None:
+    connection: Any = Connection("memory://")  # type: ignore[no-untyped-call]
+    try:
+        assert engaged.problem(SimpleNamespace(connection=connection, hub=None)) is None
+    finally:
+        connection.release()

@@ -1,0 +1,196 @@
+"""A worker that cannot reach its database takes no events and gives back the ones it holds.
+
+The probe (persistence/reachability.py) asks the database for `SELECT 1` every second, in a
+thread of the worker's main process, and gives up on an answer after 2 s. The consumer's own
+loop reads the verdict every second (only that loop may touch the consumer: kombu is not
+thread-safe):
+- no answer: stop consuming the event queue (Celery's `cancel_task_queue`, what the
+  `cancel_consumer` remote command does) and give back, rejected with requeue (the Redis
+  transport puts them back in the queue for a healthy worker), what the worker holds: events
+  waiting for a pool process, retries whose countdown ends meanwhile, and handlers running
+  for longer than the probe's deadline, whose pool process is killed as Celery does when the
+  broker connection is lost (a handler takes milliseconds; one that long is stuck);
+- an answer again: consume again.
+A given-back event is a delivery like any other: the next worker counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import bootsteps
+from celery.utils.imports import symbol_by_name
+from celery.worker.state import active_requests, reserved_requests, task_ready
+
+from persistence.db import is_sqlite
+from persistence.reachability import Probe
+from workers.broker.event_request import EventRequest
+from workers.runtime.periodic import Every
+from workers.runtime.root import runtime, state
+
+log = logging.getLogger(__name__)
+
+#: The path the event tasks name as their `Request` (workers/edge/task.py).
+PATH = "workers.broker.database_gate:GatedRequest"
+PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 2.0
+#: A handler still running this long after it started, while the database does not answer,
+#: is stuck on it: its event is given back.
+STUCK_AFTER = PROBE_TIMEOUT
+
+
+@dataclass
+class Gate:
+    """This process's view: the probe's last verdict, and whether the consumer takes events."""
+
+    reachable: bool = True
+    error: str | None = None  # the probe's last failure
+    taking: bool = True
+    given_back: int = 0
+    probe: Every | None = field(default=None, repr=False)
+
+    def watch(self, url: str, lock_timeout_ms: int) -> None:
+        """Start the probe (once per process); a SQLite file cannot black-hole."""
+        if self.probe is not None or is_sqlite(url):
+            return
+        probe = Probe(url, timeout=PROBE_TIMEOUT, lock_timeout_ms=lock_timeout_ms)
+        self.probe = Every(lambda: self._ask(probe), interval=PROBE_INTERVAL, name="db-probe")
+        self.probe.start()
+
+    def _ask(self, probe: Probe) -> None:
+        try:
+            probe.check()
+        except Exception as exc:
+            state().health.database.failed(exc)
+            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.reachable = False
+            return
+        state().health.database.succeeded()
+        self.reachable = True
+
+    def stop(self) -> None:
+        if self.probe is not None:
+            self.probe.stop()
+            self.probe = None
+
+    def give_back(self, request: Any) -> None:
+        task_ready(request)
+        request.reject(requeue=True)
+        self.given_back += 1
+        state().counting.recorder.given_back()
+
+
+#: The worker's main process (its consumer and probe); pool processes never use it.
+GATE = Gate()
+
+
+class GatedRequest(EventRequest):
+    """An event's request that a worker not taking events gives back instead of running.
+
+    Celery calls `revoked()` first thing when it hands a request to the pool (the request
+    class built by celery/worker/request.py:create_request_cls), and skips the request when
+    it says so, freeing its pool slot; tests/unit/test_database_gate.py checks that it does.
+    """
+
+    __slots__ = ()
+
+    def revoked(self) -> bool:
+        if self.acknowledged:  # given back while it waited for a pool process
+            return True
+        if not GATE.taking:
+            GATE.give_back(self)
+            return True
+        return bool(super().revoked())
+
+
+class HookMissingError(RuntimeError):
+    """An event task does not run with the request the gate needs."""
+
+
+def require_gated_requests(app: Any) -> None:
+    for name, task in app.tasks.items():
+        if not name.startswith("celery.") and not issubclass(
+            symbol_by_name(task.Request), GatedRequest
+        ):
+            raise HookMissingError(f"task {name} runs without {PATH}")
+
+
+class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The consumer's side of the gate: pause, give back, resume, once a second."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        require_gated_requests(c.app)
+        self.tick_ref: Any = None
+        self.paused: list[str] | None = None  # the queues it stopped consuming
+
+    def start(self, c: Any) -> None:
+        settings = runtime().settings
+        GATE.watch(settings.database_url, settings.lock_timeout_ms)
+        self.tick_ref = c.timer.call_repeatedly(PROBE_INTERVAL, self.tick, (c,))
+
+    def stop(self, c: Any) -> None:
+        if self.tick_ref is not None:
+            self.tick_ref.cancel()
+            self.tick_ref = None
+
+    def shutdown(self, c: Any) -> None:
+        self.stop(c)
+        GATE.stop()
+
+    def tick(self, c: Any) -> None:
+        if self.paused is None and not GATE.reachable:
+            self.pause(c)
+        elif self.paused is not None and GATE.reachable:
+            self.resume(c)
+        elif self.paused is not None:
+            give_back_held(c)
+
+    def pause(self, c: Any) -> None:
+        self.paused = [queue.name for queue in c.task_consumer.queues]
+        GATE.taking = state().health.taking_events = False
+        state().counting.recorder.taking_events(False)
+        for queue in self.paused:
+            c.cancel_task_queue(queue)
+        held = give_back_held(c)
+        log.warning(
+            "the database does not answer (%s): this worker takes no events from %s until it "
+            "does, and gave back the %d it held",
+            GATE.error,
+            ", ".join(self.paused),
+            held,
+        )
+
+    def resume(self, c: Any) -> None:
+        queues, self.paused = self.paused or [], None
+        for queue in queues:
+            c.add_task_queue(queue)
+        GATE.taking = state().health.taking_events = True
+        state().counting.recorder.taking_events(True)
+        log.warning("the database answers again: taking events from %s", ", ".join(queues))
+
+
+def give_back_held(c: Any) -> int:
+    """Give back what this worker holds and has not finished; returns how many."""
+    held = 0
+    for request in list(reserved_requests):
+        # Not yet handed to the pool (the pool's own result is set then): it waits for a slot.
+        if request in active_requests or request.acknowledged:
+            continue
+        if getattr(request, "_apply_result", None) is None:
+            GATE.give_back(request)
+            held += 1
+    now = time.time()
+    for request in list(active_requests):
+        started = request.time_start
+        if request.acknowledged or not started or now - started < STUCK_AFTER:
+            continue
+        request.cancel(c.pool, emit_retry=False)
+        GATE.give_back(request)
+        held += 1
+    return held

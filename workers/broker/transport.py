@@ -1,0 +1,236 @@
+"""kombu's Redis transport, hardened, with leases on the messages a worker holds.
+
+Leases: Redis gives an unacknowledged message to another worker once it is older than the
+visibility timeout, whether or not its worker is alive. Every worker here renews the messages
+it holds (prefetched, waiting for a retry countdown, or running) every quarter of the timeout,
+so only a dead worker's messages expire: the timeout can be short (fast recovery after a host
+crash) without long countdowns or slow handlers being delivered twice.
+
+Screening: a malformed queue entry becomes a message we dead-letter.
+
+kombu pops an entry off the queue's list and builds its message from it before any consumer
+code runs. An entry that is not a kombu envelope (not JSON, headers that are not an object,
+no delivery tag...) raises there, which stops the whole worker, and the popped entry is lost.
+Here every popped entry is screened first: a malformed one is replaced by a well-formed
+stand-in carrying the raw entry as its body and the reason in a header, so the consumer
+dead-letters it (workers/edge/accept.py) like any other bad message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+
+from workers.runtime.root import state
+
+log = logging.getLogger(__name__)
+
+#: The transport option that turns leases on: seconds between renewals.
+LEASE_OPTION = "imagegroups_lease_renewal_interval"
+#: Where the transport's poller keeps the renewal's timer entry (workers/broker/engaged.py).
+LEASE_TIMER = "_lease_tref"
+#: kombu's name for this transport.
+TRANSPORT = "workers.broker.transport:Transport"
+#: Set on a stand-in; its value says what was wrong with the entry it stands in for.
+MALFORMED_HEADER = "imagegroups_malformed_envelope"
+MALFORMED_CONTENT_TYPE = "application/x-malformed-envelope"
+
+
+def transport_for(broker_url: str) -> str | None:
+    """This transport for a Redis URL; None (kombu's pick by the URL's scheme) for any other.
+    Celery's `broker_transport` wins over the URL's scheme, so it must follow the URL."""
+    return TRANSPORT if broker_url.split("://", 1)[0] in ("redis", "rediss") else None
+
+
+def envelope_problem(payload: Any) -> str | None:
+    """What keeps kombu from building a message out of `payload`; None when nothing does."""
+    if not isinstance(payload, dict):
+        return f"the queue entry is JSON {type(payload).__name__}, not a kombu envelope"
+    props = payload.get("properties")
+    if not isinstance(props, dict):
+        return "the envelope has no 'properties' object"
+    if not isinstance(props.get("delivery_tag"), str):
+        return "the envelope's properties have no string 'delivery_tag'"
+    info = props.get("delivery_info")
+    if not isinstance(info, dict) or not all(
+        isinstance(info.get(key), str) for key in ("exchange", "routing_key")
+    ):
+        return "the envelope's delivery_info needs string 'exchange' and 'routing_key'"
+    headers = payload.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        return f"the envelope's headers are {type(headers).__name__}, not an object"
+    for key in ("content-type", "content-encoding"):
+        if payload.get(key) is not None and not isinstance(payload.get(key), str):
+            return f"the envelope's {key!r} is not a string"
+    return _body_problem(payload.get("body"), props.get("body_encoding"))
+
+
+def _body_problem(body: Any, encoding: Any) -> str | None:
+    if body is not None and not isinstance(body, str):
+        return f"the envelope's body is {type(body).__name__}, not a string"
+    if encoding not in (None, "base64"):
+        return f"unknown body_encoding {encoding!r}"
+    if body and encoding == "base64":
+        try:
+            base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return "the envelope's body is not valid base64"
+    return None
+
+
+def screen(raw: bytes, queue: str) -> bytes:
+    """The entry itself when kombu can read it, else a stand-in that says why it cannot."""
+    try:
+        problem = envelope_problem(json.loads(raw))
+    except ValueError as exc:  # not JSON, or not UTF-8
+        problem = f"the queue entry is not JSON: {exc}"
+    if problem is None:
+        return raw
+    stand_in = {
+        "body": base64.b64encode(raw).decode("ascii"),
+        "content-type": MALFORMED_CONTENT_TYPE,
+        "content-encoding": "binary",
+        "headers": {MALFORMED_HEADER: problem},
+        "properties": {
+            "delivery_tag": str(uuid.uuid4()),
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+        },
+    }
+    return json.dumps(stand_in).encode()
+
+
+class Screening:
+    """A Redis client whose BRPOP replies are screened before kombu reads them."""
+
+    sep = kombu_redis.Channel.sep
+
+    def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+        reply = super().parse_response(connection, command_name, **options)  # type: ignore[misc]
+        if command_name == "BRPOP" and reply:
+            key, item = reply
+            queue = (key.decode() if isinstance(key, bytes) else str(key)).rsplit(self.sep, 1)[0]
+            return key, screen(item, queue)
+        return reply
+
+
+class ScreeningRedis(Screening, redis.Redis):
+    pass
+
+
+class ScreeningPrefixedRedis(Screening, kombu_redis.PrefixedStrictRedis):
+    pass
+
+
+class Channel(kombu_redis.Channel):
+    _last_params: dict[bool, dict[str, Any]]
+
+    def _get_client(self) -> Any:
+        client = super()._get_client()  # type: ignore[no-untyped-call]
+        if isinstance(client, functools.partial):  # global_keyprefix set
+            return functools.partial(ScreeningPrefixedRedis, **client.keywords)
+        return ScreeningRedis
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        # kombu builds a new redis client for every publish, event, ack and restore, and a
+        # redis-py client is costly to build (a fifth of the consumer's time per event). One
+        # per pool is enough: a client is thread-safe, and each command takes a connection
+        # from the pool and gives it back. A new pool (after a reconnect) gets a new client.
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+        pool = self.pool
+        cached = getattr(self, "_client_for_pool", None)
+        if cached is None or cached[0] is not pool:
+            cached = (pool, super()._create_client(asynchronous=False))  # type: ignore[no-untyped-call]
+            self._client_for_pool = cached
+        return cached[1]
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        # After a lost connection, Celery closes the kombu Connection (which lets go of the
+        # transport's client) before the channel, whose close then needs a Redis client to
+        # give back its unacknowledged messages: kombu raises AttributeError there, which
+        # stops the worker. The channel's own earlier parameters are as good.
+        if self.connection.client is None and asynchronous in self._remembered():
+            return dict(self._remembered()[asynchronous])
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        self._remembered()[asynchronous] = dict(params)
+        return params
+
+    def _remembered(self) -> dict[bool, dict[str, Any]]:
+        if not hasattr(self, "_last_params"):
+            self._last_params = {}
+        return self._last_params
+
+    def close(self) -> None:
+        # kombu gives a closing channel's unacknowledged messages back to the queue. When
+        # Redis is down that fails, and they would wait for the visibility timeout (minutes)
+        # although this worker is alive: keep their tags and give them back on reconnect.
+        qos = self._qos
+        held = (
+            []
+            if qos is None or getattr(qos._delivered, "restored", False)
+            else list(qos._delivered)
+        )
+        try:
+            super().close()  # type: ignore[no-untyped-call]
+        except self.connection_errors:
+            # The next channel that consumes gives them back (basic_consume); the tags are
+            # the process's, in its runtime: a reconnect builds a new transport.
+            state().stranded.keep(held)
+            raise
+
+    def renew_leases(self) -> int:
+        qos = self._qos
+        held = [] if qos is None else list(qos._delivered)
+        if held:
+            now = time.time()
+            with self.conn_or_acquire() as client:
+                # XX: a message acknowledged meanwhile is gone from the index and stays gone.
+                client.zadd(self.unacked_index_key, dict.fromkeys(held, now), xx=True)
+        return len(held)
+
+    def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
+        consumer = super().basic_consume(*args, **kwargs)  # type: ignore[no-untyped-call]
+        tags = state().stranded.take()
+        for position, tag in enumerate(tags):
+            try:
+                self.qos.restore_by_tag(tag)  # a no-op for a message acked or restored since
+            except self.connection_errors:
+                state().stranded.keep(tags[position:])
+                raise
+        return consumer
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)  # type: ignore[no-untyped-call]
+        every = connection.client.transport_options.get(LEASE_OPTION)
+        cycle: Any = self.cycle
+        old = getattr(cycle, LEASE_TIMER, None)
+        if old is not None:
+            old.cancel()  # a reconnect registers again
+        if every:
+            setattr(cycle, LEASE_TIMER, loop.call_repeatedly(every, self.renew_leases))
+
+    def renew_leases(self) -> int:
+        """Mark every message this worker holds as seen now; returns how many."""
+        renewed = 0
+        cycle: Any = self.cycle
+        for channel in list(cycle._channels):
+            try:
+                renewed += channel.renew_leases()
+            except channel.connection_errors:
+                log.debug("lease renewal failed; the next one tries again", exc_info=True)
+        return renewed

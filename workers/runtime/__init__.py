@@ -1,0 +1,8 @@
+"""What a worker process is wired with and how it lives: the composition root and the state a
+process keeps (root.py), the one lifecycle wiring on Celery's signals (lifecycle.py), the
+periodic threads (periodic.py, housekeeping.py), what a worker knows of its own health
+(health.py) and Flower's access rules (flower_access.py)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,226 @@
+"""The composition root: everything a process needs, built once per process, lazily.
+
+Built on first use and again after a fork (a pool process must not share its parent's
+connections). Entry points (the task adapter, the consumer, the CLI, the worker's signals,
+the demo) ask for `runtime()` once and pass what they got down; nothing below them does.
+
+It is handed its infrastructure and imports none of it: the entry point that knows the
+Celery app (the worker's lifecycle, the CLI's write commands, the demo) gives it the
+publisher with `install`, and the lifecycle switches on the metrics of `state().counting`.
+What a process keeps for its lifetime (health, counting, stranded delivery tags, its main
+threads) is `state()`: a pool process inherits it when it forks, where the parent's threads
+are gone (the lifecycle starts them only in the worker's main process).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import Engine
+
+from domain import OutboxMessage
+from persistence.db import make_engine
+from persistence.ports import StoreUnitOfWork
+from persistence.uow import SqlUnitOfWork
+from workers.handlers import Deps
+from workers.metrics.recorder import Counting, Off
+from workers.outbox.follow_ons import FollowOns
+from workers.outbox.relay import BackgroundDelivery, Deliverer, OutboxRelay, Publisher
+from workers.runtime.health import WorkerHealth
+from workers.runtime.periodic import Every
+from workers.settings import Settings, get_settings
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class StrandedTags:
+    """Delivery tags a closing channel could not give back because Redis was down; the next
+    channel that consumes gives them back (workers/broker/transport.py, Channel.close)."""
+
+    def __init__(self) -> None:
+        self._tags: list[str] = []
+        self._lock = threading.Lock()
+
+    def keep(self, tags: Iterable[str]) -> None:
+        with self._lock:
+            self._tags.extend(tags)
+
+    def take(self) -> list[str]:
+        with self._lock:
+            tags, self._tags = self._tags, []
+        return tags
+
+
+class Server(Protocol):
+    """The metrics endpoint (workers/metrics/endpoint.py), bound before it serves."""
+
+    address: tuple[str, int]
+
+    def start(self, counting: Counting) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class MainThreads:
+    """What the worker's main process runs beside its consumer (workers/runtime/lifecycle.py)."""
+
+    outbox_sweep: Every | None = None
+    retention: Every | None = None
+    deadline_sweep: Every | None = None
+    metrics_server: Server | None = None
+    serving_metrics: bool = False
+
+
+@dataclass
+class ProcessState:
+    """What one process holds for as long as it lives (the metrics switch is inherited by
+    the pool processes: workers/metrics/recorder.py)."""
+
+    health: WorkerHealth = field(default_factory=WorkerHealth)
+    counting: Counting = field(default_factory=Counting)
+    stranded: StrandedTags = field(default_factory=StrandedTags)
+    threads: MainThreads = field(default_factory=MainThreads)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    engine: Engine
+    deps: Deps
+    relay: OutboxRelay
+    deliverer: Deliverer
+    pid: int
+    state: ProcessState
+    #: The unit of work with the worker's own records too (the edge, relay and CLI use it;
+    #: the handlers get the domain's part of the same, deps.new_uow).
+    new_store: Callable[[], StoreUnitOfWork]
+
+    def new_uow(self) -> StoreUnitOfWork:
+        return self.new_store()
+
+    def now(self) -> datetime:
+        return self.deps.clock()
+
+    @property
+    def metrics(self) -> Off:
+        """What this process counts with (read each time: the worker enables it after build)."""
+        return self.state.counting.recorder
+
+
+class Unwired:
+    """The publisher of a process whose entry point handed none: a bug, said at the publish
+    (the relay leaves the follow-on in the outbox for the sweep)."""
+
+    def publish(self, message: OutboxMessage) -> None:
+        raise RuntimeError(
+            f"cannot publish {message.event_id}: no publisher was handed to the composition "
+            "root (workers.runtime.root.install)"
+        )
+
+
+class _ThisProcess:
+    """The process's runtime and how to build it: the one piece of module state here."""
+
+    def __init__(self) -> None:
+        self.current: Runtime | None = None
+        self.settings: Settings | None = None  # None: from the environment
+        self.publisher: Publisher = Unwired()
+        self.batch_marks = False
+        self.state = ProcessState()
+        self.lock = threading.RLock()  # threads (sweeper, consumer) must share one engine
+
+    def get(self) -> Runtime:
+        current = self.current
+        if current is not None and current.pid == os.getpid():
+            return current
+        with self.lock:
+            if self.current is None or self.current.pid != os.getpid():
+                if self.current is not None:
+                    self.current.engine.dispose(close=False)  # the parent's, after a fork
+                self.current = self.build()
+            return self.current
+
+    def build(self) -> Runtime:
+        settings = self.settings or get_settings()
+        return _build(settings, self.publisher, self.state, batch_marks=self.batch_marks)
+
+    def reset(self, *, after_fork: bool = False) -> None:
+        """Forget the engine; after a fork, leave the parent's connections untouched."""
+        current, self.current = self.current, None
+        if current is not None and not after_fork:
+            current.deliverer.flush()
+        if current is not None:
+            current.engine.dispose(close=not after_fork)
+
+
+_process = _ThisProcess()
+
+
+def runtime() -> Runtime:
+    return _process.get()
+
+
+def reset(*, after_fork: bool = False) -> None:
+    _process.reset(after_fork=after_fork)
+
+
+def configure(settings: Settings | None) -> None:
+    """Use these settings from now on (the demo and tests); None goes back to the environment."""
+    _process.settings = settings
+    _process.reset()
+
+
+def install(publisher: Publisher, *, batch_marks: bool = False) -> None:
+    """Publish follow-ons with `publisher` from now on. In a worker (`batch_marks`), mark
+    them sent in batches and publish from a thread (see OutboxRelay); CLI calls stay direct."""
+    _process.publisher = publisher
+    _process.batch_marks = batch_marks
+    _process.reset()
+
+
+def state() -> ProcessState:
+    """What this process keeps for its lifetime; builds nothing (no engine, no connection)."""
+    return _process.state
+
+
+def _build(
+    settings: Settings, publisher: Publisher, state: ProcessState, *, batch_marks: bool
+) -> Runtime:
+    engine = make_engine(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms)
+    new_store = _store_of(engine)
+    deps = Deps(
+        new_uow=new_store,
+        clock=_utcnow,
+        new_id=_new_id,
+        auto_advance=settings.auto_advance,
+        stage_timeouts=settings.stage_timeouts,
+    )
+    relay = OutboxRelay(
+        new_store,
+        publisher,
+        deps.clock,
+        mark_every=settings.outbox_mark_interval if batch_marks else None,
+    )
+    # In a worker, follow-ons leave from a thread of the process (after the commit, as ever);
+    # a command line publishes them itself, so it can say what was sent.
+    deliverer: Deliverer = BackgroundDelivery(relay) if batch_marks else relay
+    return Runtime(settings, engine, deps, relay, deliverer, os.getpid(), state, new_store)
+
+
+def _store_of(engine: Engine) -> Callable[[], SqlUnitOfWork]:
+    """Units of work on the engine; the follow-ons their commits store get ids of their own."""
+    follow_ons = FollowOns(_new_id)
+    return lambda: SqlUnitOfWork(engine, follow_ons)
