@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from bench import events
 from bench.drain import Drain, drain
-from bench.stack import NOOP, OURS, Stack
+from bench.stack import NOOP, OURS, Stack, Worker
 
 FOLLOW_ON_QUEUE = "pipeline.deploy"
 
@@ -56,6 +56,17 @@ def ours(stack: Stack, n: int, concurrency: int, *, count: int = 1, url: str = "
     if not url:
         with stack.database() as fresh:
             return ours(stack, n, concurrency, count=count, url=fresh)
+    park_catalog_then_build(stack, n)
+    before = counts(url)
+    with stack.workers(OURS, concurrency, stack.env(url), count) as workers:
+        found = drain_catalog_then_build(stack, n, workers, url)
+    check(stack, url, n, before, found)
+    stack.redis.delete(FOLLOW_ON_QUEUE)  # the pipeline would have taken them
+    return found
+
+
+def park_catalog_then_build(stack: Stack, n: int) -> None:
+    """`n` new groups' catalog.parsed events, then their build-image results, parked apart."""
     r = stack.redis
     r.delete(events.EVENTS_QUEUE, FOLLOW_ON_QUEUE)
     groups = events.groups(n)
@@ -63,18 +74,19 @@ def ours(stack: Stack, n: int, concurrency: int, *, count: int = 1, url: str = "
     events.park(r, events.EVENTS_QUEUE, "catalog")
     events.preload(stack.client, (events.stage_finished(g, "build-image") for g in groups))
     events.park(r, events.EVENTS_QUEUE, "build")
-    before = counts(url)
-    with stack.workers(OURS, concurrency, stack.env(url), count) as workers:
-        stack.calm()
-        events.release(r, events.EVENTS_QUEUE, "catalog")
-        catalog = drain(stack, events.EVENTS_QUEUE, n, workers, "catalog.parsed", url)
-        stack.calm()
-        events.release(r, events.EVENTS_QUEUE, "build")
-        build = drain(stack, events.EVENTS_QUEUE, n, workers, "build-image succeeded", url)
-    found = Ours(catalog, build)
-    check(stack, url, n, before, found)
-    r.delete(FOLLOW_ON_QUEUE)  # the pipeline would have taken them
-    return found
+
+
+def drain_catalog_then_build(
+    stack: Stack, n: int, workers: list[Worker], url: str, who: str = ""
+) -> Ours:
+    """The parked catalog.parsed events drained by `workers`, then the build results."""
+    stack.calm()
+    events.release(stack.redis, events.EVENTS_QUEUE, "catalog")
+    catalog = drain(stack, events.EVENTS_QUEUE, n, workers, f"{who}catalog.parsed", url)
+    stack.calm()
+    events.release(stack.redis, events.EVENTS_QUEUE, "build")
+    build = drain(stack, events.EVENTS_QUEUE, n, workers, f"{who}build-image succeeded", url)
+    return Ours(catalog, build)
 
 
 _APPLIED = text(

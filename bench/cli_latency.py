@@ -16,23 +16,20 @@ Goals (issue 15): `--help` within 0.3 s, a read command on PostgreSQL within 0.6
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if sys.path[0] == str(REPO / "bench"):
     sys.path[0] = str(REPO)  # run as a script: import the bench as a package, never shadowed
 
+from bench.git_export import exported  # noqa: E402
 from tests.pg import fresh_database  # noqa: E402
 
 #: What the console script runs, started so that the code of `cwd` is the one imported.
@@ -82,17 +79,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rev", help="also measure this git revision (git archive), interleaved")
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     return p.parse_args(argv)
-
-
-@contextmanager
-def exported(rev: str) -> Iterator[Path]:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", rev], capture_output=True, check=True
-    ).stdout
-    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        yield Path(tmp)
 
 
 def environment(database_url: str) -> dict[str, str]:
@@ -164,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         trees = {"working tree": REPO}
         if args.rev:
-            trees[args.rev] = stack.enter_context(exported(args.rev))
+            trees[args.rev] = stack.enter_context(exported(args.rev, "bench-cli-"))
         codes = {}
         for name, code in trees.items():
             env = environment(stack.enter_context(fresh_database("cli_latency")))

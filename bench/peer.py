@@ -9,8 +9,7 @@ from __future__ import annotations
 from sqlalchemy import create_engine, text
 
 from bench import events
-from bench.anchors import FOLLOW_ON_QUEUE, Ours
-from bench.drain import drain
+from bench.anchors import FOLLOW_ON_QUEUE, Ours, drain_catalog_then_build, park_catalog_then_build
 from bench.stack import NAIVE, Stack
 from tests.pg import fresh_database
 
@@ -24,23 +23,11 @@ _COUNTS = {
 
 def naive(stack: Stack, n: int, concurrency: int) -> Ours:
     """`n` catalog.parsed events, then `n` build results, on the naive peer's workers."""
-    r = stack.redis
-    r.delete(events.EVENTS_QUEUE, FOLLOW_ON_QUEUE)
-    groups = events.groups(n)
-    events.preload(stack.client, (events.catalog_parsed(g) for g in groups))
-    events.park(r, events.EVENTS_QUEUE, "catalog")
-    events.preload(stack.client, (events.stage_finished(g, "build-image") for g in groups))
-    events.park(r, events.EVENTS_QUEUE, "build")
+    park_catalog_then_build(stack, n)
     with fresh_database("bench") as url, stack.workers(NAIVE, concurrency, stack.env(url)) as w:
-        stack.calm()
-        events.release(r, events.EVENTS_QUEUE, "catalog")
-        catalog = drain(stack, events.EVENTS_QUEUE, n, w, "naive peer catalog.parsed", url)
-        stack.calm()
-        events.release(r, events.EVENTS_QUEUE, "build")
-        build = drain(stack, events.EVENTS_QUEUE, n, w, "naive peer build-image succeeded", url)
-        found = Ours(catalog, build)
+        found = drain_catalog_then_build(stack, n, w, url, "naive peer ")
         check(stack, url, n, found)
-    r.delete(FOLLOW_ON_QUEUE)
+    stack.redis.delete(FOLLOW_ON_QUEUE)
     return found
 
 

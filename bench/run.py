@@ -17,13 +17,11 @@ test is started as users start it: `celery -A workers worker -l WARNING --concur
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shlex
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +34,7 @@ if sys.path[0] == str(REPO / "bench"):
 
 from bench import anchors, report  # noqa: E402
 from bench.comparison import comparison  # noqa: E402
+from bench.git_export import exported  # noqa: E402
 from bench.large import large  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from bench.memory import memory  # noqa: E402
@@ -110,13 +109,8 @@ def checkout(code: Path, rev: str | None) -> Iterator[tuple[Path, str]]:
         yield code, _describe(code)
         return
     sha = _git(REPO, "rev-parse", "--short", rev)
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", rev], capture_output=True, check=True
-    ).stdout
-    with tempfile.TemporaryDirectory(prefix="bench-code-") as tmp:
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        yield Path(tmp), f"git {rev} ({sha}), exported"
+    with exported(rev, "bench-code-") as tree:
+        yield tree, f"git {rev} ({sha}), exported"
 
 
 def _git(where: Path, *args: str) -> str:

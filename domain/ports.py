@@ -110,7 +110,17 @@ class InboxRepository(Protocol):
     ) -> bool:
         """Record the event as processed by its `delivery`-th delivery; False when it already
         was (a duplicate), and then the row counts one more duplicate and delivery (stored
-        only if the caller commits)."""
+        only if the caller commits). It is `claim_later` answered at once: an adapter that
+        subclasses this port implements only that one."""
+        return self.claim_later(
+            event_id,
+            task_name,
+            outcome,
+            at,
+            job_id=job_id,
+            causation_id=causation_id,
+            delivery=delivery,
+        )()
 
     def claim_later(
         self,

@@ -13,6 +13,7 @@ from domain import (
     DeadLetterStatus,
     ImageGroupId,
     InboxRecord,
+    InboxRepository,
     JobRecord,
     OutboxMessage,
     StageRecord,
@@ -64,34 +65,9 @@ class MemoryHistoryRepository:
         return [t for t in self.state.history if t.image_group_id == group_id]
 
 
-class MemoryInboxRepository:
+class MemoryInboxRepository(InboxRepository):
     def __init__(self, state: MemoryState) -> None:
         self.state = state
-
-    def claim(
-        self,
-        event_id: str,
-        task_name: str,
-        outcome: str,
-        at: datetime,
-        *,
-        job_id: str | None = None,
-        causation_id: str | None = None,
-        delivery: int = 1,
-    ) -> bool:
-        if event_id in self.state.inbox:
-            held = self.state.inbox_records.get(event_id)
-            if held is not None:
-                deliveries = max(held.deliveries + 1, delivery)
-                self.state.inbox_records[event_id] = replace(
-                    held, deliveries=deliveries, duplicates=held.duplicates + 1
-                )
-            return False
-        self.state.inbox[event_id] = outcome
-        self.state.inbox_records[event_id] = InboxRecord(
-            event_id, task_name, outcome, at, job_id, causation_id, delivery
-        )
-        return True
 
     def claim_later(
         self,
@@ -104,16 +80,19 @@ class MemoryInboxRepository:
         causation_id: str | None = None,
         delivery: int = 1,
     ) -> Callable[[], bool]:
-        claimed = self.claim(
-            event_id,
-            task_name,
-            outcome,
-            at,
-            job_id=job_id,
-            causation_id=causation_id,
-            delivery=delivery,
+        if event_id in self.state.inbox:
+            held = self.state.inbox_records.get(event_id)
+            if held is not None:
+                deliveries = max(held.deliveries + 1, delivery)
+                self.state.inbox_records[event_id] = replace(
+                    held, deliveries=deliveries, duplicates=held.duplicates + 1
+                )
+            return lambda: False
+        self.state.inbox[event_id] = outcome
+        self.state.inbox_records[event_id] = InboxRecord(
+            event_id, task_name, outcome, at, job_id, causation_id, delivery
         )
-        return lambda: claimed
+        return lambda: True
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
         self.state.inbox[event_id] = outcome

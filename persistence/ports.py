@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Protocol
 
 from domain import (
@@ -99,10 +98,3 @@ class StoreUnitOfWork(UnitOfWork, Protocol):
     trace: TraceRepository
 
     def __enter__(self) -> StoreUnitOfWork: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, update
 from domain import (
     DeadLetter,
     DeadLetterStatus,
+    InboxRepository,
     JobRecord,
     OutboxMessage,
     StageRecord,
@@ -75,30 +76,9 @@ class SqlStageRepository:
         return latest_per_job(mappers.stage_to_entity(r) for r in rows)
 
 
-class SqlInboxRepository:
+class SqlInboxRepository(InboxRepository):
     def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
-
-    def claim(
-        self,
-        event_id: str,
-        task_name: str,
-        outcome: str,
-        at: datetime,
-        *,
-        job_id: str | None = None,
-        causation_id: str | None = None,
-        delivery: int = 1,
-    ) -> bool:
-        return self.claim_later(
-            event_id,
-            task_name,
-            outcome,
-            at,
-            job_id=job_id,
-            causation_id=causation_id,
-            delivery=delivery,
-        )()
 
     def claim_later(
         self,

@@ -54,12 +54,18 @@ def documents(uow: UnitOfWork, groups: list[ImageGroup]) -> list[dict[str, Any]]
     return [group_document(g, failures.get(g.job_id)) for g in groups]
 
 
+def existing_group(uow: UnitOfWork, group_id: ImageGroupId) -> ImageGroup:
+    """The group a read command names, or ImageGroupNotFoundError."""
+    group = uow.groups.find_by_id(group_id)
+    if group is None:
+        raise ImageGroupNotFoundError(image_group_id=group_id.value)
+    return group
+
+
 def status(args: argparse.Namespace) -> int:
     group_id = ImageGroupId(args.image_group_id)
     with runtime().new_uow() as uow:
-        group = uow.groups.find_by_id(group_id)
-        if group is None:
-            raise ImageGroupNotFoundError(image_group_id=group_id.value)
+        group = existing_group(uow, group_id)
         [document] = documents(uow, [group])
     if args.json:
         print_json(document)
@@ -130,9 +136,7 @@ def _why(document: dict[str, Any]) -> str | None:
 def history(args: argparse.Namespace) -> int:
     group_id = ImageGroupId(args.image_group_id)
     with runtime().new_uow() as uow:
-        group = uow.groups.find_by_id(group_id)
-        if group is None:
-            raise ImageGroupNotFoundError(image_group_id=group_id.value)
+        existing_group(uow, group_id)
         transitions = uow.history.list_for_group(group_id)
     # Each move carries its cause (workers/cli/history_view.py), kept for every attempt.
     entries = [history_view.entry(t) for t in transitions]

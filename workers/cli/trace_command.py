@@ -42,16 +42,15 @@ def register(commands: Any) -> None:
 
 
 def trace(args: argparse.Namespace) -> int:
-    from domain import ImageGroupId, ImageGroupNotFoundError
+    from domain import ImageGroupId
     from workers.cli.output import print_json
+    from workers.cli.read_commands import existing_group
     from workers.cli.trace_model import trace_document
     from workers.runtime.root import runtime
 
     group_id = ImageGroupId(args.image_group_id)
     with runtime().new_uow() as uow:
-        group = uow.groups.find_by_id(group_id)
-        if group is None:
-            raise ImageGroupNotFoundError(image_group_id=group_id.value)
+        group = existing_group(uow, group_id)
         document = trace_document(read_rows(uow, group))
     if args.json:
         print_json(document)
