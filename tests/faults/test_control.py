@@ -19,9 +19,9 @@ import pytest
 from celery import Celery
 from flower.inspector import Inspector  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from persistence.models import ImageGroupRow
+from persistence.models import DeadLetterRow, ImageGroupRow
 from tests.faults.checks import lock_wait_seconds, outcome
 from tests.faults.invariants import CATALOG, STAGE, Planned, assert_invariants, plan
 from tests.faults.messages import EVENTS_QUEUE, send_event
@@ -197,3 +197,34 @@ def test_with_full_remote_control_an_operator_s_shutdown_is_honoured_but_no_revo
         assert "remote termination ignored" in log
         operator.control.broadcast("shutdown")
         assert worker.popen.wait(30) == 0, "the operator's shutdown was not honoured"
+
+
+def test_a_broadcast_addressed_by_a_runaway_pattern_or_to_a_foreign_queue_is_dropped_unread(
+    guarded: tuple[Stack, Process, int],
+) -> None:
+    s, worker, port = guarded
+    letters_before = _letters(s)
+    attacker = publisher(s)
+    # kombu would run this regular expression against the worker's name: years of
+    # backtracking in the consumer's loop, before any command is looked up.
+    attacker.control.broadcast("ping", pattern="(?:.?){60}!", matcher="pcre", reply=False)
+    # A reply address is not an argument of Celery's broadcast: a publisher writes the body.
+    forged: dict[str, Any] = {"method": "ping", "arguments": {}, "destination": None}
+    forged |= {"ticket": "t", "reply_to": {"exchange": "", "routing_key": EVENTS_QUEUE}}
+    with attacker.connection_for_write() as conn:
+        box = attacker.control.mailbox(conn)
+        with conn.Producer() as producer:
+            producer.publish(
+                forged, exchange=box.exchange, serializer="json", declare=[box.exchange]
+            )
+    wait_for(lambda: refusals(port).get("(addressing)", 0) >= 2, timeout=15, what="the refusals")
+    assert WORKER in ask(attacker, "ping"), "the consumer's loop no longer answers"
+    start_group(s, "after-addressing", new_job())
+    wait_status(s, "after-addressing", "DEPLOYING")
+    assert _letters(s) == letters_before, "a reply went into the event queue, dead-lettered"
+    assert worker.popen.poll() is None
+
+
+def _letters(s: Stack) -> int:
+    with s.engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(DeadLetterRow)) or 0

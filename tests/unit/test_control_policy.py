@@ -6,14 +6,17 @@ import logging
 from typing import Any
 
 import pytest
+from celery import Celery
 from pydantic import ValidationError
 
 from workers.broker.control_policy import (
     READ_ONLY,
+    REPLY_EXCHANGE,
     UNKNOWN,
     ControlPolicy,
     GuardedHandlers,
     Mode,
+    addressing_problem,
     sender_of,
     unknown_commands,
 )
@@ -156,3 +159,38 @@ def test_extra_allowed_commands_are_a_comma_list_of_command_names(
 def test_a_malformed_extra_command_name_is_refused(value: str) -> None:
     with pytest.raises(ValidationError, match="IMAGEGROUPS_REMOTE_CONTROL_ALLOW"):
         Settings.model_validate({"IMAGEGROUPS_REMOTE_CONTROL_ALLOW": value})
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        ({"method": "ping", "destination": None}, False),
+        ({"method": "ping", "pattern": "celery@*", "matcher": "glob"}, False),
+        (
+            {"method": "ping", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "k"}},
+            False,
+        ),
+        ({"method": "ping", "pattern": "(?:.?){60}!", "matcher": "pcre"}, True),
+        ({"method": "ping", "pattern": "x" * 257, "matcher": "glob"}, True),
+        ({"method": "ping", "pattern": "celery@*"}, True),
+        ({"method": "ping", "matcher": "glob"}, True),
+        (
+            {"method": "ping", "reply_to": {"exchange": "", "routing_key": "imagegroups.events"}},
+            True,
+        ),
+        ({"method": "ping", "reply_to": "imagegroups.events"}, True),
+        (
+            {"method": "ping", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": 7}},
+            True,
+        ),
+    ],
+)
+def test_a_message_is_refused_for_its_addressing_before_kombu_matches_it(
+    body: dict[str, object], refused: bool
+) -> None:
+    assert (addressing_problem(body) is not None) is refused
+
+
+def test_celery_s_replies_go_to_the_one_exchange_the_addressing_check_lets_through() -> None:
+    app = Celery("addressing", broker="memory://")
+    assert app.control.mailbox.reply_exchange.name == REPLY_EXCHANGE

@@ -49,6 +49,8 @@ READ_ONLY = frozenset(
 WORKER_SYNC = frozenset({"hello", "election"})
 #: The metrics label of a command Celery does not know (labels must stay few).
 UNKNOWN = "(unknown)"
+#: The label of a message refused for its addressing (pattern, matcher, reply address).
+ADDRESSING = "(addressing)"
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,37 @@ class GuardedHandlers(Mapping[str, Handler]):
             return {"error": reason}
 
         return refuse
+
+
+#: The exchange Celery's replies go to; a reply routed anywhere else would make every worker
+#: publish into a queue of the sender's choosing (an event queue, say).
+REPLY_EXCHANGE = "reply.celery.pidbox"
+_LONGEST_ADDRESS = 256
+
+
+def addressing_problem(body: Any) -> str | None:
+    """Why a control message's addressing must not reach kombu, or None.
+
+    kombu matches a broadcast's `pattern` against the worker's name with the `matcher` the
+    sender picks, before any command is looked up: a regular expression that backtracks for
+    ever would hang the consumer's loop (no acks, no lease renewals). Only a short glob is
+    let through, and replies only to Celery's reply exchange.
+    """
+    if not isinstance(body, dict):
+        return None  # kombu refuses it itself
+    pattern, matcher = body.get("pattern"), body.get("matcher")
+    addressed = pattern is not None or matcher is not None
+    short_glob = matcher == "glob" and isinstance(pattern, str) and len(pattern) <= _LONGEST_ADDRESS
+    if addressed and not short_glob:
+        return f"addressing by matcher {str(matcher)[:32]!r} is refused (only a short glob)"
+    reply_to = body.get("reply_to")
+    if reply_to is not None:
+        if not isinstance(reply_to, dict) or reply_to.get("exchange") != REPLY_EXCHANGE:
+            return f"replies go only to the exchange {REPLY_EXCHANGE!r}"
+        key = reply_to.get("routing_key")
+        if not isinstance(key, str) or len(key) > _LONGEST_ADDRESS:
+            return "a reply's routing key must be a short string"
+    return None
 
 
 def sender_of(body: Any) -> str:

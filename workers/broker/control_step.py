@@ -23,8 +23,10 @@ from celery.worker.control import Panel
 
 from workers.broker import event_request
 from workers.broker.control_policy import (
+    ADDRESSING,
     ControlPolicy,
     GuardedHandlers,
+    addressing_problem,
     sender_of,
     unknown_commands,
 )
@@ -61,7 +63,7 @@ def guard(node: Any, policy: ControlPolicy) -> GuardedHandlers:
     guarded = GuardedHandlers(
         Panel.data, policy, lambda c: state().counting.recorder.control_refused(c)
     )
-    for command in guarded.refused_commands():
+    for command in [*guarded.refused_commands(), ADDRESSING]:
         state().counting.recorder.control_refused(command, 0)
     node.handlers = guarded
     return guarded
@@ -88,6 +90,11 @@ class GuardedControl(Control):  # type: ignore[misc]
 
         def on_message(body: Any, message: Any) -> None:
             guarded.sender = sender_of(body)
+            problem = addressing_problem(body)
+            if problem is not None:  # no reply either: its address is what is refused
+                log.warning("remote control message refused: %s, from %s", problem, guarded.sender)
+                state().counting.recorder.control_refused(ADDRESSING)
+                return
             deliver(body, message)
 
         self.box.on_message = on_message

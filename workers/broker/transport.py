@@ -66,7 +66,9 @@ def envelope_problem(payload: Any) -> str | None:
     ):
         return "the envelope's delivery_info needs string 'exchange' and 'routing_key'"
     headers = payload.get("headers")
-    if headers is not None and not isinstance(headers, dict):
+    if not isinstance(headers, dict):
+        # kombu writes `redelivered` into them when it gives the entry back (a crash, a
+        # requeue): without an object there it drops the entry instead.
         return f"the envelope's headers are {type(headers).__name__}, not an object"
     for key in ("content-type", "content-encoding"):
         if payload.get(key) is not None and not isinstance(payload.get(key), str):
@@ -87,14 +89,30 @@ def _body_problem(body: Any, encoding: Any) -> str | None:
     return None
 
 
+def _routed_here(payload: dict[str, Any], queue: str) -> bool:
+    info = payload["properties"]["delivery_info"]
+    return info["routing_key"] == queue and info["exchange"] in ("", queue)
+
+
+def _route_here(payload: dict[str, Any], queue: str) -> bytes:
+    """The entry, addressed to the queue it came from. Its delivery_info is where a retry is
+    published and where kombu gives it back after a crash: a publisher must not pick that
+    (a queue nobody consumes would take the event without an outcome)."""
+    info = payload["properties"]["delivery_info"]
+    payload["properties"]["delivery_info"] = {**info, "exchange": "", "routing_key": queue}
+    return json.dumps(payload).encode()
+
+
 def screen(raw: bytes, queue: str) -> bytes:
     """The entry itself when kombu can read it, else a stand-in that says why it cannot."""
+    payload: Any = None
     try:
-        problem = envelope_problem(json.loads(raw))
+        payload = json.loads(raw)
+        problem = envelope_problem(payload)
     except ValueError as exc:  # not JSON, or not UTF-8
         problem = f"the queue entry is not JSON: {exc}"
     if problem is None:
-        return raw
+        return raw if _routed_here(payload, queue) else _route_here(payload, queue)
     stand_in = {
         "body": base64.b64encode(raw).decode("ascii"),
         "content-type": MALFORMED_CONTENT_TYPE,
