@@ -14,7 +14,7 @@ from typing import Generic, Protocol, TypeVar
 
 from domain.catalog import CatalogReservation
 from domain.model import ImageGroup
-from domain.records import JobRecord, OutboxMessage, StageRecord
+from domain.records import InboxRecord, JobRecord, OutboxMessage, StageRecord
 from domain.values import ImageGroupId, ImageGroupStatus
 
 T = TypeVar("T")
@@ -112,29 +112,13 @@ class InboxRepository(Protocol):
         was (a duplicate), and then the row counts one more duplicate and delivery (stored
         only if the caller commits). It is `claim_later` answered at once: an adapter that
         subclasses this port implements only that one."""
-        return self.claim_later(
-            event_id,
-            task_name,
-            outcome,
-            at,
-            job_id=job_id,
-            causation_id=causation_id,
-            delivery=delivery,
-        )()
+        record = InboxRecord(event_id, task_name, outcome, at, job_id, causation_id, delivery)
+        return self.claim_later(record)()
 
-    def claim_later(
-        self,
-        event_id: str,
-        task_name: str,
-        outcome: str,
-        at: datetime,
-        *,
-        job_id: str | None = None,
-        causation_id: str | None = None,
-        delivery: int = 1,
-    ) -> Callable[[], bool]:
-        """`claim`, its answer asked for later: the claim may wait to reach the database
-        with the next statement (in this order), and calling the result gives the answer."""
+    def claim_later(self, record: InboxRecord) -> Callable[[], bool]:
+        """`claim` of this record (its `deliveries`: this delivery's number), its answer
+        asked for later: the claim may wait to reach the database with the next statement
+        (in this order), and calling the result gives the answer."""
 
     def set_outcome(self, event_id: str, outcome: str) -> None: ...
 

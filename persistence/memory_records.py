@@ -69,29 +69,17 @@ class MemoryInboxRepository(InboxRepository):
     def __init__(self, state: MemoryState) -> None:
         self.state = state
 
-    def claim_later(
-        self,
-        event_id: str,
-        task_name: str,
-        outcome: str,
-        at: datetime,
-        *,
-        job_id: str | None = None,
-        causation_id: str | None = None,
-        delivery: int = 1,
-    ) -> Callable[[], bool]:
-        if event_id in self.state.inbox:
-            held = self.state.inbox_records.get(event_id)
+    def claim_later(self, record: InboxRecord) -> Callable[[], bool]:
+        held = self.state.inbox_records.get(record.event_id)
+        if record.event_id in self.state.inbox:
             if held is not None:
-                deliveries = max(held.deliveries + 1, delivery)
-                self.state.inbox_records[event_id] = replace(
+                deliveries = max(held.deliveries + 1, record.deliveries)
+                self.state.inbox_records[record.event_id] = replace(
                     held, deliveries=deliveries, duplicates=held.duplicates + 1
                 )
             return lambda: False
-        self.state.inbox[event_id] = outcome
-        self.state.inbox_records[event_id] = InboxRecord(
-            event_id, task_name, outcome, at, job_id, causation_id, delivery
-        )
+        self.state.inbox[record.event_id] = record.outcome
+        self.state.inbox_records[record.event_id] = record
         return lambda: True
 
     def set_outcome(self, event_id: str, outcome: str) -> None:

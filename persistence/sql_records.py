@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, update
 from domain import (
     DeadLetter,
     DeadLetterStatus,
+    InboxRecord,
     InboxRepository,
     JobRecord,
     OutboxMessage,
@@ -80,27 +81,17 @@ class SqlInboxRepository(InboxRepository):
     def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
-    def claim_later(
-        self,
-        event_id: str,
-        task_name: str,
-        outcome: str,
-        at: datetime,
-        *,
-        job_id: str | None = None,
-        causation_id: str | None = None,
-        delivery: int = 1,
-    ) -> Callable[[], bool]:
+    def claim_later(self, record: InboxRecord) -> Callable[[], bool]:
         # A concurrent delivery of the same event waits here on the unique index until the
         # first commits, then finds the conflict: exactly one of them applies the event.
         values = {
-            "event_id": event_id,
-            "task_name": task_name,
-            "outcome": outcome,
-            "processed_at": at,
-            "job_id": job_id,
-            "causation_id": causation_id,
-            "deliveries": delivery,
+            "event_id": record.event_id,
+            "task_name": record.task_name,
+            "outcome": record.outcome,
+            "processed_at": record.processed_at,
+            "job_id": record.job_id,
+            "causation_id": record.causation_id,
+            "deliveries": record.deliveries,
         }
         claimed = self.conn.read_later(statements.claim_event(self.conn.dialect.name), values)
         return lambda: int(claimed.rows()[0][0]) == 0

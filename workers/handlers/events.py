@@ -23,6 +23,7 @@ from domain import (
     ImageGroup,
     ImageGroupId,
     ImageGroupMismatchError,
+    InboxRecord,
     JobRecord,
     PipelinePhase,
     RecordStageResult,
@@ -96,13 +97,9 @@ def _claim_later(
     uow: UnitOfWork, ids: EventIds, task_name: str, now: datetime
 ) -> Callable[[], bool]:
     return uow.inbox.claim_later(
-        ids.event_id,
-        task_name,
-        APPLIED,
-        now,
-        job_id=ids.job_id,
-        causation_id=ids.causation_id,
-        delivery=ids.delivery,
+        InboxRecord(
+            ids.event_id, task_name, APPLIED, now, ids.job_id, ids.causation_id, ids.delivery
+        )
     )
 
 
