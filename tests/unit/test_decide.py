@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from workers.edge.accept import Delivery
 from workers.edge.decide import (
     STORE_PAUSE_CAP,
     DeadLetter,
@@ -107,3 +108,14 @@ def test_a_delivery_past_the_limit_is_given_up_on_with_its_count() -> None:
 def test_the_pause_before_the_store_is_tried_again_doubles_up_to_its_cap() -> None:
     assert [store_pause(n) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert store_pause(10_000) == STORE_PAUSE_CAP
+
+
+@pytest.mark.parametrize(("retries", "at_least"), [(0, 1), (1, 2), (7, 2), (10**9, 2)])
+def test_a_retries_header_alone_never_makes_a_delivery_the_last_attempt(
+    retries: int, at_least: int
+) -> None:
+    delivery = Delivery("imagegroups.stage_finished", "task-id", retries, redelivered=False)
+    assert delivery.attempt_at_least() == at_least
+    # While the count cannot be read (the database is away), that attempt is retried.
+    decision = decide(Failure.TRANSIENT, attempt=delivery.attempt_at_least(), policy=POLICY)
+    assert isinstance(decision, Retry)

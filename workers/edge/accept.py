@@ -71,6 +71,10 @@ class Delivery:
     def is_redelivery(self) -> bool:
         return self.retries > 0 or self.redelivered
 
+    def attempt_at_least(self) -> int:
+        """At least this attempt; `retries` is a publisher's header: never "the last"."""
+        return 1 + min(self.retries, 1)
+
 
 @dataclass(frozen=True)
 class Accepted:

@@ -102,8 +102,7 @@ def _process(
     call: Received,
 ) -> dict[str, Any]:
     started, facts = time.perf_counter(), call.delivery
-    # Before the count is read: a lower bound that holds even when the database is down.
-    attempt = 1 + facts.retries
+    attempt = facts.attempt_at_least()  # until the database's count says more
     try:
         attempt = _count_delivery(rt, facts, verdict.event_id, attempt)
         if isinstance(verdict, Refusal):
