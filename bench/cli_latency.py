@@ -43,17 +43,17 @@ from datetime import UTC, datetime
 from persistence.db import make_engine
 from persistence.uow import SqlUnitOfWork
 from workers import handlers
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers import outbox
+from workers.outbox import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 engine = make_engine(sys.argv[1])
 deps = handlers.Deps(lambda: SqlUnitOfWork(engine, FollowOns()), lambda: datetime.now(UTC),
                      lambda: str(uuid.uuid4()), True)
 job = str(uuid.uuid4())
-event = envelopes.catalog_parsed(job, {GROUP!r}, ["login", "compute"])
+event = outbox.catalog_parsed(job, {GROUP!r}, ["login", "compute"])
 handlers.handle_catalog_parsed(CatalogParsedEvent.model_validate(event).to_command(), deps=deps)
 for stage, outcome in [("build-image", "succeeded"), ("deploy", "failed")]:
-    event = envelopes.stage_finished(job, stage, outcome, error_code="E_BENCH")
+    event = outbox.stage_finished(job, stage, outcome, error_code="E_BENCH")
     handlers.handle_stage_finished(StageFinishedEvent.model_validate(event).to_command(), deps=deps)
 engine.dispose()
 """

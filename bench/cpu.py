@@ -38,11 +38,11 @@ def _per_event(label: str, n: int, step: Callable[[], None]) -> None:
 
 
 def measure(n: int, profile: bool) -> None:
+    from workers import outbox
     from workers.celery import app
     from workers.edge.accept import parse
     from workers.handlers import Result, handle_catalog_parsed, handle_stage_finished
-    from workers.outbox import envelopes
-    from workers.outbox.celery_publisher import CeleryPublisher
+    from workers.outbox import CeleryPublisher
     from workers.runtime import root
     from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
@@ -53,7 +53,7 @@ def measure(n: int, profile: bool) -> None:
         parse(
             CatalogParsedEvent,
             (),
-            {"event": envelopes.catalog_parsed(j, f"cpu-{j[:13]}", ["compute", "login"])},
+            {"event": outbox.catalog_parsed(j, f"cpu-{j[:13]}", ["compute", "login"])},
         ).to_command()
         for j in jobs
     ]
@@ -61,7 +61,7 @@ def measure(n: int, profile: bool) -> None:
         parse(
             StageFinishedEvent,
             (),
-            {"event": envelopes.stage_finished(j, "build-image", "succeeded")},
+            {"event": outbox.stage_finished(j, "build-image", "succeeded")},
         ).to_command()
         for j in jobs
     ]

@@ -46,7 +46,7 @@ POOL = [
     ),
     Rule(
         "publish follow-on (send_task, sent event)",
-        anywhere=("workers/outbox/relay.py", "Publisher."),
+        anywhere=("workers/outbox.py", "Publisher."),
     ),
     Rule("store result (result backend)", anywhere=("celery/backends/",)),
     Rule("commit (round trip, WAL flush)", anywhere=("sqlalchemy/", "psycopg/"), commit=True),

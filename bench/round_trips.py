@@ -139,8 +139,7 @@ def measure(url: str) -> dict[str, int]:
     from persistence.uow import SqlUnitOfWork
     from workers.edge.accept import parse
     from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
-    from workers.outbox.follow_ons import FollowOns
-    from workers.outbox.relay import OutboxRelay
+    from workers.outbox import FollowOns, OutboxRelay
     from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
     engine = make_engine(url)

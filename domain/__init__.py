@@ -2,20 +2,6 @@
 
 from __future__ import annotations
 
-from domain.catalog import CatalogReservation, check_roles
-from domain.changes import (
-    STAGE_TIMEOUT,
-    UNKNOWN_CAUSE,
-    CauseKind,
-    DomainEvent,
-    StageEnded,
-    StageReported,
-    StageRequested,
-    StatusChanged,
-    Transition,
-    TransitionCause,
-)
-from domain.commands import EventIds, RecordStageResult, ReserveCatalog, on_delivery
 from domain.errors import (
     CatalogConflictError,
     CatalogNotParsedError,
@@ -28,33 +14,48 @@ from domain.errors import (
     NotOverdueError,
     StaleResultError,
 )
-from domain.flow import (
+from domain.model import (
     ALLOWED_TRANSITIONS,
     CLEANABLE,
     FLOW_ORDER,
     STAGE_FLOW,
+    STAGE_TIMEOUT,
+    UNKNOWN_CAUSE,
+    CatalogReservation,
+    CauseKind,
+    DomainEvent,
+    Image,
+    ImageGroup,
+    StageEnded,
     StageFlow,
+    StageReported,
+    StageRequested,
+    StatusChanged,
+    Transition,
+    TransitionCause,
+    check_roles,
     next_stage,
 )
-from domain.model import Image, ImageGroup
 from domain.ports import (
     CatalogRepository,
-    ImageGroupRepository,
-    InboxRepository,
-    JobRepository,
-    Page,
-    StageRepository,
-    UnitOfWork,
-)
-from domain.records import (
     DeadLetter,
     DeadLetterStatus,
+    EventIds,
+    ImageGroupRepository,
     InboxRecord,
+    InboxRepository,
     JobRecord,
+    JobRepository,
     OutboxMessage,
+    Page,
+    RecordStageResult,
+    ReserveCatalog,
     StageRecord,
+    StageRepository,
     StageState,
+    UnitOfWork,
     latest_per_job,
+    on_delivery,
 )
 from domain.values import (
     MAX_ID_LENGTH,

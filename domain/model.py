@@ -1,30 +1,37 @@
-"""The ImageGroup aggregate and its Image entities; they obey the one transition table
-(domain/flow.py) and record what happened as domain events (domain/changes.py)."""
+"""The image group: its state machine, the aggregate that obeys it, the domain events it
+records, and a catalog as reserved for one job.
+
+The one transition table: where each stage may start, the status it runs in, where its
+outcomes lead, and which statuses may be cleaned; every legal move is derived from it.
+
+The domain events an ImageGroup records as it moves, and the causes they carry.
+
+The aggregate only records them (`ImageGroup.events`); the unit of work collects them from
+the groups it handed out or was given and turns them into rows at commit: a StatusChanged
+into a history row, a StageRequested into a follow-on in the outbox and the stage's
+"requested" row, a StageReported into the stage's result row. StageEnded is what the
+stage-time metric reads.
+
+The ImageGroup aggregate and its Image entities; they obey the one transition table
+(domain/model.py) and record what happened as domain events (domain/model.py).
+
+A parsed catalog as reserved for one job: the group id it claims and the roles it builds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, TypeVar
 
-from domain.changes import (
-    CauseKind,
-    DomainEvent,
-    StageEnded,
-    StageReported,
-    StageRequested,
-    StatusChanged,
-    TransitionCause,
-)
-
-# Re-exported: the history's row was defined here before it had a module of its own.
-from domain.changes import Transition as Transition
 from domain.errors import InvalidStateTransitionError, NotOverdueError, StaleResultError
-from domain.flow import ALLOWED_TRANSITIONS, FLOW_ORDER, STAGE_FLOW, StageFlow
 from domain.values import (
     ImageGroupId,
     ImageGroupStatus,
+    InvalidValueError,
     RoleName,
     StageName,
     StageOutcome,
@@ -32,6 +39,214 @@ from domain.values import (
 )
 
 S = ImageGroupStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StageFlow:
+    """Where a stage may start, the status it runs in, and where its outcomes lead."""
+
+    stage: StageName
+    start_from: frozenset[ImageGroupStatus]
+    running: ImageGroupStatus
+    success: ImageGroupStatus
+    failure: ImageGroupStatus
+
+    def target(self, outcome: StageOutcome) -> ImageGroupStatus:
+        return self.success if outcome is StageOutcome.SUCCEEDED else self.failure
+
+
+STAGE_FLOW: Mapping[StageName, StageFlow] = MappingProxyType(
+    {
+        StageName.DEPLOY: StageFlow(
+            StageName.DEPLOY, frozenset({S.BUILT, S.FAILED}), S.DEPLOYING, S.DEPLOYED, S.FAILED
+        ),
+        StageName.PXE_BOOT: StageFlow(
+            StageName.PXE_BOOT, frozenset({S.DEPLOYED}), S.RESTARTING, S.RESTARTED, S.FAILED
+        ),
+        StageName.VALIDATE: StageFlow(
+            StageName.VALIDATE, frozenset({S.RESTARTED}), S.VALIDATING, S.PASSED, S.FAILED
+        ),
+    }
+)
+
+#: Cleanup is refused while a stage runs (its result is still due) and once cleaned.
+CLEANABLE: frozenset[ImageGroupStatus] = frozenset(
+    {S.BUILT, S.DEPLOYED, S.RESTARTED, S.PASSED, S.FAILED}
+)
+
+#: The happy path; a status later in it has "already passed" the earlier ones.
+FLOW_ORDER: tuple[ImageGroupStatus, ...] = (
+    S.BUILT,
+    S.DEPLOYING,
+    S.DEPLOYED,
+    S.RESTARTING,
+    S.RESTARTED,
+    S.VALIDATING,
+    S.PASSED,
+)
+
+
+def _derive_allowed() -> Mapping[ImageGroupStatus, frozenset[ImageGroupStatus]]:
+    moves: dict[ImageGroupStatus, set[ImageGroupStatus]] = {status: set() for status in S}
+    for flow in STAGE_FLOW.values():
+        for origin in flow.start_from:
+            moves[origin].add(flow.running)
+        moves[flow.running] |= {flow.success, flow.failure}
+    for origin in CLEANABLE:
+        moves[origin].add(S.CLEANED)
+    return MappingProxyType({status: frozenset(to) for status, to in moves.items()})
+
+
+#: Every legal move, derived from STAGE_FLOW and CLEANABLE so the two can never disagree.
+ALLOWED_TRANSITIONS = _derive_allowed()
+
+
+def next_stage(status: ImageGroupStatus) -> StageName | None:
+    """The stage that follows a successful one (never a redeploy: FAILED waits for an operator)."""
+    for flow in STAGE_FLOW.values():
+        if status in flow.start_from and status is not S.FAILED:
+            return flow.stage
+    return None
+
+
+#: The error code of a stage whose deadline passed with no result (docs/contract.md §4).
+STAGE_TIMEOUT = "STAGE_TIMEOUT"
+
+
+class CauseKind(enum.StrEnum):
+    EVENT = "event"
+    OPERATOR = "operator"
+    DEADLINE = "deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionCause:
+    """Why a group moved: an incoming event, an operator's command, or a deadline passing.
+
+    Stored with the transition and never rewritten, so a redeploy cannot hide why attempt 1
+    failed. `kind` is None only for a move recorded before causes were (migration 0006 could
+    not tell); a field that does not apply to the kind is None.
+    """
+
+    kind: CauseKind | None = None
+    event_type: str | None = None
+    stage: StageName | None = None
+    attempt: int | None = None
+    outcome: StageOutcome | None = None
+    error_code: str | None = None
+    error_summary: str | None = None
+    command: str | None = None
+
+    @classmethod
+    def event(
+        cls,
+        event_type: str,
+        stage: StageName,
+        outcome: StageOutcome,
+        *,
+        attempt: int | None = None,
+        error_code: str | None = None,
+        error_summary: str | None = None,
+    ) -> TransitionCause:
+        return cls(CauseKind.EVENT, event_type, stage, attempt, outcome, error_code, error_summary)
+
+    @classmethod
+    def operator(cls, command: str, stage: StageName | None = None) -> TransitionCause:
+        return cls(CauseKind.OPERATOR, stage=stage, command=command)
+
+    @classmethod
+    def deadline(cls, stage: StageName, attempt: int, deadline: datetime) -> TransitionCause:
+        summary = f"no {stage} result for attempt {attempt} by its deadline {deadline.isoformat()}"
+        return cls(
+            CauseKind.DEADLINE,
+            stage=stage,
+            attempt=attempt,
+            outcome=StageOutcome.FAILED,
+            error_code=STAGE_TIMEOUT,
+            error_summary=summary,
+        )
+
+    def on_attempt(self, attempt: int) -> TransitionCause:
+        """This cause, naming the group's attempt when the caller could not (an unknown
+        cause stays as it is)."""
+        if self.attempt is not None or self.kind is None:
+            return self
+        return replace(self, attempt=attempt)
+
+
+#: What a transition recorded without a cause carries.
+UNKNOWN_CAUSE = TransitionCause()
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One recorded status change of a group; `from_status` is None for its creation."""
+
+    image_group_id: ImageGroupId
+    from_status: ImageGroupStatus | None
+    to_status: ImageGroupStatus
+    event_id: str
+    at: datetime
+    cause: TransitionCause = UNKNOWN_CAUSE
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """The group moved; its history keeps the transition, cause included."""
+
+    transition: Transition
+
+
+@dataclass(frozen=True, slots=True)
+class StageRequested:
+    """The group entered a stage's running status: that stage must be asked for.
+
+    `event_id` is the transition's (what caused the request) and `at` its time; the
+    correlation the causing event carried goes along with the request.
+    """
+
+    stage: StageName
+    attempt: int
+    event_id: str
+    at: datetime
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StageReported:
+    """A stage's result as the job's stage record keeps it: reported by an event (the build
+    that created the group included), or a failure by the stage's deadline passing."""
+
+    stage: StageName
+    outcome: StageOutcome
+    attempt: int
+    event_id: str
+    at: datetime
+    error_code: str | None = None
+    error_summary: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StageEnded:
+    """A stage the group was waiting for ended: by its result, or by its deadline passing.
+
+    `requested_at` is when the group entered the stage's running status: nothing else moves
+    a group while it waits, so that is when the stage was requested.
+    """
+
+    stage: StageName
+    attempt: int
+    outcome: StageOutcome
+    timed_out: bool
+    requested_at: datetime
+    at: datetime
+
+
+#: Everything an aggregate records, in the order it happened.
+DomainEvent = StatusChanged | StageRequested | StageReported | StageEnded
+
+
 E = TypeVar("E", StatusChanged, StageRequested, StageReported, StageEnded)
 
 
@@ -66,7 +281,7 @@ class ImageGroup:
     attempt: int = 1
     #: When the stage the group waits for must have answered; None while no stage runs.
     deadline_at: datetime | None = None
-    #: What happened since the unit of work last collected it (domain/changes.py).
+    #: What happened since the unit of work last collected it (domain/model.py).
     events: list[DomainEvent] = field(default_factory=list)
 
     def __eq__(self, other: object) -> bool:
@@ -255,3 +470,46 @@ def _flow_of(stage: StageName) -> StageFlow:
         return STAGE_FLOW[stage]
     except KeyError:
         raise ValueError(f"{stage} is not a stage of an existing group") from None
+
+
+def check_roles(roles: Sequence[str], role_images: Mapping[str, str] | None) -> None:
+    """The catalog's rule: at least one role, each once, and images only for those roles."""
+    if not roles:
+        raise InvalidValueError("a catalog needs at least one role")
+    repeated = sorted({r for r in roles if roles.count(r) > 1})
+    if repeated:
+        raise InvalidValueError(f"roles must be unique; repeated: {repeated}")
+    unknown = sorted(set(role_images or {}) - set(roles))
+    if unknown:
+        raise InvalidValueError(f"role_images names roles that are not in roles: {unknown}")
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogReservation:
+    """Holding this row makes `image_group_id` belong to `job_id` and to no other job."""
+
+    image_group_id: ImageGroupId
+    job_id: str
+    roles: tuple[RoleName, ...]
+    role_images: Mapping[str, str] = field(default_factory=dict)
+    catalog_name: str | None = None
+    catalog_version: str | None = None
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_roles([r.value for r in self.roles], self.role_images)
+        object.__setattr__(self, "role_images", MappingProxyType(dict(self.role_images)))
+
+    def image_name(self, role: RoleName) -> str:
+        return self.role_images.get(role.value, f"{role.value}.img")
+
+    def images(self, new_id: Callable[[], str]) -> tuple[Image, ...]:
+        return tuple(Image(new_id(), role, self.image_name(role)) for role in self.roles)
+
+    def same_catalog(self, other: CatalogReservation) -> bool:
+        return (
+            self.image_group_id == other.image_group_id
+            and self.job_id == other.job_id
+            and self.roles == other.roles
+            and dict(self.role_images) == dict(other.role_images)
+        )

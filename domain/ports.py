@@ -1,21 +1,173 @@
-"""Ports: what the handlers need from storage, as protocols the adapters implement.
+"""The domain's boundary: the commands it takes, the records it keeps, and what its handlers
+need from storage.
+
+The two incoming events as commands in the domain's vocabulary, parsed from the wire once.
+
+A handler receives one of these, never the message it came in: the ids are typed, the stage
+and outcome are enums, the catalog is already a valid reservation request.
+
+Plain records the worker keeps beside the aggregate: stages, outbox, dead letters, jobs.
+
+Ports: what the handlers need from storage, as protocols the adapters implement.
 
 Only what the domain's handlers use: the worker's own records (delivery counts, dead
-letters, the outbox relay's side, history and trace reads) are persistence/ports.py's.
+letters, the outbox relay's side, history and trace reads) are persistence/uow.py's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from domain.catalog import CatalogReservation
-from domain.model import ImageGroup
-from domain.records import InboxRecord, JobRecord, OutboxMessage, StageRecord
-from domain.values import ImageGroupId, ImageGroupStatus
+from domain.model import CatalogReservation, ImageGroup
+from domain.values import ImageGroupId, ImageGroupStatus, PipelinePhase, StageName, StageOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class EventIds:
+    """Who an event is: its own id, its job, and the correlation it carries along."""
+
+    event_id: str
+    job_id: str
+    correlation_id: str | None = None
+    #: What it answers: the envelope's causation_id, else a stage result's request_event_id.
+    causation_id: str | None = None
+    #: Which delivery of the event this is: 1 the first, then each retry and redelivery.
+    delivery: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveCatalog:
+    """`catalog.parsed`: reserve the catalog's group id for the job (its roles and images)."""
+
+    ids: EventIds
+    catalog: CatalogReservation
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStageResult:
+    """`stage.finished`: the pipeline reports how a stage of the job's group went."""
+
+    ids: EventIds
+    stage: StageName
+    outcome: StageOutcome
+    image_group_id: ImageGroupId | None = None
+    attempt: int | None = None
+    request_event_id: str | None = None
+    error_code: str | None = None
+    error_summary: str | None = None
+    result_detail: dict[str, Any] | None = None
+
+
+def on_delivery(
+    command: ReserveCatalog | RecordStageResult, delivery: int
+) -> ReserveCatalog | RecordStageResult:
+    """The command as this delivery of its event carries it (the inbox keeps the count)."""
+    return replace(command, ids=replace(command.ids, delivery=delivery))
+
+
+class StageState(enum.StrEnum):
+    REQUESTED = "requested"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    job_id: str
+    pipeline_phase: PipelinePhase
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """The latest state of one stage of one job."""
+
+    job_id: str
+    stage: StageName
+    state: StageState
+    attempt: int
+    event_id: str
+    updated_at: datetime
+    result_detail: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_summary: str | None = None
+
+
+def latest_per_job(records: Iterable[StageRecord]) -> dict[str, StageRecord]:
+    """Each job's record of its highest attempt, the latest one on a tie.
+
+    A redeploy starts a new attempt, and earlier stages keep the rows of older attempts, so
+    the newest attempt is what tells why a group is where it is now.
+    """
+    latest: dict[str, StageRecord] = {}
+    for record in records:
+        seen = latest.get(record.job_id)
+        if seen is None or (record.attempt, record.updated_at) > (seen.attempt, seen.updated_at):
+            latest[record.job_id] = record
+    return latest
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRecord:
+    """An incoming event the worker handled: its outcome and who sent it after what.
+
+    `deliveries` counts every delivery: those before it was handled (retries, redeliveries)
+    and `duplicates`, those that found it already handled. `job_id` and `causation_id` are
+    None on rows written before migration 0006.
+    """
+
+    event_id: str
+    task_name: str
+    outcome: str
+    processed_at: datetime
+    job_id: str | None = None
+    causation_id: str | None = None
+    deliveries: int = 1
+    duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A follow-on event written in the transition's transaction, published after commit."""
+
+    event_id: str
+    task_name: str
+    queue: str
+    body: dict[str, Any]
+    image_group_id: str
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+class DeadLetterStatus(enum.StrEnum):
+    DEAD = "dead"
+    REPLAYED = "replayed"
+    DISCARDED = "discarded"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event the worker gave up on, kept whole so an operator can fix the cause and replay."""
+
+    id: int | None
+    task_name: str
+    event_id: str | None
+    body: str
+    content_type: str | None
+    error_type: str
+    error_message: str
+    traceback: str | None
+    attempts: int
+    status: DeadLetterStatus
+    first_failed_at: datetime
+    last_failed_at: datetime
+    replay_of: int | None = None
+    replayed_at: datetime | None = None
+
 
 T = TypeVar("T")
 

@@ -1,11 +1,39 @@
-"""Engine construction: per-process, lazily, with the locking behaviour each database needs."""
+"""Engines and connections: how an engine is made, whether the database answers, and reads from
+a psycopg pipeline.
+
+Engine construction: per-process, lazily, with the locking behaviour each database needs.
+
+Whether PostgreSQL answers right now: one `SELECT 1` within a deadline of our own.
+
+A black-holed path (packets dropped, or a peer that accepts and never answers) raises no
+error for a long time: libpq's connect_timeout covers only the connection, and a query on an
+open connection waits until TCP gives up. So the probe drives libpq itself, without blocking,
+and gives up when its deadline passes, whatever the network does.
+
+SQLAlchemy statements whose rows are read back from a psycopg pipeline: compiled once.
+
+SQLAlchemy reads a statement's result as soon as it has executed it, which in a pipeline is
+before the server has answered; so a read that is to share a round trip with others is
+compiled by SQLAlchemy and sent on a psycopg cursor of its own, and its rows are read from
+that cursor after the pipeline's Sync, with SQLAlchemy's type processing applied as usual.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import select
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Dialect, Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
 
 
@@ -18,6 +46,7 @@ def is_sqlite(url: str) -> bool:
 #: `tcp_user_timeout` ends it 30 s after the last byte the peer acknowledged (at the next
 #: probe, so within about 35 s), also while data waits for an acknowledgement.
 SILENCE_TIMEOUT_MS = 30_000
+
 _KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
 
 
@@ -90,3 +119,131 @@ def sqlite_file(url: str) -> Path | None:
     if parsed.query.get("uri") or database.startswith("file:"):
         return None
     return Path(database).resolve()
+
+
+class NoAnswerError(psycopg.OperationalError):
+    """The database did not answer the probe before its deadline."""
+
+
+def libpq_conninfo(url: str, *, lock_timeout_ms: int, connect_timeout: int) -> str:
+    """The libpq connection string of a SQLAlchemy PostgreSQL URL, with the engine's settings."""
+    uri = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    params = postgres_connect_args(lock_timeout_ms) | {"connect_timeout": connect_timeout}
+    return make_conninfo(uri, **params)
+
+
+class Probe:
+    """Asks over one connection of its own, opened again after any failure."""
+
+    def __init__(self, url: str, *, timeout: float, lock_timeout_ms: int = 5000) -> None:
+        self.timeout = timeout
+        # libpq's own minimum is 2 s; the deadline below still ends the whole check in time.
+        self._conninfo = libpq_conninfo(
+            url, lock_timeout_ms=lock_timeout_ms, connect_timeout=max(2, round(timeout))
+        )
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def check(self) -> None:
+        """Return once the database answered; raise (an OperationalError) otherwise."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            if self._conn is None:
+                self._conn = psycopg.Connection.connect(self._conninfo, autocommit=True)
+            _select_one(self._conn.pgconn, deadline, self.timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.pgconn.nonblocking = 1  # closing must not wait on a silent peer either
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def _select_one(pgconn: pq.abc.PGconn, deadline: float, timeout: float) -> None:
+    pgconn.nonblocking = 1
+    pgconn.send_query(b"SELECT 1")
+    while pgconn.flush():
+        _wait(pgconn, deadline, timeout, write=True)
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        _wait(pgconn, deadline, timeout)
+    results = []
+    while (result := pgconn.get_result()) is not None:
+        results.append(result)
+    if not results or results[0].status != pq.ExecStatus.TUPLES_OK:
+        message = pgconn.get_error_message() or "no result"
+        raise psycopg.OperationalError(f"SELECT 1 failed: {message}")
+
+
+def _wait(pgconn: pq.abc.PGconn, deadline: float, timeout: float, *, write: bool = False) -> None:
+    left = deadline - time.monotonic()
+    fd = pgconn.socket
+    ready = select.select([] if write else [fd], [fd] if write else [], [fd], max(left, 0))
+    if not any(ready):
+        raise NoAnswerError(f"the database did not answer SELECT 1 within {timeout:g}s")
+
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Read:
+    """A statement ready for a psycopg cursor: its SQL, and how its values are processed."""
+
+    sql: str
+    binds: tuple[tuple[str, Processor], ...]
+    results: tuple[Processor | None, ...]
+    template: Any  # the compiled statement, which names the bound parameters
+
+    def params(self, values: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The bound parameters for psycopg, processed as SQLAlchemy would."""
+        params = dict(self.template.construct_params(dict(values or {})))
+        for name, process in self.binds:
+            params[name] = process(params[name])
+        return params
+
+    def rows(self, cursor: Any) -> list[Any]:
+        """The rows as named tuples (attributes named as SQLAlchemy's result columns)."""
+        rows: list[Any] = cursor.fetchall()
+        if rows and len(rows[0]) != len(self.results):
+            raise RuntimeError(f"expected {len(self.results)} columns, got {len(rows[0])}")
+        if not any(self.results):
+            return rows
+        return [
+            row._make(v if p is None else p(v) for p, v in zip(self.results, row, strict=True))
+            for row in rows
+        ]
+
+
+def cursor_for(dbapi_connection: Any) -> Any:
+    return dbapi_connection.cursor(row_factory=namedtuple_row)
+
+
+def compiled(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Read:
+    """The statement compiled for `dialect` with parameters named `keys` (cached: the
+    statements given are the hot path's, each built once)."""
+    return _compiled(statement, dialect, keys)
+
+
+@lru_cache(maxsize=256)
+def _compiled(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Read:
+    if dialect.paramstyle != "pyformat":
+        raise ValueError(f"pipelined reads need named parameters, not {dialect.paramstyle}")
+    template: Any = statement.compile(  # type: ignore[attr-defined]
+        dialect=dialect, column_keys=sorted(keys)
+    )
+    if template.insert_prefetch or template.update_prefetch:
+        raise ValueError("a column default computed in Python needs SQLAlchemy's execution")
+    binds = []
+    for name, bind in template.binds.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            binds.append((name, process))
+    columns: Any = statement.exported_columns  # type: ignore[attr-defined]
+    results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+    return Read(template.string, tuple(binds), results, template)

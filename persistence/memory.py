@@ -23,7 +23,7 @@ from domain.ports import (
     JobRepository,
     StageRepository,
 )
-from persistence import storable
+from persistence import mapping
 from persistence.memory_records import (
     MemoryDeadLetterRepository,
     MemoryDeliveryRepository,
@@ -35,14 +35,16 @@ from persistence.memory_records import (
 )
 from persistence.memory_state import MemoryState
 from persistence.memory_trace import MemoryTraceRepository
-from persistence.ports import (
+from persistence.uow import (
     DeadLetterRepository,
     DeliveryRepository,
+    EventRecorder,
+    FollowOn,
     HistoryRepository,
     OutboxRepository,
+    SeenGroups,
     TraceRepository,
 )
-from persistence.recording import EventRecorder, FollowOn, SeenGroups
 
 __all__ = ["MemoryState", "MemoryUnitOfWork"]
 
@@ -140,7 +142,7 @@ class MemoryCatalogRepository:
             raise ImageGroupMismatchError(
                 reservation.job_id, mine.image_group_id.value, reservation.image_group_id.value
             )
-        self.state.reservations[reservation.image_group_id.value] = storable.reservation(
+        self.state.reservations[reservation.image_group_id.value] = mapping.storable_reservation(
             reservation
         )
         return None

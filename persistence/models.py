@@ -138,7 +138,7 @@ class StageRow(Base):
 class TransitionRow(Base):
     __tablename__ = "transition_history"
     # No RETURNING of the new id: nobody reads it, and a history insert goes in a pipeline
-    # with the commit, where no result can be read (persistence/batching.py).
+    # with the commit, where no result can be read (persistence/statements.py).
     __table_args__ = ({"implicit_returning": False},)
 
     id: Mapped[int] = mapped_column(

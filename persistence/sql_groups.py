@@ -21,14 +21,14 @@ from domain import (
     RoleName,
     Transition,
 )
-from persistence import mappers, statements
-from persistence.batching import BatchingConnection
+from persistence import mapping, statements
 from persistence.models import (
     CatalogReservationRow,
     ImageGroupRow,
     ImageRow,
     TransitionRow,
 )
+from persistence.statements import BatchingConnection
 
 
 class SqlImageGroupRepository:
@@ -37,7 +37,7 @@ class SqlImageGroupRepository:
 
     def save(self, group: ImageGroup) -> None:
         inserted = self.conn.execute(
-            statements.insert_group(self.conn.dialect.name), mappers.group_values(group)
+            statements.insert_group(self.conn.dialect.name), mapping.group_values(group)
         ).first()
         if inserted is None:
             held = self.conn.scalar(
@@ -51,7 +51,7 @@ class SqlImageGroupRepository:
             raise ImageGroupMismatchError(group.job_id, mine, group.id.value)
         if group.images:
             self.conn.defer(
-                statements.INSERT_IMAGES, [mappers.image_values(group.id, i) for i in group.images]
+                statements.INSERT_IMAGES, [mapping.image_values(group.id, i) for i in group.images]
             )
 
     def update_status(self, group: ImageGroup) -> None:
@@ -73,7 +73,7 @@ class SqlImageGroupRepository:
             for r in rows
             if r.image_id is not None
         ]
-        return mappers.group_to_entity(rows[0], images)
+        return mapping.group_to_entity(rows[0], images)
 
     def find_by_id(self, group_id: ImageGroupId) -> ImageGroup | None:
         return self._load("id", group_id.value, lock=False)
@@ -123,8 +123,8 @@ class SqlImageGroupRepository:
             for image in self.conn.execute(
                 select(ImageRow).where(ImageRow.image_group_id.in_(ids)).order_by(ImageRow.role)
             ):
-                images[image.image_group_id].append(mappers.image_to_entity(image))
-        return [mappers.group_to_entity(r, images[r.id]) for r in rows]
+                images[image.image_group_id].append(mapping.image_to_entity(image))
+        return [mapping.group_to_entity(r, images[r.id]) for r in rows]
 
     def exists(self, group_id: ImageGroupId) -> bool:
         found = self.conn.scalar(select(ImageGroupRow.id).where(ImageGroupRow.id == group_id.value))
@@ -138,7 +138,7 @@ class SqlCatalogRepository:
     def reserve(self, reservation: CatalogReservation) -> CatalogReservation | None:
         inserted = self.conn.execute(
             statements.reserve_catalog(self.conn.dialect.name),
-            mappers.reservation_values(reservation),
+            mapping.reservation_values(reservation),
         ).first()
         if inserted is not None:
             return None
@@ -159,11 +159,11 @@ class SqlCatalogRepository:
                 None if mine is None else mine.image_group_id.value,
                 reservation.image_group_id.value,
             )
-        return mappers.reservation_to_entity(holder)
+        return mapping.reservation_to_entity(holder)
 
     def _find(self, job_id: str, *, lock: bool) -> CatalogReservation | None:
         rows = self.conn.rows(_reservation_statement(lock), {"job_id": job_id})
-        return mappers.reservation_to_entity(rows[0]) if rows else None
+        return mapping.reservation_to_entity(rows[0]) if rows else None
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
         return self._find(job_id, lock=False)
@@ -179,7 +179,7 @@ class SqlHistoryRepository:
     def add(self, transitions: Sequence[Transition]) -> None:
         if transitions:
             self.conn.defer(
-                statements.INSERT_HISTORY, [mappers.transition_values(t) for t in transitions]
+                statements.INSERT_HISTORY, [mapping.transition_values(t) for t in transitions]
             )
 
     def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:
@@ -188,7 +188,7 @@ class SqlHistoryRepository:
             .where(TransitionRow.image_group_id == group_id.value)
             .order_by(TransitionRow.id)
         )
-        return [mappers.transition_to_entity(r) for r in rows]
+        return [mapping.transition_to_entity(r) for r in rows]
 
 
 #: The deadline sweep's one query: the partial index ix_image_groups_deadline holds only the

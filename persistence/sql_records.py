@@ -1,4 +1,14 @@
-"""SQL repositories for the worker's own records: jobs, stages, inbox, outbox, dead letters."""
+"""SQL repositories for the worker's own records, and what a trace reads.
+
+SQL repositories for the worker's own records: jobs, stages, inbox, outbox, dead letters.
+
+What `imagegroups trace` reads about one group, in SQL: each query rides an index.
+
+The inbox rows of applied stage results are found by the event_ids the history holds (the
+primary key); the rest by job through a partial index that holds only those rows. A group's
+follow-ons were written in the transaction of a transition, at that transition's time, so
+they are found by the group and those times (the outbox's BRIN index on `created_at`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +16,12 @@ import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from domain import (
     DeadLetter,
     DeadLetterStatus,
+    ImageGroupId,
     InboxRecord,
     InboxRepository,
     JobRecord,
@@ -19,9 +30,10 @@ from domain import (
     StageState,
     latest_per_job,
 )
-from persistence import mappers, statements, storable
-from persistence.batching import BatchingConnection
+from persistence import mapping, statements
+from persistence.mapping import dialect_insert
 from persistence.models import (
+    UNNAMED_BY_HISTORY,
     WAITING_LETTER,
     DeadLetterRow,
     DeliveryRow,
@@ -29,7 +41,7 @@ from persistence.models import (
     ProcessedEventRow,
     StageRow,
 )
-from persistence.sql_common import dialect_insert
+from persistence.statements import BatchingConnection
 
 
 class SqlJobRepository:
@@ -53,7 +65,7 @@ class SqlStageRepository:
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         rows = []
         for record in records:
-            values = mappers.shallow_values(storable.stage(record))
+            values = mapping.shallow_values(mapping.storable_stage(record))
             values["stage"] = record.stage.value
             values["state"] = record.state.value
             rows.append(values)
@@ -64,7 +76,7 @@ class SqlStageRepository:
         rows = self.conn.execute(
             select(StageRow).where(StageRow.job_id == job_id).order_by(StageRow.updated_at)
         )
-        return [mappers.stage_to_entity(r) for r in rows]
+        return [mapping.stage_to_entity(r) for r in rows]
 
     def latest_failures(self, job_ids: Sequence[str]) -> dict[str, StageRecord]:
         if not job_ids:
@@ -74,7 +86,7 @@ class SqlStageRepository:
                 StageRow.job_id.in_(list(job_ids)), StageRow.state == StageState.FAILED.value
             )
         )
-        return latest_per_job(mappers.stage_to_entity(r) for r in rows)
+        return latest_per_job(mapping.stage_to_entity(r) for r in rows)
 
 
 class SqlInboxRepository(InboxRepository):
@@ -150,7 +162,7 @@ class SqlOutboxRepository:
             .values(lease_until=lease_until)
             .returning(*OutboxRow.__table__.columns)
         ).all()
-        return sorted((mappers.outbox_to_entity(r) for r in rows), key=lambda m: m.created_at)
+        return sorted((mapping.outbox_to_entity(r) for r in rows), key=lambda m: m.created_at)
 
     def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
         if event_ids:
@@ -193,7 +205,7 @@ class SqlDeadLetterRepository:
         self.conn = conn
 
     def add(self, letter: DeadLetter) -> int:
-        values = mappers.shallow_values(letter)
+        values = mapping.shallow_values(letter)
         values.pop("id")
         values["status"] = letter.status.value
         values["body_digest"] = hashlib.sha256(letter.body.encode()).hexdigest()
@@ -209,13 +221,13 @@ class SqlDeadLetterRepository:
 
     def get(self, letter_id: int) -> DeadLetter | None:
         row = self.conn.execute(select(DeadLetterRow).where(DeadLetterRow.id == letter_id)).first()
-        return None if row is None else mappers.dead_letter_to_entity(row)
+        return None if row is None else mapping.dead_letter_to_entity(row)
 
     def list(self, status: DeadLetterStatus | None = None) -> list[DeadLetter]:
         stmt = select(DeadLetterRow).order_by(DeadLetterRow.id)
         if status is not None:
             stmt = stmt.where(DeadLetterRow.status == status.value)
-        return [mappers.dead_letter_to_entity(r) for r in self.conn.execute(stmt)]
+        return [mapping.dead_letter_to_entity(r) for r in self.conn.execute(stmt)]
 
     def set_status(self, letter_id: int, status: DeadLetterStatus, at: datetime) -> None:
         values: dict[str, object] = {"status": status.value}
@@ -250,3 +262,39 @@ class SqlDeadLetterRepository:
             .limit(1)
         )
         return found
+
+
+class SqlTraceRepository:
+    def __init__(self, conn: BatchingConnection) -> None:
+        self.conn = conn
+
+    def inbox(self, job_id: str, event_ids: Sequence[str]) -> list[InboxRecord]:
+        row = ProcessedEventRow
+        unnamed = and_(row.job_id == job_id, UNNAMED_BY_HISTORY)
+        where = or_(unnamed, row.event_id.in_(list(event_ids))) if event_ids else unnamed
+        rows = self.conn.execute(select(row).where(where).order_by(row.processed_at, row.event_id))
+        return [mapping.inbox_to_entity(r) for r in rows]
+
+    def follow_ons(
+        self, group_id: ImageGroupId, written: Sequence[datetime]
+    ) -> list[OutboxMessage]:
+        if not written:
+            return []
+        rows = self.conn.execute(
+            select(OutboxRow)
+            .where(
+                OutboxRow.image_group_id == group_id.value,
+                OutboxRow.created_at.in_(sorted(set(written))),
+            )
+            .order_by(OutboxRow.created_at, OutboxRow.event_id)
+        )
+        return [mapping.outbox_to_entity(r) for r in rows]
+
+    def dead_letters(self, job_id: str, event_ids: Sequence[str]) -> list[DeadLetter]:
+        # The dead-letter store is small (an operator works through it): a scan of the
+        # bodies for the job's id finds the letters whose event the inbox never held.
+        named = DeadLetterRow.body.contains(job_id, autoescape=True)
+        if event_ids:
+            named = or_(named, DeadLetterRow.event_id.in_(list(event_ids)))
+        rows = self.conn.execute(select(DeadLetterRow).where(named).order_by(DeadLetterRow.id))
+        return [mapping.dead_letter_to_entity(r) for r in rows]

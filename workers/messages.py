@@ -14,6 +14,9 @@ from domain import StageName
 
 SCHEMA_VERSION = 1
 EVENTS_QUEUE = "imagegroups.events"
+#: The header the Redis transport sets on the stand-in for a queue entry kombu cannot read;
+#: its value says what was wrong with the entry (workers/broker/transport.py).
+MALFORMED_HEADER = "imagegroups_malformed_envelope"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,9 @@ from persistence.db import make_engine
 from persistence.memory import MemoryState, MemoryUnitOfWork
 from persistence.migrate import upgrade
 from persistence.models import Base
-from persistence.ports import StoreUnitOfWork
-from persistence.uow import SqlUnitOfWork
+from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
 from tests.pg import fresh_database
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 
 NewUow = Callable[[], StoreUnitOfWork]
 

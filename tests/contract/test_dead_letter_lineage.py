@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from domain import DeadLetter, DeadLetterStatus
-from persistence.ports import StoreUnitOfWork
+from persistence.uow import StoreUnitOfWork
 
 NewUow = Callable[[], StoreUnitOfWork]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from domain import DeadLetter, DeadLetterStatus
-from persistence.ports import StoreUnitOfWork
+from persistence.uow import StoreUnitOfWork
 
 NewUow = Callable[[], StoreUnitOfWork]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

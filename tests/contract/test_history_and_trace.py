@@ -20,7 +20,7 @@ from domain import (
     StatusChanged,
     TransitionCause,
 )
-from persistence.ports import StoreUnitOfWork
+from persistence.uow import StoreUnitOfWork
 
 NewUow = Callable[[], StoreUnitOfWork]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -74,7 +74,7 @@ def test_the_history_keeps_every_field_of_each_moves_cause(new_uow: NewUow) -> N
         StageName.DEPLOY,
         1,
         StageOutcome.FAILED,
-        "E\\x00DEPLOY",  # stored as text every database takes (persistence/storable.py)
+        "E\\x00DEPLOY",  # stored as text every database takes (persistence/mapping.py)
         "node n2 down\\x00 (NUL kept as text)",
     )
     assert causes[3] == TransitionCause(

@@ -19,7 +19,7 @@ from domain import (
     TransitionCause,
 )
 from persistence.memory import MemoryState, MemoryUnitOfWork
-from persistence.ports import StoreUnitOfWork
+from persistence.uow import StoreUnitOfWork
 from tests.contract.conftest import NewUow
 
 S = ImageGroupStatus

@@ -29,7 +29,7 @@ from domain import (
     StageState,
     Transition,
 )
-from persistence.ports import StoreUnitOfWork
+from persistence.uow import StoreUnitOfWork
 
 NewUow = Callable[[], StoreUnitOfWork]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ from tests.faults.messages import envelope, push, task_body, task_headers
 from tests.faults.pipeline import Pipeline
 from tests.integration.flow import HAPPY, moves
 from tests.integration.stack import Stack, wait_for
-from workers.outbox import envelopes
+from workers import outbox
 
 CATALOG = "imagegroups.catalog_parsed"
 STAGE = "imagegroups.stage_finished"
@@ -70,8 +70,8 @@ def fails_as_planned(plans: Sequence[Planned]) -> dict[str, str | None]:
 
 def publish(s: Stack, planned: Planned, *, copies: int = 1) -> list[str]:
     """The catalog and the build result, each `copies` times; returns their event ids."""
-    catalog = envelopes.catalog_parsed(planned.job_id, planned.group_id, ["compute", "login"])
-    built = envelopes.stage_finished(planned.job_id, "build-image", "succeeded")
+    catalog = outbox.catalog_parsed(planned.job_id, planned.group_id, ["compute", "login"])
+    built = outbox.stage_finished(planned.job_id, "build-image", "succeeded")
     for task, event in ((CATALOG, catalog), (STAGE, built)):
         message = envelope(task_body(event), task_headers(task, str(event["event_id"])))
         for _ in range(copies):
@@ -153,11 +153,11 @@ def _assert_one_follow_on_each(s: Stack, plans: Sequence[Planned], pipeline: Pip
                 OutboxRow.image_group_id, OutboxRow.task_name, OutboxRow.event_id, OutboxRow.body
             )
         ).all()
-    outbox = Counter((r.image_group_id, r.task_name, r.body["payload"]["attempt"]) for r in rows)
+    requested = Counter((r.image_group_id, r.task_name, r.body["payload"]["attempt"]) for r in rows)
     for planned in plans:
-        mine = {(task, attempt) for (g, task, attempt) in outbox if g == planned.group_id}
+        mine = {(task, attempt) for (g, task, attempt) in requested if g == planned.group_id}
         assert mine == {(task, 1) for task in planned.requested()}, planned
-    assert set(outbox.values()) <= {1}, [k for k, n in outbox.items() if n > 1]
+    assert set(requested.values()) <= {1}, [k for k, n in requested.items() if n > 1]
     sent = {(r.image_group_id, r.task_name, r.body["payload"]["attempt"]): r.event_id for r in rows}
     for (group, stage, attempt), seen in pipeline.requests.items():
         # At least once on the wire, but always the same request: consumers dedupe by id.

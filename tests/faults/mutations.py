@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.faults.messages import EMBED, envelope, task_headers
-from workers.outbox import envelopes
+from workers import outbox
 
 CATALOG = "imagegroups.catalog_parsed"
 HEADER_KEYS = [
@@ -120,7 +120,7 @@ def fuzz(rng: random.Random, new_event: Callable[[str], dict[str, Any]]) -> Fuzz
 
 def catalog_event(marker: str) -> dict[str, Any]:
     job = str(uuid.uuid4())
-    return envelopes.catalog_parsed(job, f"fuzz-{marker[:13]}", ["compute"], event_id=marker)
+    return outbox.catalog_parsed(job, f"fuzz-{marker[:13]}", ["compute"], event_id=marker)
 
 
 def decoded_body(raw: bytes) -> Any:

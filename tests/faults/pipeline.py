@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from tests.faults.messages import envelope, push, task_body, task_headers
-from workers.outbox import envelopes
+from workers import outbox
 
 STAGE_OF = {
     "pipeline.deploy": "deploy",
@@ -78,7 +78,7 @@ class Pipeline(threading.Thread):
         group, attempt = payload["image_group_id"], payload["attempt"]
         self.requests[(group, stage, attempt)].add(request["event_id"])
         failed = self.fails(group, stage, attempt)
-        answer = envelopes.stage_finished(
+        answer = outbox.stage_finished(
             request["job_id"],
             stage,
             "failed" if failed else "succeeded",

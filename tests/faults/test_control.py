@@ -29,7 +29,7 @@ from tests.faults.scenario import QUICK, answering, progressed
 from tests.faults.servers import free_port
 from tests.integration.flow import new_job, start_group, wait_status
 from tests.integration.stack import Process, Stack, stack, wait_for
-from workers.outbox import envelopes
+from workers import outbox
 
 pytestmark = pytest.mark.faults
 
@@ -87,8 +87,8 @@ def assert_refused(replies: dict[str, Any], command: str) -> None:
 
 def events_of(planned: Planned) -> list[tuple[str, dict[str, Any]]]:
     """The catalog and build result of a group, built before they are published."""
-    catalog = envelopes.catalog_parsed(planned.job_id, planned.group_id, ["compute", "login"])
-    built = envelopes.stage_finished(planned.job_id, "build-image", "succeeded")
+    catalog = outbox.catalog_parsed(planned.job_id, planned.group_id, ["compute", "login"])
+    built = outbox.stage_finished(planned.job_id, "build-image", "succeeded")
     return [(CATALOG, catalog), (STAGE, built)]
 
 
@@ -178,7 +178,7 @@ def test_with_full_remote_control_an_operator_s_shutdown_is_honoured_but_no_revo
         job = new_job()
         start_group(s, "operated", job)
         wait_status(s, "operated", "DEPLOYING")
-        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
+        deployed = outbox.stage_finished(job, "deploy", "succeeded")
         event_id = str(deployed["event_id"])
         assert operator.control.revoke(event_id, reply=True, timeout=3, limit=1), "not answered"
         with s.engine.connect() as blocker:

@@ -30,7 +30,7 @@ from tests.integration.flow import moves, new_job, start_group, wait_status
 from tests.integration.stack import Process, Stack, stack, stack_on, wait_for
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
-from workers.outbox import envelopes
+from workers import outbox
 
 pytestmark = pytest.mark.faults
 
@@ -78,13 +78,13 @@ def test_a_killed_pool_process_redelivers_its_event_counts_the_delivery_and_appl
         start_group(s, "lost-1", job)
         wait_status(s, "lost-1", "DEPLOYING")
         [child] = worker.children()
-        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
+        deployed = outbox.stage_finished(job, "deploy", "succeeded")
         with s.engine.connect() as blocker:
             # Hold the group's row lock so the worker's handler waits inside its transaction.
             blocker.execute(
                 select(ImageGroupRow).where(ImageGroupRow.id == "lost-1").with_for_update()
             )
-            envelopes.send(s.client, deployed)
+            outbox.send(s.client, deployed)
             wait_for(lambda: lock_wait_seconds(s.engine) > 0, timeout=20, what="a lock waiter")
             os.kill(child, signal.SIGKILL)
             wait_for(
@@ -170,12 +170,12 @@ def test_a_live_worker_keeps_a_message_it_holds_past_the_visibility_timeout(
         start_group(s, "leased", job)
         wait_status(s, "leased", "DEPLOYING")
         s.start_worker("--concurrency", "1", "-n", "other@%h", name="other")
-        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
+        deployed = outbox.stage_finished(job, "deploy", "succeeded")
         with s.engine.connect() as blocker:
             blocker.execute(
                 select(ImageGroupRow).where(ImageGroupRow.id == "leased").with_for_update()
             )
-            envelopes.send(s.client, deployed)
+            outbox.send(s.client, deployed)
             wait_for(
                 lambda: lock_wait_seconds(s.engine) >= 10.0,
                 timeout=30,

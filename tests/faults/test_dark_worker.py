@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from persistence.reachability import Probe
+from persistence.db import Probe
 from tests.faults.invariants import Planned, assert_invariants, plan, publish, wait_settled
 from tests.faults.proxy import proxy_to
 from tests.faults.scenario import QUICK, answering

@@ -17,7 +17,7 @@ from tests.faults.messages import envelope, push, send_event, task_body, task_he
 from tests.integration.flow import new_job
 from tests.integration.stack import Process, Stack, stack, wait_for
 from tests.integration.test_dead_letter_store import refusing_dead_letters
-from workers.outbox import envelopes
+from workers import outbox
 
 pytestmark = pytest.mark.faults
 
@@ -54,13 +54,13 @@ def _worker(s: Stack) -> Process:
 
 def _invalid_event() -> dict[str, object]:
     """A stage result refused at once (InvalidEventError): its outcome is not one we know."""
-    return envelopes.stage_finished(new_job(), "deploy", "maybe")
+    return outbox.stage_finished(new_job(), "deploy", "maybe")
 
 
 def _applicable_event() -> dict[str, object]:
     """A new job's catalog: applied as soon as it is handled."""
     job = new_job()
-    return envelopes.catalog_parsed(job, f"clock-{job[:8]}", ["compute"])
+    return outbox.catalog_parsed(job, f"clock-{job[:8]}", ["compute"])
 
 
 def _one_letter(s: Stack, marker: str) -> DeadLetter:
@@ -96,9 +96,9 @@ def test_a_forged_replay_header_ends_in_exactly_one_dead_letter_without_lineage(
 
 
 def test_a_replayed_letter_that_fails_again_records_replay_of_from_the_store(s: Stack) -> None:
-    early = envelopes.stage_finished(new_job(), "build-image", "succeeded")  # no catalog, ever
+    early = outbox.stage_finished(new_job(), "build-image", "succeeded")  # no catalog, ever
     marker = str(early["event_id"])
-    envelopes.send(s.client, early)
+    outbox.send(s.client, early)
     first = _one_letter(s, marker)
     assert (first.error_type, first.attempts, first.replay_of) == ("CatalogNotParsedError", 2, None)
     chain = [first]

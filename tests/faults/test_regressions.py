@@ -24,7 +24,7 @@ from tests.faults.checks import (
 from tests.faults.messages import envelope, push, send_event, task_body, task_headers
 from tests.integration.flow import moves, new_job, start_group, wait_status
 from tests.integration.stack import Stack, stack, wait_for
-from workers.outbox import envelopes
+from workers import outbox
 
 pytestmark = pytest.mark.faults
 
@@ -51,10 +51,10 @@ def test_a_result_retried_past_celerys_default_three_retries_applies_when_its_ca
         assert "IMAGEGROUPS_MAX_ATTEMPTS" not in s.env()
         s.start_worker("--concurrency", "2")
         job = new_job()
-        early = envelopes.stage_finished(job, "build-image", "succeeded")
-        envelopes.send(s.client, early)
+        early = outbox.stage_finished(job, "build-image", "succeeded")
+        outbox.send(s.client, early)
         wait_for(lambda: deliveries(s, early["event_id"]) >= 5, timeout=30, what="a fifth delivery")
-        envelopes.send(s.client, envelopes.catalog_parsed(job, "late-eight", ["compute"]))
+        outbox.send(s.client, outbox.catalog_parsed(job, "late-eight", ["compute"]))
         wait_status(s, "late-eight", "DEPLOYING")
         assert outcome(s, early["event_id"]) == "applied"
         assert letters(s) == []
@@ -65,8 +65,8 @@ def test_a_result_whose_catalog_never_comes_is_dead_lettered_after_the_default_e
 ) -> None:
     with stack(tmp_path, "never8") as s:
         worker = s.start_worker("--concurrency", "2")
-        early = envelopes.stage_finished(new_job(), "build-image", "succeeded")
-        envelopes.send(s.client, early)
+        early = outbox.stage_finished(new_job(), "build-image", "succeeded")
+        outbox.send(s.client, early)
         start_group(s, "beside-never8", new_job())
         [letter] = wait_for(lambda: letters(s), timeout=30, what="the dead letter")
         assert (letter.event_id, letter.error_type, letter.attempts) == (
@@ -89,7 +89,7 @@ def _event(marker: str) -> dict[str, object]:
     """An event that would be applied at once if it came well-formed (a new job's catalog),
     so a refusal cannot be mistaken for a later failure; its id is the marker."""
     group_id = f"bent-{marker[:8]}"
-    return envelopes.catalog_parsed(new_job(), group_id, ["compute"], event_id=marker)
+    return outbox.catalog_parsed(new_job(), group_id, ["compute"], event_id=marker)
 
 
 def _message(marker: str, case: str) -> dict[str, object]:
@@ -183,7 +183,7 @@ def test_an_event_whose_expires_header_has_passed_is_applied_not_silently_droppe
 ) -> None:
     s = shared_worker
     job = new_job()
-    event = envelopes.catalog_parsed(job, f"expired-{job[:8]}", ["compute"])
+    event = outbox.catalog_parsed(job, f"expired-{job[:8]}", ["compute"])
     send_event(s.redis, CATALOG, event, expires="2000-01-01T00:00:00+00:00")
     wait_for(lambda: outcome(s, str(event["event_id"])), timeout=20, what="the event's outcome")
     assert outcome(s, str(event["event_id"])) == "applied"
@@ -223,7 +223,7 @@ def test_a_per_message_time_limit_cannot_ack_an_event_away(tmp_path: Path) -> No
         job = new_job()
         start_group(s, "limited", job)
         wait_status(s, "limited", "DEPLOYING")
-        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
+        deployed = outbox.stage_finished(job, "deploy", "succeeded")
         _hold_group_lock_then(
             s,
             "limited",
@@ -243,7 +243,7 @@ def test_a_handler_killed_by_the_workers_time_limit_comes_back_and_applies_once(
         job = new_job()
         start_group(s, "killed", job)
         wait_status(s, "killed", "DEPLOYING")
-        deployed = envelopes.stage_finished(job, "deploy", "succeeded")
+        deployed = outbox.stage_finished(job, "deploy", "succeeded")
 
         def kill_observed() -> bool:
             return "Hard time limit" in worker.output()
@@ -252,7 +252,7 @@ def test_a_handler_killed_by_the_workers_time_limit_comes_back_and_applies_once(
             blocker.execute(
                 select(ImageGroupRow).where(ImageGroupRow.id == "killed").with_for_update()
             )
-            envelopes.send(s.client, deployed)
+            outbox.send(s.client, deployed)
             wait_for(kill_observed, timeout=30, what="the hard time limit to kill the handler")
             blocker.rollback()
         wait_status(s, "killed", "RESTARTING")
@@ -292,7 +292,7 @@ def test_undecodable_messages_during_a_database_outage_do_not_hold_up_later_even
         for marker in markers:
             push(s.redis, envelope(f"not json {marker}".encode(), task_headers(STAGE, marker)))
         # Within ~3 s its probe sees the outage and it stops consuming
-        # (workers/broker/database_gate.py).
+        # (workers/edge/gate.py).
         wait_for(
             lambda: worker.output().count("could not dead-letter") >= 1,
             timeout=30,
@@ -312,13 +312,13 @@ def test_undecodable_messages_during_a_database_outage_do_not_hold_up_later_even
 def test_a_deploy_failure_with_nul_characters_fails_its_group(shared_worker: Stack) -> None:
     s = shared_worker
     job, group_id = new_job(), f"nul-{uuid.uuid4().hex[:8]}"
-    catalog = envelopes.catalog_parsed(
+    catalog = outbox.catalog_parsed(
         job, group_id, ["compute"], catalog_name="cat\x00name", catalog_version="1\x00"
     )
-    envelopes.send(s.client, catalog)
-    envelopes.send(s.client, envelopes.stage_finished(job, "build-image", "succeeded"))
+    outbox.send(s.client, catalog)
+    outbox.send(s.client, outbox.stage_finished(job, "build-image", "succeeded"))
     wait_status(s, group_id, "DEPLOYING")
-    failed = envelopes.stage_finished(
+    failed = outbox.stage_finished(
         job,
         "deploy",
         "failed",
@@ -326,7 +326,7 @@ def test_a_deploy_failure_with_nul_characters_fails_its_group(shared_worker: Sta
         error_summary="disk\x00full",
         detail={"log": "a\x00b", "k\x00": ["\x00"]},
     )
-    envelopes.send(s.client, failed)
+    outbox.send(s.client, failed)
     wait_status(s, group_id, "FAILED")
     with s.engine.connect() as conn:
         row = conn.execute(
@@ -343,8 +343,8 @@ def test_an_image_name_with_a_nul_character_is_refused_with_a_clear_reason(
 ) -> None:
     s = shared_worker
     job, group_id = new_job(), f"nulimg-{uuid.uuid4().hex[:8]}"
-    catalog = envelopes.catalog_parsed(job, group_id, ["compute"], {"compute": "img\x00.iso"})
-    envelopes.send(s.client, catalog)
+    catalog = outbox.catalog_parsed(job, group_id, ["compute"], {"compute": "img\x00.iso"})
+    outbox.send(s.client, catalog)
     [letter] = wait_for(
         lambda: letters_for(s, str(catalog["event_id"])), timeout=20, what="the refusal"
     )

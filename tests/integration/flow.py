@@ -7,10 +7,10 @@ import uuid
 from sqlalchemy import select
 
 from domain import ImageGroupId, ImageGroupStatus, OutboxMessage, Transition
-from persistence.mappers import outbox_to_entity
+from persistence.mapping import outbox_to_entity
 from persistence.models import OutboxRow
 from tests.integration.stack import Stack, wait_for
-from workers.outbox import envelopes
+from workers import outbox
 
 HAPPY = [
     (None, "BUILT"),
@@ -28,8 +28,8 @@ def new_job() -> str:
 
 
 def start_group(s: Stack, group_id: str, job_id: str, roles: list[str] | None = None) -> None:
-    envelopes.send(s.client, envelopes.catalog_parsed(job_id, group_id, roles or ["compute"]))
-    envelopes.send(s.client, envelopes.stage_finished(job_id, "build-image", "succeeded"))
+    outbox.send(s.client, outbox.catalog_parsed(job_id, group_id, roles or ["compute"]))
+    outbox.send(s.client, outbox.stage_finished(job_id, "build-image", "succeeded"))
 
 
 def wait_status(s: Stack, group_id: str, status: str, timeout: float = 30) -> None:

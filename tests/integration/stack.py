@@ -18,11 +18,10 @@ from celery import Celery
 
 from domain import ImageGroup, ImageGroupId
 from persistence.db import make_engine
-from persistence.ports import StoreUnitOfWork
-from persistence.uow import SqlUnitOfWork
+from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 
 REPO = Path(__file__).resolve().parents[2]
 # The commands docker-compose.yml runs; tests run them verbatim (see test_compose.py).

@@ -22,16 +22,14 @@ from sqlalchemy import Engine, text
 
 from domain import DeadLetter, DeadLetterStatus, ImageGroupId
 from persistence.db import make_engine
-from persistence.ports import StoreUnitOfWork
-from persistence.uow import SqlUnitOfWork
+from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
 from tests.integration.cli_main import run_main
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
-from workers import handlers
+from workers import handlers, outbox
 from workers.edge.dead_letters import protocol_body
 from workers.messages import CATALOG_PARSED
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 from workers.schemas import CatalogParsedEvent, DeployRequestedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -173,9 +171,7 @@ def _seed(
 ) -> Seeded:
     """Each handler reads the clock once, so `clock.last` is the time it applied its event."""
     job_id = str(uuid.uuid4())
-    event = envelopes.catalog_parsed(
-        job_id, group_id, ["login", "compute"], {"login": "login-v2.img"}
-    )
+    event = outbox.catalog_parsed(job_id, group_id, ["login", "compute"], {"login": "login-v2.img"})
     handlers.handle_catalog_parsed(CatalogParsedEvent.model_validate(event).to_command(), deps=deps)
     seeded = Seeded(job_id, created_at=T0)
     for stage, outcome in [("build-image", "succeeded"), *stages]:
@@ -186,7 +182,7 @@ def _seed(
 
 
 def _finish(deps: handlers.Deps, job_id: str, stage: str, outcome: str) -> str:
-    event = envelopes.stage_finished(job_id, stage, outcome)
+    event = outbox.stage_finished(job_id, stage, outcome)
     handlers.handle_stage_finished(StageFinishedEvent.model_validate(event).to_command(), deps=deps)
     return str(event["event_id"])
 
@@ -447,7 +443,7 @@ def test_publish_catalog_parsed_from_a_file_queues_a_valid_envelope(env: Env) ->
 
 
 def good_body() -> tuple[str, str]:
-    event = envelopes.catalog_parsed(str(uuid.uuid4()), f"dl-{uuid.uuid4().hex[:8]}", ["a"])
+    event = outbox.catalog_parsed(str(uuid.uuid4()), f"dl-{uuid.uuid4().hex[:8]}", ["a"])
     return str(event["event_id"]), protocol_body([], {"event": event})
 
 

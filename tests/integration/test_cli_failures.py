@@ -23,9 +23,8 @@ from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.integration.cli_main import run_main
 from tests.pg import fresh_database
-from workers import handlers
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers import handlers, outbox
+from workers.outbox import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -70,7 +69,7 @@ class Pipeline:
             True,
         )
         self.group_id, self.job_id, self.events = group_id, str(uuid.uuid4()), events
-        event = envelopes.catalog_parsed(self.job_id, group_id, ["compute"])
+        event = outbox.catalog_parsed(self.job_id, group_id, ["compute"])
         handlers.handle_catalog_parsed(
             CatalogParsedEvent.model_validate(event).to_command(), deps=self.deps
         )
@@ -84,7 +83,7 @@ class Pipeline:
         code: str | None = None,
         why: str | None = None,
     ) -> None:
-        event = envelopes.stage_finished(
+        event = outbox.stage_finished(
             self.job_id, stage, outcome, attempt=attempt, error_code=code, error_summary=why
         )
         handlers.handle_stage_finished(

@@ -22,10 +22,9 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
-from workers import handlers
+from workers import handlers, outbox
 from workers.cli.main import main
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 from workers.runtime import root
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 from workers.settings import Settings
@@ -55,7 +54,7 @@ def _seed_group(engine: Engine) -> None:
         lambda: str(uuid.uuid4()),
     )
     job_id = str(uuid.uuid4())
-    parsed = envelopes.catalog_parsed(job_id, GROUP, ["compute"])
+    parsed = outbox.catalog_parsed(job_id, GROUP, ["compute"])
     handlers.handle_catalog_parsed(
         CatalogParsedEvent.model_validate(parsed).to_command(), deps=deps
     )
@@ -63,7 +62,7 @@ def _seed_group(engine: Engine) -> None:
         ("build-image", "succeeded", None, None),
         ("deploy", "failed", CODE, SUMMARY),
     ]:
-        event = envelopes.stage_finished(
+        event = outbox.stage_finished(
             job_id, stage, outcome, error_code=code, error_summary=summary
         )
         command = StageFinishedEvent.model_validate(event).to_command()

@@ -17,10 +17,9 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
-from workers import handlers
+from workers import handlers, outbox
 from workers.cli.main import main
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 from workers.runtime import root
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 from workers.settings import Settings
@@ -54,14 +53,14 @@ def seed(engine: Engine) -> Seeded:
         lambda: SqlUnitOfWork(engine, FollowOns()), Clock(), lambda: str(uuid.uuid4())
     )
     seeded = Seeded(str(uuid.uuid4()))
-    catalog = envelopes.catalog_parsed(seeded.job_id, GROUP, ["compute"])
+    catalog = outbox.catalog_parsed(seeded.job_id, GROUP, ["compute"])
     handlers.handle_catalog_parsed(
         CatalogParsedEvent.model_validate(catalog).to_command(), deps=deps
     )
     seeded.events["catalog"] = str(catalog["event_id"])
 
     def finish(name: str, stage: str, outcome: str, times: int = 1, **kw: Any) -> None:
-        event = envelopes.stage_finished(seeded.job_id, stage, outcome, **kw)
+        event = outbox.stage_finished(seeded.job_id, stage, outcome, **kw)
         for _ in range(times):
             command = StageFinishedEvent.model_validate(event).to_command()
             handlers.handle_stage_finished(command, deps=deps)

@@ -30,7 +30,7 @@ from tests.integration.flow import (
     wait_status,
 )
 from tests.integration.stack import Stack, stack, wait_for
-from workers.outbox import envelopes
+from workers import outbox
 
 pytestmark = pytest.mark.integration
 
@@ -62,8 +62,8 @@ def expiry_lines(s: Stack) -> list[str]:
 
 
 def answer(s: Stack, job: str, stage: str, attempt: int) -> str:
-    event = envelopes.stage_finished(job, stage, "succeeded", attempt=attempt)
-    return envelopes.send(s.client, event)
+    event = outbox.stage_finished(job, stage, "succeeded", attempt=attempt)
+    return outbox.send(s.client, event)
 
 
 def test_unanswered_deploys_fail_once_each_with_two_workers_sweeping_and_redeploy_after(

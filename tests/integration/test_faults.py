@@ -16,7 +16,7 @@ from kombu.messaging import Producer
 from domain import DeadLetter, ImageGroupStatus
 from tests.integration.flow import HAPPY, moves, new_job, start_group, wait_status
 from tests.integration.stack import Stack, stack, wait_for
-from workers.outbox import envelopes
+from workers import outbox
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def _send_raw(s: Stack, body: bytes | str, content_type: str, task: str = STAGE)
 
 
 def _bad_events(job: str, group_id: str) -> list[tuple[str, Any, str]]:
-    good = envelopes.stage_finished(job, "validate", "succeeded")
+    good = outbox.stage_finished(job, "validate", "succeeded")
     payload = good["payload"]
     return [
         (STAGE, [1, 2], "event must be a JSON object"),
@@ -57,24 +57,24 @@ def _bad_events(job: str, group_id: str) -> list[tuple[str, Any, str]]:
             {**good, "payload": {**payload, "result_detail": {"log": "x" * 70_000}}},
             "result_detail is",
         ),
-        (CATALOG, envelopes.catalog_parsed(job, "g" * 129, ["compute"]), "at most 128"),
-        (CATALOG, envelopes.catalog_parsed(job, "bad\x07id", ["compute"]), "image_group_id"),
+        (CATALOG, outbox.catalog_parsed(job, "g" * 129, ["compute"]), "at most 128"),
+        (CATALOG, outbox.catalog_parsed(job, "bad\x07id", ["compute"]), "image_group_id"),
         (
             # Its column is a 32-bit INTEGER: refused as invalid, not a database error.
             STAGE,
-            envelopes.stage_finished(new_job(), "build-image", "failed", attempt=2**31),
+            outbox.stage_finished(new_job(), "build-image", "failed", attempt=2**31),
             "payload.attempt: Input should be less than or equal to 2147483647",
         ),
         # Valid envelopes the state machine or the reservations refuse:
         (STAGE, good, "InvalidStateTransitionError"),
         (
             STAGE,
-            envelopes.stage_finished(job, "deploy", "succeeded", image_group_id="other"),
+            outbox.stage_finished(job, "deploy", "succeeded", image_group_id="other"),
             "ImageGroupMismatchError",
         ),
         (
             CATALOG,
-            envelopes.catalog_parsed(new_job(), group_id, ["compute"]),
+            outbox.catalog_parsed(new_job(), group_id, ["compute"]),
             "DuplicateImageGroupError",
         ),
     ]
@@ -156,13 +156,13 @@ def test_a_stage_result_before_its_catalog_is_replayed_to_completion(tmp_path: P
     with stack(tmp_path, "replay", IMAGEGROUPS_MAX_ATTEMPTS="2") as s:
         worker = s.start_worker("--concurrency", "1")
         job = new_job()
-        early = envelopes.stage_finished(job, "build-image", "succeeded")
-        envelopes.send(s.client, early)
+        early = outbox.stage_finished(job, "build-image", "succeeded")
+        outbox.send(s.client, early)
         letters = wait_for(lambda: _letters(s), timeout=30, what="the early result to die")
         assert letters[0].error_type == "CatalogNotParsedError"
         assert letters[0].attempts == 2
 
-        envelopes.send(s.client, envelopes.catalog_parsed(job, "late-catalog", ["compute"]))
+        outbox.send(s.client, outbox.catalog_parsed(job, "late-catalog", ["compute"]))
         wait_for(
             lambda: s.query(lambda u: u.catalogs.find_by_job_id(job)),
             timeout=20,

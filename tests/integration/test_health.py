@@ -16,7 +16,7 @@ import pytest
 from tests.integration.stack import Stack, stack
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
-from workers.outbox.envelopes import catalog_parsed, send
+from workers.outbox import catalog_parsed, send
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.flow import new_job, start_group, wait_status
 from tests.integration.stack import WORKER_COMMAND, Process, Stack, stack, wait_for
+from workers import outbox
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
-from workers.metrics.bounded_http import BoundedHTTPServer
-from workers.metrics.endpoint import IDLE_TIMEOUT, MAX_HANDLERS, MAX_WAITING
-from workers.metrics.recorder import metrics_directory
-from workers.outbox import envelopes
+from workers.runtime.metrics import metrics_directory
+from workers.runtime.metrics_http import IDLE_TIMEOUT, MAX_HANDLERS, MAX_WAITING, BoundedHTTPServer
 
 pytestmark = pytest.mark.integration
 
@@ -64,17 +63,17 @@ def run_flow(s: Stack) -> None:
     wait_status(s, "m-passed", "DEPLOYING")
     wait_status(s, "m-failed", "DEPLOYING")
     for stage, status in (("deploy", "RESTARTING"), ("pxe-boot", "VALIDATING")):
-        envelopes.send(s.client, envelopes.stage_finished(passed, stage, "succeeded"))
+        outbox.send(s.client, outbox.stage_finished(passed, stage, "succeeded"))
         wait_status(s, "m-passed", status)
-    envelopes.send(s.client, envelopes.stage_finished(passed, "validate", "succeeded"))
-    failure = envelopes.stage_finished(failed, "deploy", "failed")
-    envelopes.send(s.client, failure)
+    outbox.send(s.client, outbox.stage_finished(passed, "validate", "succeeded"))
+    failure = outbox.stage_finished(failed, "deploy", "failed")
+    outbox.send(s.client, failure)
     wait_status(s, "m-failed", "FAILED")
-    envelopes.send(s.client, failure)  # the same event again: duplicate
-    envelopes.send(s.client, envelopes.stage_finished(failed, "deploy", "succeeded"))  # stale
-    broken = envelopes.stage_finished(failed, "deploy", "succeeded")
+    outbox.send(s.client, failure)  # the same event again: duplicate
+    outbox.send(s.client, outbox.stage_finished(failed, "deploy", "succeeded"))  # stale
+    broken = outbox.stage_finished(failed, "deploy", "succeeded")
     del broken["payload"]["outcome"]
-    envelopes.send(s.client, broken)  # InvalidEventError, dead-lettered by the task
+    outbox.send(s.client, broken)  # InvalidEventError, dead-lettered by the task
     s.client.send_task("imagegroups.no_such_task", kwargs={}, queue="imagegroups.events")
     wait_status(s, "m-passed", "PASSED")
 

@@ -14,18 +14,15 @@ from sqlalchemy import select
 
 from domain import OutboxMessage
 from persistence.db import make_engine
-from persistence.mappers import outbox_to_entity
+from persistence.mapping import outbox_to_entity
 from persistence.migrate import upgrade
 from persistence.models import OutboxRow
-from persistence.ports import StoreUnitOfWork
-from persistence.uow import SqlUnitOfWork
+from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
 from tests.integration.flow import follow_ons
 from tests.integration.stack import redis_messages, stack, wait_for
 from tests.pg import fresh_database
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
-from workers.outbox.envelopes import catalog_parsed, stage_finished
-from workers.outbox.follow_ons import FollowOns
-from workers.outbox.relay import OutboxRelay
+from workers.outbox import FollowOns, OutboxRelay, catalog_parsed, stage_finished
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration

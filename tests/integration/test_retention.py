@@ -19,9 +19,9 @@ from persistence.retention import Cutoffs, prune
 from persistence.uow import SqlUnitOfWork
 from tests.integration.stack import stack, wait_for
 from tests.pg import fresh_database
+from workers import outbox
 from workers.handlers import Deps, Result, handle_catalog_parsed, handle_stage_finished
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -102,9 +102,9 @@ def _deps(engine: Engine, now: Callable[[], datetime]) -> Deps:
 
 def _flow(job: str, group: str) -> list[dict[str, object]]:
     return [
-        envelopes.catalog_parsed(job, group, ["compute"]),
-        envelopes.stage_finished(job, "build-image", "succeeded"),
-        envelopes.stage_finished(job, "deploy", "succeeded", attempt=1),
+        outbox.catalog_parsed(job, group, ["compute"]),
+        outbox.stage_finished(job, "build-image", "succeeded"),
+        outbox.stage_finished(job, "deploy", "succeeded", attempt=1),
     ]
 
 

@@ -28,7 +28,7 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 
 pytestmark = pytest.mark.integration
 

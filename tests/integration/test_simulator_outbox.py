@@ -15,9 +15,9 @@ from domain import OutboxMessage
 from persistence.uow import SqlUnitOfWork
 from tests.integration.flow import follow_ons
 from tests.integration.stack import Stack, redis_messages, stack, wait_for
+from workers import outbox
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
@@ -35,9 +35,9 @@ def unsent_deploy_request(s: Stack, group_id: str) -> OutboxMessage:
         True,
     )
     job = str(uuid.uuid4())
-    parsed = envelopes.catalog_parsed(job, group_id, ["compute"])
+    parsed = outbox.catalog_parsed(job, group_id, ["compute"])
     handle_catalog_parsed(CatalogParsedEvent.model_validate(parsed).to_command(), deps=deps)
-    built = envelopes.stage_finished(job, "build-image", "succeeded")
+    built = outbox.stage_finished(job, "build-image", "succeeded")
     handle_stage_finished(StageFinishedEvent.model_validate(built).to_command(), deps=deps)
     [request] = follow_ons(s, group_id)
     assert request.sent_at is None

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.flow import follow_ons, new_job, wait_status
 from tests.integration.stack import Stack, wait_for
-from workers.outbox import envelopes
+from workers import outbox
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +37,27 @@ def test_trace_links_a_redeployed_groups_events_and_history_keeps_attempt_1s_fai
 ) -> None:
     s, job = manual, new_job()
     # The build result first: it is retried until its catalog lands, so it takes deliveries.
-    built = envelopes.stage_finished(job, "build-image", "succeeded")
-    envelopes.send(s.client, built)
+    built = outbox.stage_finished(job, "build-image", "succeeded")
+    outbox.send(s.client, built)
     wait_for(
         lambda: s.query(lambda uow: uow.deliveries.first_counted_at(built["event_id"])),
         timeout=30,
         what="the build result retried before its catalog",
     )
-    envelopes.send(s.client, envelopes.catalog_parsed(job, GROUP, ["compute"]))
+    outbox.send(s.client, outbox.catalog_parsed(job, GROUP, ["compute"]))
     wait_status(s, GROUP, "DEPLOYING")
     first = request(s, 1)
-    failed = envelopes.stage_finished(
+    failed = outbox.stage_finished(
         job, "deploy", "failed", attempt=1, causation_id=first,
         error_code="E_DEPLOY", error_summary="node n2 unreachable",
     )  # fmt: skip
-    envelopes.send(s.client, failed)
+    outbox.send(s.client, failed)
     wait_status(s, GROUP, "FAILED")
-    envelopes.send(s.client, failed)  # a second send of the same event: a duplicate
+    outbox.send(s.client, failed)  # a second send of the same event: a duplicate
     s.run_cli("request", "deploy", GROUP)
     second = request(s, 2)
-    deployed = envelopes.stage_finished(job, "deploy", "succeeded", attempt=2, causation_id=second)
-    envelopes.send(s.client, deployed)
+    deployed = outbox.stage_finished(job, "deploy", "succeeded", attempt=2, causation_id=second)
+    outbox.send(s.client, deployed)
     wait_status(s, GROUP, "RESTARTING")
 
     def settled() -> dict[str, Any]:

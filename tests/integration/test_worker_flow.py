@@ -22,7 +22,7 @@ from tests.integration.flow import (
     wait_status,
 )
 from tests.integration.stack import Stack, redis_messages, stack, wait_for
-from workers.outbox import envelopes
+from workers import outbox
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_deploy_failure_then_redeploy_then_a_late_attempt_one_result_is_stale(
     s, job = manual, new_job()
     start_group(s, "redeploy-1", job)
     wait_status(s, "redeploy-1", "DEPLOYING")
-    envelopes.send(s.client, envelopes.stage_finished(job, "deploy", "failed", attempt=1))
+    outbox.send(s.client, outbox.stage_finished(job, "deploy", "failed", attempt=1))
     wait_status(s, "redeploy-1", "FAILED")
 
     s.run_cli("request", "deploy", "redeploy-1")
@@ -73,7 +73,7 @@ def test_deploy_failure_then_redeploy_then_a_late_attempt_one_result_is_stale(
     requests = [m for m in follow_ons(s, "redeploy-1") if m.task_name == "pipeline.deploy"]
     assert [m.body["payload"]["attempt"] for m in requests] == [1, 2]
 
-    late = envelopes.stage_finished(job, "deploy", "succeeded", attempt=1)
+    late = outbox.stage_finished(job, "deploy", "succeeded", attempt=1)
     result = s.client.send_task(
         "imagegroups.stage_finished", kwargs={"event": late}, queue="imagegroups.events"
     )
@@ -94,10 +94,10 @@ def test_every_event_delivered_three_times_concurrently_applies_once(manual: Sta
     def thrice(events: list[dict[str, object]]) -> None:
         sends = [e for e in events for _ in range(3)]
         with ThreadPoolExecutor(6) as pool:
-            list(pool.map(lambda e: envelopes.send(s.client, e), sends))
+            list(pool.map(lambda e: outbox.send(s.client, e), sends))
 
-    thrice([envelopes.catalog_parsed(j, g, ["compute"]) for g, j in jobs.items()])
-    thrice([envelopes.stage_finished(j, "build-image", "succeeded") for j in jobs.values()])
+    thrice([outbox.catalog_parsed(j, g, ["compute"]) for g, j in jobs.items()])
+    thrice([outbox.stage_finished(j, "build-image", "succeeded") for j in jobs.values()])
     for stage, running, reached in (
         ("deploy", "DEPLOYING", "RESTARTING"),
         ("pxe-boot", "RESTARTING", "VALIDATING"),
@@ -105,7 +105,7 @@ def test_every_event_delivered_three_times_concurrently_applies_once(manual: Sta
     ):
         for group_id in jobs:
             wait_status(s, group_id, running)
-        thrice([envelopes.stage_finished(j, stage, "succeeded") for j in jobs.values()])
+        thrice([outbox.stage_finished(j, stage, "succeeded") for j in jobs.values()])
         for group_id in jobs:
             wait_status(s, group_id, reached)
     _assert_walked_happy_path_once(s, list(jobs))

@@ -15,7 +15,16 @@ PACKAGES = ("domain", "persistence", "workers")
 MODULE_LINES = 300
 FUNCTION_LINES = 40
 #: Modules allowed past the limit, each with the reason (empty: none is).
-LONG_MODULES: dict[str, str] = {}
+LONG_MODULES: dict[str, str] = {
+    # One event's path reads in few files (docs/architecture.md): each of these is one step of
+    # it, whole, rather than four modules that import each other.
+    "domain/model.py": "the transition table, the aggregate that obeys it, its domain events",
+    "domain/ports.py": "what crosses the domain's boundary: commands in, records and storage",
+    "persistence/uow.py": "one transaction: its port, what it records at commit, the SQL side",
+    "workers/handlers.py": "every handler with the dependencies and result they share",
+    "workers/outbox.py": "a follow-on from its envelope to its publishing, in one place",
+    "workers/schemas.py": "the envelope's schemas with the field rules they alone use",
+}
 #: Functions allowed past the limit, each with the reason.
 LONG_FUNCTIONS: dict[str, str] = {}
 
@@ -87,9 +96,8 @@ def test_the_domain_reads_neither_the_clock_nor_the_environment(package: str) ->
             assert call not in text, f"{path.relative_to(REPO)} calls {call}"
 
 
-#: How many of our modules an event task may load: a ratchet at today's count, to be lowered
-#: as modules merge (the aim is 30; most of today's are persistence and domain modules).
-TASK_MODULES = 57
+#: How many of our modules (packages included) an event task may load: at most 30.
+TASK_MODULES = 30
 
 
 def test_the_event_task_reaches_no_more_project_modules_than_its_ratchet() -> None:

@@ -26,6 +26,7 @@ from kombu.transport import memory
 from kombu.transport import redis as kombu_redis
 
 from workers.broker import engaged, transport
+from workers.messages import MALFORMED_HEADER
 
 QUEUE = "imagegroups.events"
 
@@ -91,10 +92,10 @@ def test_kombu_reads_brpop_replies_through_our_client_so_a_malformed_entry_is_sc
     assert issubclass(channel.Client, transport.Screening)
     assert isinstance(channel.client, transport.Screening)
     bad, good = deliver_all(channel, [b"not json", envelope("t-good")])
-    assert "the queue entry is not JSON" in bad.headers[transport.MALFORMED_HEADER]
+    assert "the queue entry is not JSON" in bad.headers[MALFORMED_HEADER]
     assert bad.content_type == transport.MALFORMED_CONTENT_TYPE
     assert bad.body == b"not json"
-    assert transport.MALFORMED_HEADER not in good.headers
+    assert MALFORMED_HEADER not in good.headers
     assert good.delivery_tag == "t-good"
 
 
@@ -104,7 +105,7 @@ def test_with_a_global_key_prefix_kombu_still_reads_through_the_screening_client
     try:
         assert isinstance(ch.client, transport.ScreeningPrefixedRedis)
         [bad] = deliver_all(ch, [b"[1, 2]"])
-        assert "JSON list" in bad.headers[transport.MALFORMED_HEADER]
+        assert "JSON list" in bad.headers[MALFORMED_HEADER]
     finally:
         ch.client.flushdb()
         connection.release()

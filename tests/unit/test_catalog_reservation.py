@@ -7,8 +7,7 @@ from itertools import count
 
 import pytest
 
-from domain.catalog import CatalogReservation
-from domain.model import Image
+from domain.model import CatalogReservation, Image
 from domain.values import ImageGroupId, RoleName
 
 GROUP_ID = ImageGroupId("group-1")

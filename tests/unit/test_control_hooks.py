@@ -23,10 +23,11 @@ from celery.worker.consumer.mingle import Mingle
 from celery.worker.control import Panel
 from celery.worker.request import Request
 
-from workers.broker import control_step, event_request
+from workers.broker import control_step
 from workers.broker.control_policy import ControlPolicy
 from workers.celery import app
-from workers.runtime.health import COMMAND
+from workers.edge import gate
+from workers.runtime.root import COMMAND
 
 
 def a_pidbox() -> pidbox.Pidbox:
@@ -97,7 +98,7 @@ def test_every_event_task_runs_with_the_request_that_ignores_revocation() -> Non
     events = [task for name, task in app.tasks.items() if not name.startswith("celery.")]
     assert events
     for task in events:
-        assert issubclass(symbol_by_name(task.Request), event_request.EventRequest), task.name
+        assert issubclass(symbol_by_name(task.Request), gate.EventRequest), task.name
 
 
 def test_celery_acts_on_a_revoked_id_only_through_the_request_we_replace() -> None:
@@ -119,7 +120,7 @@ def test_a_revoked_event_is_not_discarded_and_its_revocation_is_forgotten(
     state.revoked.add("event-1")
     try:
         request: Any = _Revoked(id="event-1")
-        assert event_request.EventRequest.revoked(request) is False
+        assert gate.EventRequest.revoked(request) is False
         assert "event-1" not in state.revoked
         assert "ignored" in caplog.text
     finally:
@@ -132,4 +133,4 @@ def test_remote_termination_never_kills_an_event_s_handler() -> None:
             raise AssertionError("the handler was killed")
 
     request: Any = _Revoked(id="event-2")
-    event_request.EventRequest.terminate(request, Pool(), "SIGKILL")
+    gate.EventRequest.terminate(request, Pool(), "SIGKILL")

@@ -1,4 +1,4 @@
-"""Canaries for the Celery code the database gate relies on (workers/broker/database_gate.py)."""
+"""Canaries for the Celery code the database gate relies on (workers/broker/gate.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from celery.worker.request import create_request_cls
 from celery.worker.worker import WorkController
 from kombu.message import Message
 
-from workers.broker import database_gate
-from workers.broker.database_gate import GATE, DatabaseGate, GatedRequest, require_gated_requests
 from workers.celery import app
+from workers.edge import gate
+from workers.edge.gate import GATE, DatabaseGate, GatedRequest, require_gated_requests
 
 TASK = "imagegroups.stage_finished"
 
@@ -105,4 +105,4 @@ def test_an_open_gate_hands_the_request_to_the_pool_which_marks_it_as_its_own() 
 def test_the_event_worker_runs_the_gate_with_the_gated_request() -> None:
     require_gated_requests(app)
     assert DatabaseGate in app.steps["consumer"]
-    assert database_gate.PATH.endswith(":GatedRequest")
+    assert gate.GATED_REQUEST_PATH.endswith(":GatedRequest")

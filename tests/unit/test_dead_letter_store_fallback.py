@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError, Programm
 
 from domain import DeadLetter, DeadLetterStatus
 from persistence.memory import MemoryState, MemoryUnitOfWork
-from persistence.ports import StoreUnitOfWork
+from persistence.uow import StoreUnitOfWork
 from workers.edge import dead_letters
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

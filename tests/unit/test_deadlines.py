@@ -28,9 +28,9 @@ from domain import (
 from persistence.memory import MemoryState, MemoryUnitOfWork
 from tests.recorded import moves as _moves
 from tests.recorded import requests as _requests
+from workers import outbox
 from workers.handlers import Deps, expire_overdue, handle_stage_finished, request_stage
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 from workers.schemas import StageFinishedEvent
 
 S = ImageGroupStatus
@@ -270,7 +270,7 @@ def test_a_late_result_for_the_expired_attempt_is_recorded_stale(
 ) -> None:
     clock.now = T0 + 2 * HOUR
     expire_overdue(deps=deps)
-    body = envelopes.stage_finished(JOB, "deploy", "succeeded", attempt=1, at=clock.now)
+    body = outbox.stage_finished(JOB, "deploy", "succeeded", attempt=1, at=clock.now)
 
     result = handle_stage_finished(StageFinishedEvent.model_validate(body).to_command(), deps=deps)
 

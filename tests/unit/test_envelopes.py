@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from workers.outbox import envelopes
+from workers import outbox
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 JOB = str(uuid.uuid4())
 
 
 def test_a_catalog_without_name_or_version_builds_a_valid_event() -> None:
-    event = envelopes.catalog_parsed(
-        JOB, "tiny", ["compute"], catalog_name=None, catalog_version=None
-    )
+    event = outbox.catalog_parsed(JOB, "tiny", ["compute"], catalog_name=None, catalog_version=None)
 
     parsed = CatalogParsedEvent.model_validate(event)
     assert "catalog_name" not in event["payload"]
@@ -21,7 +19,7 @@ def test_a_catalog_without_name_or_version_builds_a_valid_event() -> None:
 
 
 def test_catalog_name_and_version_go_into_the_payload_not_the_envelope() -> None:
-    event = envelopes.catalog_parsed(
+    event = outbox.catalog_parsed(
         JOB, "tiny", ["compute"], catalog_name="tiny", catalog_version="1.0"
     )
 
@@ -33,7 +31,7 @@ def test_catalog_name_and_version_go_into_the_payload_not_the_envelope() -> None
 
 
 def test_optional_stage_fields_are_left_out_when_not_given() -> None:
-    event = envelopes.stage_finished(JOB, "deploy", "succeeded")
+    event = outbox.stage_finished(JOB, "deploy", "succeeded")
 
     assert event["payload"] == {"stage": "deploy", "outcome": "succeeded"}
     assert StageFinishedEvent.model_validate(event).payload.attempt is None

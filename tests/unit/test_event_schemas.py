@@ -15,8 +15,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from domain import Image, ImageGroup, ImageGroupId, RoleName, StageName, StageRequested
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import request_message
+from workers import outbox
+from workers.outbox import request_message
 from workers.schemas import SCHEMAS, json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def _follow_on(stage: StageName, attempt: int = 1) -> dict[str, Any]:
 
 
 def _catalog_parsed() -> dict[str, Any]:
-    return envelopes.catalog_parsed(
+    return outbox.catalog_parsed(
         JOB_ID,
         "group-1",
         ["compute", "login"],
@@ -69,7 +69,7 @@ def _catalog_parsed() -> dict[str, Any]:
 
 
 def _stage_finished() -> dict[str, Any]:
-    return envelopes.stage_finished(
+    return outbox.stage_finished(
         JOB_ID,
         "restart",
         "failed",

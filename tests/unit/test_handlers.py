@@ -27,6 +27,7 @@ from domain import (
     StageState,
 )
 from persistence.memory import MemoryState, MemoryUnitOfWork
+from workers import outbox
 from workers.errors import is_transient
 from workers.handlers import (
     Deps,
@@ -36,8 +37,7 @@ from workers.handlers import (
     handle_stage_finished,
     request_stage,
 )
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 from workers.schemas import (
     CatalogParsedEvent,
     DeployRequestedEvent,
@@ -95,7 +95,7 @@ class World:
         role_images: dict[str, str] | None = None,
         event_id: str | None = None,
     ) -> Result:
-        body = envelopes.catalog_parsed(
+        body = outbox.catalog_parsed(
             job,
             group,
             list(roles),
@@ -118,7 +118,7 @@ class World:
     def stage_body(
         self, stage: str, outcome: str, *, job: str = JOB, event_id: str | None = None, **kw: Any
     ) -> dict[str, Any]:
-        return envelopes.stage_finished(
+        return outbox.stage_finished(
             job, stage, outcome, event_id=event_id or next(self.ids), at=T0, **kw
         )
 

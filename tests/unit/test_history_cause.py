@@ -22,6 +22,7 @@ from domain import (
 )
 from persistence.memory import MemoryState, MemoryUnitOfWork
 from tests.recorded import moves as _moves
+from workers import outbox
 from workers.handlers import (
     Deps,
     cleanup,
@@ -30,8 +31,7 @@ from workers.handlers import (
     handle_stage_finished,
     request_stage,
 )
-from workers.outbox import envelopes
-from workers.outbox.follow_ons import FollowOns
+from workers.outbox import FollowOns
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 S = ImageGroupStatus
@@ -54,12 +54,12 @@ class Pipeline:
             new_id=lambda: f"00000000-0000-4000-8000-{next(numbers):012d}",
             stage_timeouts={} if timeout is None else {StageName.DEPLOY: timeout},
         )
-        event = envelopes.catalog_parsed(JOB, "g1", ["compute"])
+        event = outbox.catalog_parsed(JOB, "g1", ["compute"])
         handle_catalog_parsed(CatalogParsedEvent.model_validate(event).to_command(), deps=self.deps)
 
     def finish(self, stage: str, outcome: str, **fields: Any) -> str:
         self.now += timedelta(seconds=1)
-        event = envelopes.stage_finished(JOB, stage, outcome, **fields)
+        event = outbox.stage_finished(JOB, stage, outcome, **fields)
         command = StageFinishedEvent.model_validate(event).to_command()
         handle_stage_finished(command, deps=self.deps)
         return str(event["event_id"])
@@ -181,7 +181,7 @@ def test_the_inbox_keeps_the_job_and_what_the_event_answers() -> None:
 
 def test_a_repeated_delivery_counts_a_duplicate_and_changes_nothing_else() -> None:
     pipeline = Pipeline()
-    event = envelopes.stage_finished(JOB, "build-image", "succeeded")
+    event = outbox.stage_finished(JOB, "build-image", "succeeded")
     command = StageFinishedEvent.model_validate(event).to_command()
     handle_stage_finished(command, deps=pipeline.deps)
     history = list(pipeline.state.history)

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from domain import StageName
-from workers.metrics.recorder import Off
 from workers.runtime import root
+from workers.runtime.metrics import Off
 from workers.settings import Settings
 
 

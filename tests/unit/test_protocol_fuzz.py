@@ -32,8 +32,8 @@ from workers.edge import accept
 from workers.edge.accept import MESSAGE_ERRORS, parse
 from workers.errors import InvalidEventError, InvalidTaskMessageError
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
-from workers.outbox.envelopes import catalog_parsed, stage_finished
-from workers.outbox.follow_ons import FollowOns
+from workers.messages import MALFORMED_HEADER
+from workers.outbox import FollowOns, catalog_parsed, stage_finished
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 TASKS = ("imagegroups.catalog_parsed", "imagegroups.stage_finished")
@@ -228,7 +228,7 @@ def entries(draw: st.DrawFn) -> bytes:
 def test_every_queue_entry_is_screened_into_one_kombu_can_build_a_message_from(raw: bytes) -> None:
     screened = transport.screen(raw, "imagegroups.events")
     message = VirtualMessage(json.loads(screened), channel=_Channel())  # type: ignore[no-untyped-call]
-    if screened != raw and transport.MALFORMED_HEADER in message.headers:
+    if screened != raw and MALFORMED_HEADER in message.headers:
         assert message.body == raw  # the entry itself is kept, for the dead letter
     elif screened != raw:  # readable, but addressed elsewhere: only its address changed
         original = json.loads(raw)

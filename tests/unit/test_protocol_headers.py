@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from kombu.message import Message
 
+from workers import outbox
 from workers.edge import accept
 from workers.errors import InvalidTaskMessageError
-from workers.outbox import envelopes
 from workers.settings import CLOCK_SKEW_SECONDS, Settings
 
 TASK = "imagegroups.stage_finished"
@@ -24,7 +24,7 @@ DEFAULT_BOUND = timedelta(seconds=Settings().max_eta_seconds)
 
 
 def _event() -> dict[str, Any]:
-    return envelopes.stage_finished(str(uuid.uuid4()), "deploy", "succeeded")
+    return outbox.stage_finished(str(uuid.uuid4()), "deploy", "succeeded")
 
 
 def _message(body: Any, **headers: Any) -> Message:

@@ -9,7 +9,7 @@ import pytest
 
 from domain import OutboxMessage
 from persistence.memory import MemoryState, MemoryUnitOfWork
-from workers.outbox.relay import OutboxRelay
+from workers.outbox import OutboxRelay
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

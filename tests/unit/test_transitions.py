@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from domain.errors import DomainError, InvalidStateTransitionError, StaleResultError
-from domain.flow import ALLOWED_TRANSITIONS, next_stage
-from domain.model import Image, ImageGroup, Transition
+from domain.model import ALLOWED_TRANSITIONS, Image, ImageGroup, Transition, next_stage
 from domain.values import ImageGroupId, ImageGroupStatus, RoleName, StageName, StageOutcome
 from tests.recorded import moves as recorded_moves
 from tests.recorded import requests as _requests

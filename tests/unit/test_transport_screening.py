@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from workers.broker import transport
+from workers.messages import MALFORMED_HEADER
 
 QUEUE = "imagegroups.events"
 
@@ -53,5 +54,5 @@ def test_an_entry_addressed_elsewhere_is_readdressed_to_the_queue_it_came_from(
 def test_an_entry_whose_headers_are_not_an_object_becomes_a_stand_in(headers: Any) -> None:
     raw = json.dumps(_entry("", QUEUE, headers)).encode()
     screened = json.loads(transport.screen(raw, QUEUE))
-    assert transport.MALFORMED_HEADER in screened["headers"]
-    assert "headers" in screened["headers"][transport.MALFORMED_HEADER]
+    assert MALFORMED_HEADER in screened["headers"]
+    assert "headers" in screened["headers"][MALFORMED_HEADER]

@@ -21,7 +21,6 @@ from celery.worker.consumer.consumer import Consumer
 from celery.worker.consumer.control import Control
 from celery.worker.control import Panel
 
-from workers.broker import event_request
 from workers.broker.control_policy import (
     ADDRESSING,
     ControlPolicy,
@@ -30,6 +29,7 @@ from workers.broker.control_policy import (
     sender_of,
     unknown_commands,
 )
+from workers.edge import gate
 from workers.runtime.root import runtime, state
 from workers.settings import Settings
 
@@ -74,8 +74,8 @@ def require_event_requests(app: Any) -> None:
     for name, task in app.tasks.items():
         if name.startswith("celery."):
             continue
-        if not issubclass(symbol_by_name(task.Request), event_request.EventRequest):
-            raise HookMissingError(f"task {name} runs without {event_request.PATH}")
+        if not issubclass(symbol_by_name(task.Request), gate.EventRequest):
+            raise HookMissingError(f"task {name} runs without {gate.EVENT_REQUEST_PATH}")
 
 
 class GuardedControl(Control):  # type: ignore[misc]

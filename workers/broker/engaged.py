@@ -21,6 +21,7 @@ from celery.exceptions import WorkerShutdown
 from kombu.transport import redis as kombu_redis
 
 from workers.broker import transport
+from workers.messages import MALFORMED_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def screening_problem() -> str | None:
             f"({type(exc).__name__}: {exc}); malformed queue entries would stop the worker"
         )
     headers = delivered[0].get("headers") if delivered else None
-    if not isinstance(headers, dict) or transport.MALFORMED_HEADER not in headers:
+    if not isinstance(headers, dict) or MALFORMED_HEADER not in headers:
         return (
             "kombu's Redis channel no longer reads BRPOP replies through "
             "client.parse_response: malformed queue entries would not be screened"

@@ -30,6 +30,7 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 
+from workers.messages import MALFORMED_HEADER
 from workers.runtime.root import state
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ LEASE_OPTION = "imagegroups_lease_renewal_interval"
 LEASE_TIMER = "_lease_tref"
 #: kombu's name for this transport.
 TRANSPORT = "workers.broker.transport:Transport"
-#: Set on a stand-in; its value says what was wrong with the entry it stands in for.
-MALFORMED_HEADER = "imagegroups_malformed_envelope"
 MALFORMED_CONTENT_TYPE = "application/x-malformed-envelope"
 
 

@@ -16,8 +16,7 @@ from workers.cli.database import require_schema
 from workers.cli.output import CommandError, print_json, print_table
 from workers.cli.queues import WATCHED, consumers_by_queue, read_queues, unknown
 from workers.messages import EVENTS_QUEUE
-from workers.runtime.health import COMMAND
-from workers.runtime.root import runtime
+from workers.runtime.root import COMMAND, runtime
 from workers.safe_text import printable
 
 BROKER_TIMEOUT_SECONDS = 3.0

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from workers import outbox
 from workers.cli.catalog_file import CatalogFileError, read_catalog
 from workers.cli.output import CommandError, print_json
-from workers.outbox import envelopes
 from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 
@@ -18,7 +18,7 @@ def _send(event: dict[str, Any]) -> str:
     from workers.celery import app
 
     # Task id = event_id, so Flower and the worker's logs name the event the same way.
-    return envelopes.send(app, event, task_id=event["event_id"])
+    return outbox.send(app, event, task_id=event["event_id"])
 
 
 def catalog_parsed(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def catalog_parsed(args: argparse.Namespace) -> int:
         event = _from_catalog_file(args)
     else:
         roles, images = _roles(args.role or [])
-        event = envelopes.catalog_parsed(
+        event = outbox.catalog_parsed(
             args.job_id,
             args.image_group_id,
             roles,
@@ -37,7 +37,7 @@ def catalog_parsed(args: argparse.Namespace) -> int:
 
 
 def stage_finished(args: argparse.Namespace) -> int:
-    event = envelopes.stage_finished(
+    event = outbox.stage_finished(
         args.job_id,
         args.stage,
         args.outcome,
@@ -57,7 +57,7 @@ def _from_catalog_file(args: argparse.Namespace) -> dict[str, Any]:
         catalog = read_catalog(args.catalog)
     except CatalogFileError as exc:
         raise CommandError(str(exc)) from None
-    return envelopes.catalog_parsed(
+    return outbox.catalog_parsed(
         args.job_id,
         catalog.image_group_id,
         list(catalog.roles),

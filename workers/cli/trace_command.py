@@ -13,7 +13,7 @@ from workers.cli import arguments as arg
 
 if TYPE_CHECKING:
     from domain import ImageGroup
-    from persistence.ports import StoreUnitOfWork
+    from persistence.uow import StoreUnitOfWork
     from workers.cli.trace_model import TraceRows
 
 DESCRIPTION = """\
@@ -60,7 +60,7 @@ def trace(args: argparse.Namespace) -> int:
 
 
 def read_rows(uow: StoreUnitOfWork, group: ImageGroup) -> TraceRows:
-    """The rows of one group's trace, each query on an index (persistence/sql_trace.py)."""
+    """The rows of one group's trace, each query on an index (persistence/sql_records.py)."""
     from domain import STAGE_FLOW
     from workers.cli.trace_model import TraceRows
 

@@ -9,13 +9,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from domain import StageName
-from workers import handlers
+from workers import handlers, outbox
 from workers.cli import arguments as arg
 from workers.cli.output import print_json, print_warning
-from workers.outbox import relay
-from workers.outbox.celery_publisher import CeleryPublisher
+from workers.outbox import CeleryPublisher
 from workers.runtime import root
-from workers.service import execute
+from workers.runtime.root import execute
 
 #: The stages an operator may request, as the command line spells them.
 REQUESTABLE = {name: StageName(name) for name in arg.REQUESTABLE}
@@ -107,7 +106,7 @@ class _Failures(logging.Handler):
 def _publish_failures() -> Iterator[list[str]]:
     """The relay logs a failed publish with its traceback, which belongs in a worker's log;
     here the command's own one-line warning tells it, so the record goes no further."""
-    logger = logging.getLogger(relay.__name__)
+    logger = logging.getLogger(outbox.__name__)
     captured, propagates = _Failures(), logger.propagate
     logger.addHandler(captured)
     logger.propagate = False

@@ -25,13 +25,13 @@ from celery.utils.time import maybe_iso8601
 from pydantic import ValidationError
 
 from domain import RecordStageResult, ReserveCatalog, on_delivery
-from workers.broker.transport import MALFORMED_HEADER
 from workers.errors import (
     InvalidEventError,
     InvalidTaskMessageError,
     UndecodableMessageError,
     UnknownTaskError,
 )
+from workers.messages import MALFORMED_HEADER
 from workers.schemas import EnvelopeBase, IncomingEvent
 
 log = logging.getLogger(__name__)

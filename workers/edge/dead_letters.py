@@ -15,8 +15,8 @@ import psycopg
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from domain import DeadLetter, DeadLetterStatus
-from persistence import storable
-from persistence.ports import StoreUnitOfWork
+from persistence import mapping
+from persistence.uow import StoreUnitOfWork
 from workers.errors import is_transient
 from workers.runtime import root
 
@@ -192,7 +192,7 @@ def _text(value: str, limit: int | None = None) -> str:
 
     A dead letter must never fail to store because of what the bad message contained.
     """
-    clean = storable.text(value)
+    clean = mapping.storable_text(value)
     return clean if limit is None else clean[:limit]
 
 

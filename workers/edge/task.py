@@ -1,7 +1,7 @@
 """The event tasks, thin adapters with the contract's names (docs/contract.md §2).
 
 Each accepts its call (workers/edge/accept.py), counts the delivery, runs the command (its
-transaction, then its follow-ons: workers/service.py), and turns what `decide` says of a
+transaction, then its follow-ons: workers/runtime/root.py), and turns what `decide` says of a
 failure into Celery's terms: `task.retry`, or a dead letter after which the task fails (its
 message is acked: celeryconfig.py).
 """
@@ -17,8 +17,7 @@ from typing import Any, NoReturn
 from celery import shared_task
 from celery.exceptions import Reject
 
-from workers.broker import database_gate
-from workers.edge import dead_letters
+from workers.edge import dead_letters, gate
 from workers.edge.accept import Accepted, Delivery, Refusal, accept_call
 from workers.edge.decide import DeadLetter, Retry, decide, past_the_limit
 from workers.errors import (
@@ -29,9 +28,8 @@ from workers.errors import (
 )
 from workers.handlers import Result, handle_catalog_parsed, handle_stage_finished
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
-from workers.runtime.root import Runtime, runtime
+from workers.runtime.root import Runtime, execute, runtime
 from workers.schemas import CatalogParsedEvent, IncomingEvent, StageFinishedEvent
-from workers.service import execute
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +43,8 @@ _OPTIONS: dict[str, Any] = {
     "max_retries": None,
     "throws": (DeadLetteredError,),
     # A revoked id never drops an event, nor does a remote `terminate` kill its handler
-    # (workers/broker/event_request.py); a worker whose database does not answer gives it back.
-    "Request": database_gate.PATH,
+    # (workers/edge/gate.py); a worker whose database does not answer gives it back.
+    "Request": gate.GATED_REQUEST_PATH,
 }
 
 

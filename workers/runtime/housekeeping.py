@@ -1,10 +1,10 @@
 """Housekeeping in the worker's main process: retention, and the sweep of stage deadlines.
 
 Each is a periodic thread (workers/runtime/periodic.py) of its own beside the outbox sweep
-(workers/outbox/relay.py) rather than a step of it: each has its own interval, a slow or failing
+(workers/outbox.py) rather than a step of it: each has its own interval, a slow or failing
 run never holds up follow-ons, and the outbox sweep's health report stays about the outbox.
 Several workers may sweep deadlines at once: each group is claimed under its row lock with
-SKIP LOCKED and re-checked by the aggregate (workers/handlers/deadlines.py), so a stage is
+SKIP LOCKED and re-checked by the aggregate (workers/handlers.py), so a stage is
 expired exactly once, and everything it needs is in the database, so restarts lose nothing.
 """
 

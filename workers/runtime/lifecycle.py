@@ -24,14 +24,12 @@ from celery import signals
 from celery.worker.control import inspect_command
 
 from workers.edge.decide import shortest_retry_span
-from workers.metrics.endpoint import MetricsServer
-from workers.metrics.recorder import metrics_directory
-from workers.outbox.celery_publisher import CeleryPublisher
-from workers.outbox.relay import OutboxRelay, OutboxSweeper
+from workers.outbox import CeleryPublisher, OutboxRelay, OutboxSweeper
 from workers.runtime import root
-from workers.runtime.health import COMMAND
 from workers.runtime.housekeeping import deadline_sweeping, pruning
-from workers.runtime.root import MainThreads
+from workers.runtime.metrics import metrics_directory
+from workers.runtime.metrics_http import MetricsServer
+from workers.runtime.root import COMMAND, MainThreads
 from workers.safe_text import escape_handlers
 from workers.settings import Settings
 

@@ -1,4 +1,7 @@
-"""The composition root: everything a process needs, built once per process, lazily.
+"""The composition root: what a process is wired with, what it keeps, and how it runs a
+handler.
+
+The composition root: everything a process needs, built once per process, lazily.
 
 Built on first use and again after a fork (a pool process must not share its parent's
 connections). Entry points (the task adapter, the consumer, the CLI, the worker's signals,
@@ -10,6 +13,18 @@ publisher with `install`, and the lifecycle switches on the metrics of `state().
 What a process keeps for its lifetime (health, counting, stranded delivery tags, its main
 threads) is `state()`: a pool process inherits it when it forks, where the parent's threads
 are gone (the lifecycle starts them only in the worker's main process).
+
+What a running worker knows about itself that the database cannot tell anyone else.
+
+`imagegroups health` asks every worker over Celery's remote control (the `imagegroups_health`
+inspect command, answered in workers/runtime/lifecycle.py) whether it can store dead letters
+and reach the database right now. The process's one `WorkerHealth` is in its runtime
+(workers/runtime/root.py, `state().health`).
+
+One event or operator command, end to end: its transaction, then its follow-ons.
+
+Publishing happens after the commit and outside every lock; a follow-on that cannot be sent
+now stays in the outbox, and the worker's sweep sends it (workers/outbox.py).
 """
 
 from __future__ import annotations
@@ -20,21 +35,64 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
 from domain import OutboxMessage
 from persistence.db import make_engine
-from persistence.ports import StoreUnitOfWork
-from persistence.uow import SqlUnitOfWork
-from workers.handlers import Deps
-from workers.metrics.recorder import Counting, Off
-from workers.outbox.follow_ons import FollowOns
-from workers.outbox.relay import BackgroundDelivery, Deliverer, OutboxRelay, Publisher
-from workers.runtime.health import WorkerHealth
+from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
+from workers.handlers import Deps, Result
+from workers.outbox import BackgroundDelivery, Deliverer, FollowOns, OutboxRelay, Publisher
+from workers.runtime.metrics import Counting, Off
 from workers.runtime.periodic import Every
 from workers.settings import Settings, get_settings
+
+COMMAND = "imagegroups_health"
+
+
+@dataclass
+class Check:
+    """One capability of this worker process: working, or failing since when and why."""
+
+    failing_since: datetime | None = None
+    error: str | None = None
+    failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.failing_since, self.error, self.failures = None, None, 0
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            self.failing_since = self.failing_since or datetime.now(UTC)
+            first = str(error).strip().splitlines()
+            self.error = f"{type(error).__name__}: {first[0] if first else ''}".rstrip(": ")
+            self.failures += 1
+
+    def report(self) -> dict[str, Any]:
+        with self._lock:
+            since = None if self.failing_since is None else self.failing_since.isoformat()
+            return {"ok": self.error is None, "error": self.error, "failing_since": since}
+
+
+@dataclass
+class WorkerHealth:
+    dead_letter_store: Check = field(default_factory=Check)
+    database: Check = field(default_factory=Check)
+    #: Undecodable or malformed messages waiting for the dead-letter store to come back.
+    held_messages: int = 0
+    #: False while the database does not answer: the consumer takes no events then.
+    taking_events: bool = True
+
+    def report(self) -> dict[str, Any]:
+        dead_letters = self.dead_letter_store.report() | {"held_messages": self.held_messages}
+        return {
+            "dead_letter_store": dead_letters,
+            "database": self.database.report(),
+            "taking_events": self.taking_events,
+        }
 
 
 def _utcnow() -> datetime:
@@ -64,7 +122,7 @@ class StrandedTags:
 
 
 class Server(Protocol):
-    """The metrics endpoint (workers/metrics/endpoint.py), bound before it serves."""
+    """The metrics endpoint (workers/runtime/metrics_http.py), bound before it serves."""
 
     address: tuple[str, int]
 
@@ -87,7 +145,7 @@ class MainThreads:
 @dataclass
 class ProcessState:
     """What one process holds for as long as it lives (the metrics switch is inherited by
-    the pool processes: workers/metrics/recorder.py)."""
+    the pool processes: workers/runtime/metrics.py)."""
 
     health: WorkerHealth = field(default_factory=WorkerHealth)
     counting: Counting = field(default_factory=Counting)
@@ -224,3 +282,19 @@ def _store_of(engine: Engine) -> Callable[[], SqlUnitOfWork]:
     """Units of work on the engine; the follow-ons their commits store get ids of their own."""
     follow_ons = FollowOns(_new_id)
     return lambda: SqlUnitOfWork(engine, follow_ons)
+
+
+@dataclass(frozen=True)
+class Done:
+    result: Result
+    sent: int  # how many of result.messages were published now, in order
+
+    @property
+    def unsent(self) -> list[OutboxMessage]:
+        return self.result.messages[self.sent :]
+
+
+def execute(handle: Callable[[Deps], Result], rt: Runtime) -> Done:
+    """Run a handler (one transaction), then publish what its transaction wrote to the outbox."""
+    result = handle(rt.deps)
+    return Done(result, rt.deliverer.deliver(result.messages))

@@ -18,10 +18,9 @@ from sqlalchemy.engine import make_url
 from domain import ImageGroupStatus, StageName
 from workers.celery import app
 from workers.handlers import request_stage
-from workers.outbox.envelopes import catalog_parsed, send, stage_finished
-from workers.outbox.relay import OutboxSweeper
+from workers.outbox import OutboxSweeper, catalog_parsed, send, stage_finished
 from workers.runtime import root
-from workers.service import execute
+from workers.runtime.root import execute
 from workers.settings import get_settings
 from workers.standin import simulator
 from workers.standin.demo_setup import (

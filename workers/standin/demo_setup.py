@@ -21,7 +21,7 @@ from persistence.migrate import upgrade
 from workers.broker.transport import transport_for
 from workers.celery import app
 from workers.messages import CATALOG_PARSED, EVENTS_QUEUE, PIPELINE_QUEUES
-from workers.outbox.celery_publisher import CeleryPublisher
+from workers.outbox import CeleryPublisher
 from workers.runtime import root
 from workers.settings import Settings
 from workers.standin import simulator

@@ -23,7 +23,7 @@ from domain import (
     StageRecord,
     Transition,
 )
-from persistence.ports import StoreUnitOfWork
+from persistence.uow import StoreUnitOfWork
 
 S = ImageGroupStatus
 STAGES = (StageName.DEPLOY, StageName.PXE_BOOT, StageName.VALIDATE)

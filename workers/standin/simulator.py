@@ -12,7 +12,7 @@ from celery import Celery
 
 from domain import StageName
 from workers.messages import FOLLOW_ON, PIPELINE_QUEUES
-from workers.outbox.envelopes import send, stage_finished
+from workers.outbox import send, stage_finished
 from workers.schemas import (
     DeployRequestedEvent,
     EnvelopeBase,

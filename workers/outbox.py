@@ -1,17 +1,160 @@
-"""The outbox relay: publish committed follow-on events, and sweep up any left unsent."""
+"""The way out: the contract's envelope, follow-on events written in the transition's
+transaction, and the relay that publishes them after it.
+
+- The envelope (docs/contract.md §2), for the follow-ons the worker writes and the incoming
+  events a publisher sends: built and sent as one would (CLI, simulator, demo, tests).
+- Follow-ons: the requests for the next stage, as outbox messages, built from the
+  StageRequested a group recorded, by the unit of work at commit (it is handed a FollowOns
+  by the composition root), never by a handler.
+- The relay publishes committed follow-ons after the commit, outside every lock, and
+  sweeps up any left unsent; CeleryPublisher sends each as a Celery task on its own queue.
+"""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
-from domain import OutboxMessage
-from persistence.ports import StoreUnitOfWork
+from domain import ImageGroup, OutboxMessage, StageName, StageRequested
+from persistence.uow import StoreUnitOfWork
+from workers.messages import (
+    CATALOG_PARSED,
+    EVENTS_QUEUE,
+    FOLLOW_ON,
+    SCHEMA_VERSION,
+    STAGE_FINISHED,
+    TASK_FOR_TYPE,
+)
 from workers.runtime.periodic import Every, Health
+
+
+def envelope(
+    event_type: str,
+    job_id: str,
+    payload: dict[str, Any],
+    *,
+    event_id: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": SCHEMA_VERSION,
+        "occurred_at": (at or datetime.now(UTC)).isoformat(),
+        "job_id": job_id,
+        "payload": payload,
+    }
+    if correlation_id is not None:
+        body["correlation_id"] = correlation_id
+    if causation_id is not None:
+        body["causation_id"] = causation_id
+    return body
+
+
+def catalog_parsed(
+    job_id: str,
+    image_group_id: str,
+    roles: list[str],
+    role_images: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"image_group_id": image_group_id, "roles": roles}
+    if role_images:
+        payload["role_images"] = role_images
+    for key in ("catalog_name", "catalog_version"):
+        value = extra.pop(key, None)
+        if value is not None:
+            payload[key] = value
+    return envelope(CATALOG_PARSED.event_type, job_id, payload, **extra)
+
+
+def stage_finished(
+    job_id: str,
+    stage: str,
+    outcome: str,
+    *,
+    image_group_id: str | None = None,
+    attempt: int | None = None,
+    request_event_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    error_code: str | None = None,
+    error_summary: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"stage": stage, "outcome": outcome}
+    optional = {
+        "image_group_id": image_group_id,
+        "attempt": attempt,
+        "request_event_id": request_event_id,
+        "result_detail": detail,
+        "error_code": error_code,
+        "error_summary": error_summary,
+    }
+    payload.update({k: v for k, v in optional.items() if v is not None})
+    return envelope(STAGE_FINISHED.event_type, job_id, payload, **extra)
+
+
+def send(app: Any, event: dict[str, Any], **options: Any) -> str:
+    """Send an incoming event as its Celery task on the events queue; returns the event_id."""
+    app.send_task(
+        TASK_FOR_TYPE[event["event_type"]],
+        kwargs={"event": event},
+        queue=EVENTS_QUEUE,
+        **options,
+    )
+    return str(event["event_id"])
+
+
+def _uuid4() -> str:
+    return str(uuid.uuid4())
+
+
+class FollowOns:
+    """Turns a stage request into the follow-on that asks for it, with an id of its own."""
+
+    def __init__(self, new_id: Callable[[], str] = _uuid4) -> None:
+        self.new_id = new_id
+
+    def __call__(self, group: ImageGroup, requested: StageRequested) -> OutboxMessage:
+        return request_message(group, requested, event_id=self.new_id())
+
+
+def request_message(
+    group: ImageGroup, requested: StageRequested, *, event_id: str
+) -> OutboxMessage:
+    """`deploy.requested`, `pxe_boot.requested` or `validate.requested`; its causation is
+    the transition's event, its time the transition's."""
+    spec = FOLLOW_ON[requested.stage]
+    payload: dict[str, Any] = {"image_group_id": group.id.value, "attempt": requested.attempt}
+    if requested.stage is StageName.DEPLOY:
+        payload["images"] = [
+            {"role": image.role.value, "image_name": image.image_name} for image in group.images
+        ]
+    body = envelope(
+        spec.event_type,
+        group.job_id,
+        payload,
+        event_id=event_id,
+        correlation_id=requested.correlation_id,
+        causation_id=requested.event_id,
+        at=requested.at,
+    )
+    return OutboxMessage(
+        event_id=event_id,
+        task_name=spec.task,
+        queue=spec.queue,
+        body=body,
+        image_group_id=group.id.value,
+        created_at=requested.at,
+    )
+
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +326,34 @@ class SentMarks:
             ids, self._ids = self._ids, []
         if ids:
             self.mark(ids)
+
+
+__all__: list[str] = []
+
+
+class CeleryPublisher:
+    """Publishes a follow-on as a Celery task on its queue; the task id is its event_id.
+
+    Given `load_app` instead of an app, it loads the app on its first publish: a process that
+    never publishes (a read command) never pays for importing Celery.
+    """
+
+    def __init__(self, app: Any = None, *, load_app: Callable[[], Any] | None = None) -> None:
+        self._app = app
+        self._load_app = load_app
+
+    @property
+    def app(self) -> Any:
+        if self._app is None and self._load_app is not None:
+            self._app = self._load_app()
+        return self._app
+
+    def publish(self, message: OutboxMessage) -> None:
+        self.app.send_task(
+            message.task_name,
+            kwargs={"event": message.body},
+            task_id=message.event_id,
+            queue=message.queue,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        )

@@ -1,6 +1,20 @@
-"""A worker that cannot reach its database takes no events and gives back the ones it holds.
+"""The request Celery makes of each event message: not revocable, and held back while the
+database is away.
 
-The probe (persistence/reachability.py) asks the database for `SELECT 1` every second, in a
+The worker's request for an event task: no revocation or remote kill ends an event.
+
+An event is a fact, and its task id is its event_id, which a publisher knows before the
+event arrives. Celery discards and acknowledges a message whose id is in the worker's revoked
+set (celery/worker/strategy.py, Request.revoked), and `revoke(terminate=True)` kills the
+handler and acknowledges its message: either way the event would end with no outcome. The
+remote-control policy refuses `revoke` by default (workers/broker/control_policy.py); this is the
+second line, for an id that got into the set anyway (an operator's `full` remote control).
+A wrong event ends as the state machine decides (stale, or a dead letter an operator can
+discard), never unhandled.
+
+A worker that cannot reach its database takes no events and gives back the ones it holds.
+
+The probe (persistence/db.py) asks the database for `SELECT 1` every second, in a
 thread of the worker's main process, and gives up on an answer after 2 s. The consumer's own
 loop reads the verdict every second (only that loop may touch the consumer: kombu is not
 thread-safe):
@@ -23,20 +37,55 @@ from typing import Any
 
 from celery import bootsteps
 from celery.utils.imports import symbol_by_name
+from celery.worker import state as celery_state
+from celery.worker.request import Request
 from celery.worker.state import active_requests, reserved_requests, task_ready
 
-from persistence.db import is_sqlite
-from persistence.reachability import Probe
-from workers.broker.event_request import EventRequest
+from persistence.db import Probe, is_sqlite
 from workers.runtime.periodic import Every
 from workers.runtime.root import runtime, state
 
 log = logging.getLogger(__name__)
 
 #: The path the event tasks name as their `Request` (workers/edge/task.py).
-PATH = "workers.broker.database_gate:GatedRequest"
+EVENT_REQUEST_PATH = "workers.edge.gate:EventRequest"
+
+
+class EventRequest(Request):  # type: ignore[misc]
+    """A request that is never revoked and never terminated by remote control.
+
+    The hard time limit still ends a handler that hangs (its event comes back, counted), and
+    a lost broker connection still cancels running handlers (their events come back too).
+    """
+
+    __slots__ = ()
+
+    def revoked(self) -> bool:
+        if self.id in celery_state.revoked:
+            # Forgotten once seen: the retries of the event carry the same id.
+            celery_state.revoked.discard(self.id)
+            log.warning(
+                "event task_id=%s was revoked by remote control: ignored, an event is a fact "
+                "and every event ends with an outcome (applied, duplicate, stale or dead letter)",
+                self.id,
+            )
+        return False
+
+    def terminate(self, pool: Any, signal: Any = None) -> None:
+        log.warning(
+            "event task_id=%s: remote termination ignored, the handler runs to its end or to "
+            "its time limit (which brings the event back)",
+            self.id,
+        )
+
+
+#: The path the event tasks name as their `Request` (workers/edge/task.py).
+GATED_REQUEST_PATH = "workers.edge.gate:GatedRequest"
+
 PROBE_INTERVAL = 1.0
+
 PROBE_TIMEOUT = 2.0
+
 #: A handler still running this long after it started, while the database does not answer,
 #: is stuck on it: its event is given back.
 STUCK_AFTER = PROBE_TIMEOUT
@@ -115,7 +164,7 @@ def require_gated_requests(app: Any) -> None:
         if not name.startswith("celery.") and not issubclass(
             symbol_by_name(task.Request), GatedRequest
         ):
-            raise HookMissingError(f"task {name} runs without {PATH}")
+            raise HookMissingError(f"task {name} runs without {GATED_REQUEST_PATH}")
 
 
 class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -6,7 +6,7 @@ and file-backed (multiprocess) values once, when it is imported, from the enviro
 variable PROMETHEUS_MULTIPROC_DIR; so `enable` sets that variable first and imports the
 library after it. The pool processes, forked from the main process, inherit both: each writes
 its counts to files of its own in that directory, and the main process serves their sum
-(workers/metrics/endpoint.py). The switch is the process's `Counting`, in its runtime.
+(workers/runtime/metrics_http.py). The switch is the process's `Counting`, in its runtime.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class Recorder(Off):
             ["stage"], registry=None,
         )  # fmt: skip
         self.refusals = _refusals()
-        # livesum: a pool process that dies drops out (workers/metrics/endpoint.py reaps it).
+        # livesum: a pool process that dies drops out (workers/runtime/metrics_http.py reaps it).
         self.running = Gauge(
             "imagegroups_events_in_progress", "Events being handled right now, by task",
             ["task"], multiprocess_mode="livesum", registry=None,

@@ -1,4 +1,14 @@
-"""Row <-> entity mappers: database rows never leave the persistence package.
+"""How domain objects become rows and rows become domain objects.
+
+Dialect-aware INSERT helpers shared by the SQL repositories.
+
+Text every supported database stores: PostgreSQL refuses NUL and lone surrogates outright.
+
+Free text from the pipeline (error codes and summaries, result details, catalog names) is
+kept, not refused: a deploy failure whose summary holds a NUL must still fail its group.
+A NUL becomes the four characters `\\x00`, a lone surrogate its `\\udXXX` escape.
+
+Row <-> entity mappers: database rows never leave the persistence package.
 
 Rows are Core result rows (attribute access by column name), so `Any` is their type here.
 """
@@ -6,8 +16,11 @@ Rows are Core result rows (attribute access by column name), so `Any` is their t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import fields
-from typing import Any
+from dataclasses import fields, replace
+from typing import Any, Protocol
+
+from sqlalchemy import Dialect
+from sqlalchemy.dialects import postgresql, sqlite
 
 from domain import (
     CatalogReservation,
@@ -28,7 +41,69 @@ from domain import (
     Transition,
     TransitionCause,
 )
-from persistence import storable
+
+
+class HasDialect(Protocol):
+    dialect: Dialect
+
+
+def insert_for(dialect: str, model: Any) -> Any:
+    """An INSERT that knows ON CONFLICT (PostgreSQL and SQLite spell it the same)."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
+
+
+def dialect_insert(conn: HasDialect, model: Any) -> Any:
+    return insert_for(conn.dialect.name, model)
+
+
+def storable_text(value: str) -> str:
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def storable_optional_text(value: str | None) -> str | None:
+    return None if value is None else storable_text(value)
+
+
+def storable_json_doc(value: Any) -> Any:
+    """A JSON document with every key and string made storable (JSONB refuses \\u0000 too)."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(str(k)): storable_json_doc(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_json_doc(v) for v in value]
+    return value
+
+
+def storable_stage(record: StageRecord) -> StageRecord:
+    return replace(
+        record,
+        error_code=storable_optional_text(record.error_code),
+        error_summary=storable_optional_text(record.error_summary),
+        result_detail=None
+        if record.result_detail is None
+        else storable_json_doc(record.result_detail),
+    )
+
+
+def storable_reservation(held: CatalogReservation) -> CatalogReservation:
+    return replace(
+        held,
+        catalog_name=storable_optional_text(held.catalog_name),
+        catalog_version=storable_optional_text(held.catalog_version),
+    )
+
+
+def storable_transition(move: Transition) -> Transition:
+    cause = move.cause
+    if cause.error_code is None and cause.error_summary is None:
+        return move
+    stored = replace(
+        cause,
+        error_code=storable_optional_text(cause.error_code),
+        error_summary=storable_optional_text(cause.error_summary),
+    )
+    return replace(move, cause=stored)
 
 
 def shallow_values(record: Any) -> dict[str, Any]:
@@ -88,7 +163,7 @@ def reservation_to_entity(row: Any) -> CatalogReservation:
 
 
 def reservation_values(reservation: CatalogReservation) -> dict[str, object]:
-    reservation = storable.reservation(reservation)
+    reservation = storable_reservation(reservation)
     return {
         "image_group_id": reservation.image_group_id.value,
         "job_id": reservation.job_id,
@@ -137,8 +212,8 @@ def transition_values(t: Transition) -> dict[str, object]:
         "cause_stage": None if c.stage is None else c.stage.value,
         "cause_attempt": c.attempt,
         "cause_outcome": None if c.outcome is None else c.outcome.value,
-        "cause_error_code": storable.optional_text(c.error_code),
-        "cause_error_summary": storable.optional_text(c.error_summary),
+        "cause_error_code": storable_optional_text(c.error_code),
+        "cause_error_summary": storable_optional_text(c.error_summary),
         "cause_command": c.command,
     }
 

@@ -1,17 +1,40 @@
-"""The incoming events: a catalog parsed, and a stage finished; each one transaction.
+"""Handlers: plain functions, one unit of work (one transaction) per event or command.
+
+Each takes a command in the domain's vocabulary (domain/ports.py) and its dependencies,
+and returns what became of it with the follow-on messages its transaction wrote to the
+outbox; publishing them is the caller's next step (workers/runtime/root.py).
+
+What every handler shares: its dependencies and what it returns.
+
+A handler writes no history, stage or outbox row: the aggregate records what happened
+(ImageGroup.events) and the unit of work stores it at commit.
+
+The incoming events: a catalog parsed, and a stage finished; each one transaction.
 
 Every handler claims the event in the inbox first (a repeat is a duplicate), then takes its
 row lock and asks the aggregate for the transition; the commit stores what the aggregate
 recorded (history, stages, the outbox).
 Lock order everywhere: the catalog reservation row, then the group row.
+
+Stage deadlines: a group whose requested stage went unanswered past its deadline FAILS.
+
+Run by the worker's deadline sweep (workers/runtime/housekeeping.py), never by an event. One unit
+of work locks the overdue groups no other sweeper holds (SKIP LOCKED), asks each aggregate
+to expire its stage (which re-checks status, attempt and deadline under the lock); its
+commit stores the FAILED transition, its history row and the stage row in one transaction.
+There is no follow-on: a FAILED group waits for an operator's redeploy.
+
+Operator commands: request the next stage of a group, or mark it cleaned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from domain import (
     CatalogConflictError,
@@ -23,11 +46,16 @@ from domain import (
     ImageGroup,
     ImageGroupId,
     ImageGroupMismatchError,
+    ImageGroupNotFoundError,
+    ImageGroupStatus,
     InboxRecord,
     JobRecord,
+    NotOverdueError,
+    OutboxMessage,
     PipelinePhase,
     RecordStageResult,
     ReserveCatalog,
+    StageEnded,
     StageName,
     StageOutcome,
     StageRecord,
@@ -37,8 +65,97 @@ from domain import (
     UnitOfWork,
     next_stage,
 )
-from workers.handlers.base import Deps, EventOutcome, Outcome, Result, stage_ends
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What a handler needs; built once per process by the composition root
+    (workers/runtime/root.py)."""
+
+    new_uow: Callable[[], UnitOfWork]
+    clock: Callable[[], datetime]
+    new_id: Callable[[], str]
+    auto_advance: bool = True
+    #: How long each requested stage may go unanswered; a stage not named here has no
+    #: deadline (the worker names all three, from IMAGEGROUPS_STAGE_TIMEOUT_*).
+    stage_timeouts: Mapping[StageName, timedelta] = field(default_factory=dict)
+
+    def timeout(self, stage: StageName) -> timedelta | None:
+        return self.stage_timeouts.get(stage)
+
+
+class EventOutcome(enum.StrEnum):
+    """What an incoming event came to, as the inbox records it (dead letters aside)."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one event or command came to; the task returns it, so Flower shows it."""
+
+    outcome: EventOutcome
+    event_id: str
+    image_group_id: str | None = None
+    status: ImageGroupStatus | None = None
+    detail: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.value,
+            "event_id": self.event_id,
+            "image_group_id": self.image_group_id,
+            "status": None if self.status is None else self.status.value,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    messages: list[OutboxMessage] = field(default_factory=list)
+    stage_ends: list[StageEnded] = field(default_factory=list)  # for the stage-time metric
+
+
+def stage_ends(group: ImageGroup | None) -> list[StageEnded]:
+    """The stages the group's change ended, for the stage-time metric (read before the
+    commit, which collects the group's events)."""
+    return [] if group is None else group.recorded(StageEnded)
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """One stage the sweep failed for its deadline; `event_id` names the transition."""
+
+    image_group_id: str
+    event_id: str
+    deadline_at: datetime
+    ended: StageEnded
+
+
+def expire_overdue(*, deps: Deps, limit: int = 100) -> list[Expired]:
+    """FAIL up to `limit` groups whose deadline has passed; what was expired, in order."""
+    now = deps.clock()
+    expired: list[Expired] = []
+    with deps.new_uow() as uow:
+        for group in uow.groups.claim_overdue(now, limit=limit):
+            deadline, stage = group.deadline_at, group.running_stage()
+            if deadline is None or stage is None:
+                continue  # not waiting for a stage: nothing is due (the lock re-read it)
+            command_id = deps.new_id()
+            try:
+                group.expire(stage, group.attempt, event_id=command_id, at=now)
+            except NotOverdueError:
+                continue
+            uow.groups.update_status(group)
+            expired.append(Expired(group.id.value, command_id, deadline, stage_ends(group)[-1]))
+        if expired:
+            uow.commit()
+    return expired
+
 
 APPLIED, DUPLICATE, STALE = EventOutcome.APPLIED, EventOutcome.DUPLICATE, EventOutcome.STALE
 
@@ -274,3 +391,48 @@ def _stage_result(command: RecordStageResult, now: datetime) -> StageRecord:
         error_code=command.error_code,
         error_summary=command.error_summary,
     )
+
+
+def request_stage(group_id: str, stage: StageName, *, deps: Deps) -> Result:
+    """Ask for a stage now (a redeploy from FAILED starts a new attempt)."""
+    timeout, cause = deps.timeout(stage), TransitionCause.operator(f"request {stage}", stage)
+    return _command(
+        group_id,
+        deps,
+        lambda g, cmd, at: g.start(stage, event_id=cmd, at=at, timeout=timeout, cause=cause),
+    )
+
+
+def cleanup(group_id: str, *, deps: Deps) -> Result:
+    """Mark the group CLEANED."""
+    cause = TransitionCause.operator("cleanup")
+    return _command(group_id, deps, lambda g, cmd, at: g.clean(event_id=cmd, at=at, cause=cause))
+
+
+def _command(
+    group_id: str, deps: Deps, change: Callable[[ImageGroup, str, datetime], None]
+) -> Result:
+    command_id, now = deps.new_id(), deps.clock()
+    with deps.new_uow() as uow:
+        group = uow.groups.find_by_id_for_update(ImageGroupId(group_id))
+        if group is None:
+            raise ImageGroupNotFoundError(image_group_id=group_id)
+        change(group, command_id, now)
+        uow.groups.update_status(group)
+        uow.commit()
+    outcome = Outcome(EventOutcome.APPLIED, command_id, group.id.value, group.status)
+    return Result(outcome, list(uow.follow_ons))
+
+
+__all__ = [
+    "Deps",
+    "EventOutcome",
+    "Expired",
+    "Outcome",
+    "Result",
+    "cleanup",
+    "expire_overdue",
+    "handle_catalog_parsed",
+    "handle_stage_finished",
+    "request_stage",
+]

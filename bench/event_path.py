@@ -1,0 +1,115 @@
+"""Which of our files one build result's path runs through, from the queue entry to the follow-on.
+
+    .venv/bin/python -m bench.event_path --database-url URL --broker-url redis://HOST/N [--json]
+
+A Celery worker on a thread of this process (the solo pool: the task runs on the consumer's
+thread), on the given PostgreSQL database and Redis, with the production settings otherwise.
+A catalog is handled first, untraced (it warms up connections and statements); then every
+function call of every thread is recorded from the moment a build result is published until
+its follow-on (the deploy request) is marked sent. What is printed is each file of ours that
+ran, with how many of our functions in it were called.
+
+The database must be empty (it is migrated here); the Redis database is flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = tuple(str(REPO / package) + os.sep for package in ("domain", "persistence", "workers"))
+
+
+class Calls:
+    """A profile function for every thread: counts our functions' calls while `on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.files: Counter[str] = Counter()
+
+    def __call__(self, frame: FrameType, event: str, _arg: Any) -> None:
+        if self.on and event == "call":
+            name = frame.f_code.co_filename
+            if name.startswith(OURS):
+                self.files[str(Path(name).relative_to(REPO))] += 1
+
+
+def _wait(check: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.01)
+
+
+def measure(database_url: str, broker_url: str) -> dict[str, int]:
+    """Our files one build result runs through, each with its count of calls."""
+    os.environ.update(DATABASE_URL=database_url, CELERY_BROKER_URL=broker_url)
+    import redis
+    from sqlalchemy import create_engine, text
+
+    from workers import outbox
+    from workers.celery import app
+    from workers.messages import EVENTS_QUEUE
+    from workers.settings import get_settings
+    from workers.standin import demo_setup
+
+    redis.Redis.from_url(broker_url).flushdb()
+    setup = demo_setup.Setup(get_settings(), broker_url, None, fresh_database=True)
+    demo_setup.prepare(setup)
+    calls = Calls()
+    threading.setprofile(calls)
+    worker = demo_setup.EmbeddedWorker(app, "path", [EVENTS_QUEUE], "solo", 1)
+    worker.start()
+    engine = create_engine(database_url)
+
+    def one(sql: str) -> Any:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+
+    job, group = str(uuid.uuid4()), f"path-{uuid.uuid4().hex[:8]}"
+    try:
+        outbox.send(app, outbox.catalog_parsed(job, group, ["compute"]))
+        _wait(lambda: one("SELECT count(*) FROM catalog_reservations") == 1, "the catalog")
+        calls.on = True
+        outbox.send(app, outbox.stage_finished(job, "build-image", "succeeded"))
+        _wait(
+            lambda: one("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == 1,
+            "the deploy request to be sent",
+        )
+        calls.on = False
+    finally:
+        threading.setprofile(None)
+        demo_setup.stop_workers([worker])
+        engine.dispose()
+    return dict(sorted(calls.files.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--broker-url", required=True)
+    parser.add_argument("--json", action="store_true", help="print {file: calls} as JSON")
+    args = parser.parse_args(argv)
+    files = measure(args.database_url, args.broker_url)
+    if args.json:
+        print(json.dumps(files))
+    else:
+        for name, n in files.items():
+            print(f"{n:6d}  {name}")
+        print(f"{len(files)} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
