@@ -18,9 +18,9 @@ PATH_FILES = 23
 
 def test_one_build_result_runs_through_no_more_of_our_files_than_the_ratchet() -> None:
     with fresh_database("path") as url, lease_redis_db() as broker:
+        command = ["-m", "bench.event_path", "--json", "--database-url", url]
         done = subprocess.run(
-            [sys.executable, "-m", "bench.event_path", "--json"]
-            + ["--database-url", url, "--broker-url", broker],
+            [sys.executable, *command, "--broker-url", broker],
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -16,7 +16,8 @@ from kombu.message import Message
 
 from workers.celery import app
 from workers.edge import gate
-from workers.edge.gate import GATE, DatabaseGate, GatedRequest, require_gated_requests
+from workers.edge.gate import DatabaseGate, GatedRequest, give_back, require_gated_requests
+from workers.runtime.root import state as process_state
 
 TASK = "imagegroups.stage_finished"
 
@@ -63,11 +64,11 @@ def _request(pool: _Pool) -> tuple[Any, _Message]:
 
 @pytest.fixture
 def closed_gate() -> Iterator[None]:
-    GATE.taking = False
+    process_state().gate.taking = False
     try:
         yield
     finally:
-        GATE.taking = True
+        process_state().gate.taking = True
 
 
 def test_celery_asks_the_request_before_handing_it_to_the_pool(closed_gate: None) -> None:
@@ -83,7 +84,7 @@ def test_celery_asks_the_request_before_handing_it_to_the_pool(closed_gate: None
 def test_a_request_given_back_while_it_waited_is_never_run_and_frees_its_slot() -> None:
     pool = _Pool()
     request, message = _request(pool)
-    GATE.give_back(request)  # while it waited for a pool process
+    give_back(request)  # while it waited for a pool process
     released: list[bool] = []
     worker = SimpleNamespace(pool=pool, _quick_release=lambda: released.append(True))
     WorkController._process_task(worker, request)  # what the pool slot's waiter calls

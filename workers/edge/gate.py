@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from celery import bootsteps
@@ -41,9 +40,7 @@ from celery.worker import state as celery_state
 from celery.worker.request import Request
 from celery.worker.state import active_requests, reserved_requests, task_ready
 
-from persistence.db import Probe, is_sqlite
-from workers.runtime.periodic import Every
-from workers.runtime.root import runtime, state
+from workers.runtime.root import PROBE_INTERVAL, PROBE_TIMEOUT, runtime, state
 
 log = logging.getLogger(__name__)
 
@@ -82,58 +79,17 @@ class EventRequest(Request):  # type: ignore[misc]
 #: The path the event tasks name as their `Request` (workers/edge/task.py).
 GATED_REQUEST_PATH = "workers.edge.gate:GatedRequest"
 
-PROBE_INTERVAL = 1.0
-
-PROBE_TIMEOUT = 2.0
-
 #: A handler still running this long after it started, while the database does not answer,
 #: is stuck on it: its event is given back.
 STUCK_AFTER = PROBE_TIMEOUT
 
 
-@dataclass
-class Gate:
-    """This process's view: the probe's last verdict, and whether the consumer takes events."""
-
-    reachable: bool = True
-    error: str | None = None  # the probe's last failure
-    taking: bool = True
-    given_back: int = 0
-    probe: Every | None = field(default=None, repr=False)
-
-    def watch(self, url: str, lock_timeout_ms: int) -> None:
-        """Start the probe (once per process); a SQLite file cannot black-hole."""
-        if self.probe is not None or is_sqlite(url):
-            return
-        probe = Probe(url, timeout=PROBE_TIMEOUT, lock_timeout_ms=lock_timeout_ms)
-        self.probe = Every(lambda: self._ask(probe), interval=PROBE_INTERVAL, name="db-probe")
-        self.probe.start()
-
-    def _ask(self, probe: Probe) -> None:
-        try:
-            probe.check()
-        except Exception as exc:
-            state().health.database.failed(exc)
-            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            self.reachable = False
-            return
-        state().health.database.succeeded()
-        self.reachable = True
-
-    def stop(self) -> None:
-        if self.probe is not None:
-            self.probe.stop()
-            self.probe = None
-
-    def give_back(self, request: Any) -> None:
-        task_ready(request)
-        request.reject(requeue=True)
-        self.given_back += 1
-        state().counting.recorder.given_back()
-
-
-#: The worker's main process (its consumer and probe); pool processes never use it.
-GATE = Gate()
+def give_back(request: Any) -> None:
+    """Hand a request back to the queue for a worker that can reach its database."""
+    task_ready(request)
+    request.reject(requeue=True)
+    state().gate.given_back += 1
+    state().counting.recorder.given_back()
 
 
 class GatedRequest(EventRequest):
@@ -149,8 +105,8 @@ class GatedRequest(EventRequest):
     def revoked(self) -> bool:
         if self.acknowledged:  # given back while it waited for a pool process
             return True
-        if not GATE.taking:
-            GATE.give_back(self)
+        if not state().gate.taking:
+            give_back(self)
             return True
         return bool(super().revoked())
 
@@ -180,7 +136,7 @@ class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, c: Any) -> None:
         settings = runtime().settings
-        GATE.watch(settings.database_url, settings.lock_timeout_ms)
+        state().gate.watch(settings.database_url, settings.lock_timeout_ms)
         self.tick_ref = c.timer.call_repeatedly(PROBE_INTERVAL, self.tick, (c,))
 
     def stop(self, c: Any) -> None:
@@ -190,19 +146,19 @@ class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def shutdown(self, c: Any) -> None:
         self.stop(c)
-        GATE.stop()
+        state().gate.stop()
 
     def tick(self, c: Any) -> None:
-        if self.paused is None and not GATE.reachable:
+        if self.paused is None and not state().gate.reachable:
             self.pause(c)
-        elif self.paused is not None and GATE.reachable:
+        elif self.paused is not None and state().gate.reachable:
             self.resume(c)
         elif self.paused is not None:
             give_back_held(c)
 
     def pause(self, c: Any) -> None:
         self.paused = [queue.name for queue in c.task_consumer.queues]
-        GATE.taking = state().health.taking_events = False
+        state().gate.taking = state().health.taking_events = False
         state().counting.recorder.taking_events(False)
         for queue in self.paused:
             c.cancel_task_queue(queue)
@@ -210,7 +166,7 @@ class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]
         log.warning(
             "the database does not answer (%s): this worker takes no events from %s until it "
             "does, and gave back the %d it held",
-            GATE.error,
+            state().gate.error,
             ", ".join(self.paused),
             held,
         )
@@ -219,7 +175,7 @@ class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]
         queues, self.paused = self.paused or [], None
         for queue in queues:
             c.add_task_queue(queue)
-        GATE.taking = state().health.taking_events = True
+        state().gate.taking = state().health.taking_events = True
         state().counting.recorder.taking_events(True)
         log.warning("the database answers again: taking events from %s", ", ".join(queues))
 
@@ -232,7 +188,7 @@ def give_back_held(c: Any) -> int:
         if request in active_requests or request.acknowledged:
             continue
         if getattr(request, "_apply_result", None) is None:
-            GATE.give_back(request)
+            give_back(request)
             held += 1
     now = time.time()
     for request in list(active_requests):
@@ -240,6 +196,6 @@ def give_back_held(c: Any) -> int:
         if request.acknowledged or not started or now - started < STUCK_AFTER:
             continue
         request.cancel(c.pool, emit_retry=False)
-        GATE.give_back(request)
+        give_back(request)
         held += 1
     return held

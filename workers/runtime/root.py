@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from domain import OutboxMessage
-from persistence.db import make_engine
+from persistence.db import Probe, is_sqlite, make_engine
 from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
 from workers.handlers import Deps, Result
 from workers.outbox import BackgroundDelivery, Deliverer, FollowOns, OutboxRelay, Publisher
@@ -142,6 +142,47 @@ class MainThreads:
     serving_metrics: bool = False
 
 
+PROBE_INTERVAL = 1.0
+
+PROBE_TIMEOUT = 2.0
+
+
+@dataclass
+class DatabaseWatch:
+    """The worker's view of its database: the probe's last verdict, and whether the consumer
+    takes events (workers/edge/gate.py closes and opens it; only the main process probes)."""
+
+    reachable: bool = True
+    error: str | None = None  # the probe's last failure
+    taking: bool = True
+    given_back: int = 0
+    probe: Every | None = field(default=None, repr=False)
+
+    def watch(self, url: str, lock_timeout_ms: int) -> None:
+        """Start the probe (once per process); a SQLite file cannot black-hole."""
+        if self.probe is not None or is_sqlite(url):
+            return
+        probe = Probe(url, timeout=PROBE_TIMEOUT, lock_timeout_ms=lock_timeout_ms)
+        self.probe = Every(lambda: self._ask(probe), interval=PROBE_INTERVAL, name="db-probe")
+        self.probe.start()
+
+    def _ask(self, probe: Probe) -> None:
+        try:
+            probe.check()
+        except Exception as exc:
+            state().health.database.failed(exc)
+            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.reachable = False
+            return
+        state().health.database.succeeded()
+        self.reachable = True
+
+    def stop(self) -> None:
+        if self.probe is not None:
+            self.probe.stop()
+            self.probe = None
+
+
 @dataclass
 class ProcessState:
     """What one process holds for as long as it lives (the metrics switch is inherited by
@@ -151,6 +192,7 @@ class ProcessState:
     counting: Counting = field(default_factory=Counting)
     stranded: StrandedTags = field(default_factory=StrandedTags)
     threads: MainThreads = field(default_factory=MainThreads)
+    gate: DatabaseWatch = field(default_factory=DatabaseWatch)
 
 
 @dataclass(frozen=True)
