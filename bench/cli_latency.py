@@ -45,7 +45,7 @@ from persistence.uow import SqlUnitOfWork
 from workers import handlers
 from workers import outbox
 from workers.outbox import FollowOns
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 engine = make_engine(sys.argv[1])
 deps = handlers.Deps(lambda: SqlUnitOfWork(engine, FollowOns()), lambda: datetime.now(UTC),
                      lambda: str(uuid.uuid4()), True)

@@ -40,11 +40,10 @@ def _per_event(label: str, n: int, step: Callable[[], None]) -> None:
 def measure(n: int, profile: bool) -> None:
     from workers import outbox
     from workers.celery import app
-    from workers.edge.accept import parse
+    from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent, parse
     from workers.handlers import Result, handle_catalog_parsed, handle_stage_finished
     from workers.outbox import CeleryPublisher
     from workers.runtime import root
-    from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
     root.install(CeleryPublisher(app))  # follow-ons are sent on the event app, as a worker's
     rt = root.runtime()

@@ -4,9 +4,10 @@
 
 A Celery worker on a thread of this process (the solo pool: the task runs on the consumer's
 thread), on the given PostgreSQL database and Redis, with the production settings otherwise.
-A catalog is handled first, untraced (it warms up connections and statements); then every
-function call of every thread is recorded from the moment a build result is published until
-its follow-on (the deploy request) is marked sent. What is printed is each file of ours that
+One group's catalog and build result are handled first, untraced (they start the threads and
+connections the path uses), and a second group's catalog; then every function call of every
+thread is recorded from the moment that group's build result is published until its
+follow-on (the deploy request) is marked sent. What is printed is each file of ours that
 ran, with how many of our functions in it were called.
 
 The database must be empty (it is migrated here); the Redis database is flushed.
@@ -36,12 +37,14 @@ class Calls:
     def __init__(self) -> None:
         self.on = False
         self.files: Counter[str] = Counter()
+        self.functions: Counter[str] = Counter()
 
     def __call__(self, frame: FrameType, event: str, _arg: Any) -> None:
         if self.on and event == "call":
             name = frame.f_code.co_filename
             if name.startswith(OURS):
                 self.files[str(Path(name).relative_to(REPO))] += 1
+                self.functions[f"{Path(name).relative_to(REPO)}:{frame.f_code.co_qualname}"] += 1
 
 
 def _wait(check: Any, what: str, timeout: float = 30.0) -> None:
@@ -73,25 +76,31 @@ def measure(database_url: str, broker_url: str) -> dict[str, int]:
     worker.start()
     engine = create_engine(database_url)
 
-    def one(sql: str) -> Any:
+    def count(sql: str, group: str) -> int:
         with engine.connect() as conn:
-            return conn.execute(text(sql)).scalar()
+            return int(conn.execute(text(sql), {"group": group}).scalar_one())
 
-    job, group = str(uuid.uuid4()), f"path-{uuid.uuid4().hex[:8]}"
-    try:
+    def handled(job: str, group: str, *, trace: bool) -> None:
         outbox.send(app, outbox.catalog_parsed(job, group, ["compute"]))
-        _wait(lambda: one("SELECT count(*) FROM catalog_reservations") == 1, "the catalog")
-        calls.on = True
+        reserved = "SELECT count(*) FROM catalog_reservations WHERE image_group_id = :group"
+        _wait(lambda: count(reserved, group) == 1, "the catalog")
+        calls.on = trace
         outbox.send(app, outbox.stage_finished(job, "build-image", "succeeded"))
-        _wait(
-            lambda: one("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == 1,
-            "the deploy request to be sent",
-        )
+        sent = "SELECT count(*) FROM outbox WHERE image_group_id = :group AND sent_at IS NOT NULL"
+        _wait(lambda: count(sent, group) == 1, "the deploy request to be sent")
         calls.on = False
+
+    try:
+        # One whole group first, untraced: every thread and connection the path uses is up.
+        handled(str(uuid.uuid4()), f"warm-{uuid.uuid4().hex[:8]}", trace=False)
+        handled(str(uuid.uuid4()), f"path-{uuid.uuid4().hex[:8]}", trace=True)
     finally:
         threading.setprofile(None)
         demo_setup.stop_workers([worker])
         engine.dispose()
+    if os.environ.get("EVENT_PATH_FUNCTIONS"):
+        for function, n in sorted(calls.functions.items()):
+            print(f"{n:6d}  {function}", file=sys.stderr)
     return dict(sorted(calls.files.items()))
 
 

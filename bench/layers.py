@@ -53,7 +53,7 @@ POOL = [
     Rule("statements: waiting on PostgreSQL", anywhere=(_TASK,), leaf=_PG_WAIT),
     Rule("statements: SQLAlchemy (Python)", anywhere=(_TASK,), leaf=("sqlalchemy/",)),
     Rule("statements: psycopg (Python)", anywhere=(_TASK,), leaf=("psycopg/",)),
-    Rule("envelope validation (pydantic)", anywhere=("pydantic", "schemas.py")),
+    Rule("envelope validation (pydantic)", anywhere=("pydantic", "accept.py")),
     Rule("handler, domain, repositories", anywhere=("workers/edge/task.py",)),
     Rule("Celery trace, request, events", anywhere=(_TASK,)),
     Rule("Celery pool (outside a task)"),

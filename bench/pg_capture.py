@@ -50,10 +50,9 @@ def tagged(value: Any) -> Any:
 
 def capture(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Each event through the worker's path; the statements of each, in order."""
-    from workers.edge.accept import parse
+    from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent, parse
     from workers.handlers import handle_catalog_parsed, handle_stage_finished
     from workers.runtime import root
-    from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
     rt = root.runtime()
     with rt.engine.connect():

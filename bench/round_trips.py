@@ -137,10 +137,9 @@ def measure(url: str) -> dict[str, int]:
     """Round trips of each scenario on a migrated database at `url` (one group's life)."""
     from persistence.db import make_engine
     from persistence.uow import SqlUnitOfWork
-    from workers.edge.accept import parse
+    from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent, parse
     from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
     from workers.outbox import FollowOns, OutboxRelay
-    from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
     engine = make_engine(url)
     with engine.connect():

@@ -23,7 +23,7 @@ from domain.ports import (
     JobRepository,
     StageRepository,
 )
-from persistence import mapping
+from persistence import models
 from persistence.memory_records import (
     MemoryDeadLetterRepository,
     MemoryDeliveryRepository,
@@ -142,7 +142,7 @@ class MemoryCatalogRepository:
             raise ImageGroupMismatchError(
                 reservation.job_id, mine.image_group_id.value, reservation.image_group_id.value
             )
-        self.state.reservations[reservation.image_group_id.value] = mapping.storable_reservation(
+        self.state.reservations[reservation.image_group_id.value] = models.storable_reservation(
             reservation
         )
         return None

@@ -21,7 +21,7 @@ from domain import (
     Transition,
     latest_per_job,
 )
-from persistence import mapping
+from persistence import models
 from persistence.memory_state import MemoryState
 
 
@@ -39,7 +39,7 @@ class MemoryStageRepository:
 
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         for record in records:
-            self.state.stages[(record.job_id, record.stage.value)] = mapping.storable_stage(record)
+            self.state.stages[(record.job_id, record.stage.value)] = models.storable_stage(record)
 
     def find(self, job_id: str) -> list[StageRecord]:
         found = [r for (job, _), r in self.state.stages.items() if job == job_id]
@@ -59,7 +59,7 @@ class MemoryHistoryRepository:
         self.state = state
 
     def add(self, transitions: Sequence[Transition]) -> None:
-        self.state.history.extend(mapping.storable_transition(t) for t in transitions)
+        self.state.history.extend(models.storable_transition(t) for t in transitions)
 
     def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:
         return [t for t in self.state.history if t.image_group_id == group_id]

@@ -12,7 +12,7 @@ The unit of work hands its groups out through SeenGroups, which remembers each o
 commit, EventRecorder takes every event they recorded (and clears them) and writes it
 through the unit of work's repositories, before the COMMIT and in this order: the history
 rows, the outbox rows, then the stage rows in one statement (on PostgreSQL they all wait to
-travel with the COMMIT: persistence/statements.py). The wire body of a follow-on is not ours:
+travel with the COMMIT: persistence/db.py). The wire body of a follow-on is not ours:
 the worker hands the unit of work its FollowOn builder (workers/outbox.py).
 
 The SQL unit of work: one connection, one transaction, committed only when asked.
@@ -49,21 +49,19 @@ from domain import (
     UnitOfWork,
 )
 from domain.ports import CatalogRepository, InboxRepository, JobRepository
-from persistence.sql_groups import (
+from persistence.db import BatchingConnection
+from persistence.repositories import (
     SqlCatalogRepository,
-    SqlHistoryRepository,
-    SqlImageGroupRepository,
-)
-from persistence.sql_records import (
     SqlDeadLetterRepository,
     SqlDeliveryRepository,
+    SqlHistoryRepository,
+    SqlImageGroupRepository,
     SqlInboxRepository,
     SqlJobRepository,
     SqlOutboxRepository,
     SqlStageRepository,
     SqlTraceRepository,
 )
-from persistence.statements import BatchingConnection
 
 
 class HistoryRepository(Protocol):

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workers.schemas import SCHEMAS, json_schema
+from workers.edge.accept import SCHEMAS, json_schema
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "events"
 SUFFIX = ".schema.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from workers.edge import gate
+from workers.edge import task as event_task
 from workers.runtime import flower_access, lifecycle
 
 app = Celery("imagegroups")
@@ -16,5 +16,5 @@ flower_access.install()
 # The worker's lifecycle (workers/runtime/lifecycle.py): the composition root handed this
 # app's publisher, fresh connections after fork, the sweeps and the metrics endpoint.
 lifecycle.connect(app)
-# No events taken while the database does not answer (workers/broker/gate.py).
-app.steps["consumer"].add(gate.DatabaseGate)
+# No events taken while the database does not answer (workers/edge/task.py).
+app.steps["consumer"].add(event_task.DatabaseGate)

@@ -71,7 +71,7 @@ def is_transient(exc: BaseException) -> bool:
         return exc.connection_invalidated or state in _TRANSIENT_SQLSTATES
     if isinstance(exc, psycopg.Error):
         # Raised as is (not wrapped by SQLAlchemy) when a write sent in a pipeline fails at
-        # the pipeline's sync (persistence/statements.py).
+        # the pipeline's sync (persistence/db.py).
         return isinstance(exc, psycopg.OperationalError) or exc.sqlstate in _TRANSIENT_SQLSTATES
     if isinstance(exc, KombuOperationalError | RedisConnectionError | RedisTimeoutError):
         return True

@@ -74,7 +74,7 @@ def test_the_history_keeps_every_field_of_each_moves_cause(new_uow: NewUow) -> N
         StageName.DEPLOY,
         1,
         StageOutcome.FAILED,
-        "E\\x00DEPLOY",  # stored as text every database takes (persistence/mapping.py)
+        "E\\x00DEPLOY",  # stored as text every database takes (persistence/models.py)
         "node n2 down\\x00 (NUL kept as text)",
     )
     assert causes[3] == TransitionCause(

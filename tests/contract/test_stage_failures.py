@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from domain import StageName, StageRecord, StageState, UnitOfWork
-from workers.schemas import MAX_ATTEMPT
+from workers.edge.accept import MAX_ATTEMPT
 
 NewUow = Callable[[], UnitOfWork]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -292,7 +292,7 @@ def test_undecodable_messages_during_a_database_outage_do_not_hold_up_later_even
         for marker in markers:
             push(s.redis, envelope(f"not json {marker}".encode(), task_headers(STAGE, marker)))
         # Within ~3 s its probe sees the outage and it stops consuming
-        # (workers/edge/gate.py).
+        # (workers/edge/task.py).
         wait_for(
             lambda: worker.output().count("could not dead-letter") >= 1,
             timeout=30,

@@ -7,8 +7,7 @@ import uuid
 from sqlalchemy import select
 
 from domain import ImageGroupId, ImageGroupStatus, OutboxMessage, Transition
-from persistence.mapping import outbox_to_entity
-from persistence.models import OutboxRow
+from persistence.models import OutboxRow, outbox_to_entity
 from tests.integration.stack import Stack, wait_for
 from workers import outbox
 

@@ -27,10 +27,10 @@ from tests.integration.cli_main import run_main
 from tests.pg import fresh_database
 from tests.redis_db import lease_redis_db
 from workers import handlers, outbox
+from workers.edge.accept import CatalogParsedEvent, DeployRequestedEvent, StageFinishedEvent
 from workers.edge.dead_letters import protocol_body
 from workers.messages import CATALOG_PARSED
 from workers.outbox import FollowOns
-from workers.schemas import CatalogParsedEvent, DeployRequestedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from persistence.uow import SqlUnitOfWork
 from tests.integration.cli_main import run_main
 from tests.pg import fresh_database
 from workers import handlers, outbox
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 from workers.outbox import FollowOns
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
 

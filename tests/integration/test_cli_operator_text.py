@@ -24,9 +24,9 @@ from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
 from workers import handlers, outbox
 from workers.cli.main import main
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 from workers.outbox import FollowOns
 from workers.runtime import root
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 
 from persistence.db import make_engine
 from persistence.migrate import upgrade
-from persistence.sql_groups import OVERDUE
+from persistence.repositories import OVERDUE
 from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration

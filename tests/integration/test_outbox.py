@@ -14,16 +14,15 @@ from sqlalchemy import select
 
 from domain import OutboxMessage
 from persistence.db import make_engine
-from persistence.mapping import outbox_to_entity
 from persistence.migrate import upgrade
-from persistence.models import OutboxRow
+from persistence.models import OutboxRow, outbox_to_entity
 from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
 from tests.integration.flow import follow_ons
 from tests.integration.stack import redis_messages, stack, wait_for
 from tests.pg import fresh_database
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
 from workers.outbox import FollowOns, OutboxRelay, catalog_parsed, stage_finished
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
 

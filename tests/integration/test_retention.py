@@ -20,9 +20,9 @@ from persistence.uow import SqlUnitOfWork
 from tests.integration.stack import stack, wait_for
 from tests.pg import fresh_database
 from workers import outbox
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 from workers.handlers import Deps, Result, handle_catalog_parsed, handle_stage_finished
 from workers.outbox import FollowOns
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
 

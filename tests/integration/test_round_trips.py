@@ -15,9 +15,8 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
-from workers.edge.accept import parse
+from workers.edge.accept import StageFinishedEvent, parse
 from workers.handlers import Deps, handle_stage_finished
-from workers.schemas import StageFinishedEvent
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from persistence.uow import SqlUnitOfWork
 from tests.integration.flow import follow_ons
 from tests.integration.stack import Stack, redis_messages, stack, wait_for
 from workers import outbox
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
 from workers.outbox import FollowOns
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 pytestmark = pytest.mark.integration
 

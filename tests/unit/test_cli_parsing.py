@@ -13,7 +13,7 @@ import pytest
 
 from workers.cli import publish_commands
 from workers.cli.main import main
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "catalogs"
 JOB = "0b7f3c2e-4f57-4a43-9d7e-5b2a1c0d9e11"

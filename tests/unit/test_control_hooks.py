@@ -26,7 +26,7 @@ from celery.worker.request import Request
 from workers.broker import control_step
 from workers.broker.control_policy import ControlPolicy
 from workers.celery import app
-from workers.edge import gate
+from workers.edge import task as event_task
 from workers.runtime.root import COMMAND
 
 
@@ -98,7 +98,7 @@ def test_every_event_task_runs_with_the_request_that_ignores_revocation() -> Non
     events = [task for name, task in app.tasks.items() if not name.startswith("celery.")]
     assert events
     for task in events:
-        assert issubclass(symbol_by_name(task.Request), gate.EventRequest), task.name
+        assert issubclass(symbol_by_name(task.Request), event_task.EventRequest), task.name
 
 
 def test_celery_acts_on_a_revoked_id_only_through_the_request_we_replace() -> None:
@@ -120,7 +120,7 @@ def test_a_revoked_event_is_not_discarded_and_its_revocation_is_forgotten(
     state.revoked.add("event-1")
     try:
         request: Any = _Revoked(id="event-1")
-        assert gate.EventRequest.revoked(request) is False
+        assert event_task.EventRequest.revoked(request) is False
         assert "event-1" not in state.revoked
         assert "ignored" in caplog.text
     finally:
@@ -133,4 +133,4 @@ def test_remote_termination_never_kills_an_event_s_handler() -> None:
             raise AssertionError("the handler was killed")
 
     request: Any = _Revoked(id="event-2")
-    gate.EventRequest.terminate(request, Pool(), "SIGKILL")
+    event_task.EventRequest.terminate(request, Pool(), "SIGKILL")

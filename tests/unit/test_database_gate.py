@@ -1,4 +1,4 @@
-"""Canaries for the Celery code the database gate relies on (workers/broker/gate.py)."""
+"""Canaries for the Celery code the database gate relies on (workers/edge/task.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from celery.worker.worker import WorkController
 from kombu.message import Message
 
 from workers.celery import app
-from workers.edge import gate
-from workers.edge.gate import DatabaseGate, GatedRequest, give_back, require_gated_requests
+from workers.edge import task as event_task
+from workers.edge.task import DatabaseGate, GatedRequest, give_back, require_gated_requests
 from workers.runtime.root import state as process_state
 
 TASK = "imagegroups.stage_finished"
@@ -106,4 +106,4 @@ def test_an_open_gate_hands_the_request_to_the_pool_which_marks_it_as_its_own() 
 def test_the_event_worker_runs_the_gate_with_the_gated_request() -> None:
     require_gated_requests(app)
     assert DatabaseGate in app.steps["consumer"]
-    assert gate.GATED_REQUEST_PATH.endswith(":GatedRequest")
+    assert event_task.GATED_REQUEST_PATH.endswith(":GatedRequest")

@@ -29,9 +29,9 @@ from persistence.memory import MemoryState, MemoryUnitOfWork
 from tests.recorded import moves as _moves
 from tests.recorded import requests as _requests
 from workers import outbox
+from workers.edge.accept import StageFinishedEvent
 from workers.handlers import Deps, expire_overdue, handle_stage_finished, request_stage
 from workers.outbox import FollowOns
-from workers.schemas import StageFinishedEvent
 
 S = ImageGroupStatus
 DEPLOY, PXE_BOOT, VALIDATE = StageName.DEPLOY, StageName.PXE_BOOT, StageName.VALIDATE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from workers import outbox
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 
 JOB = str(uuid.uuid4())
 

@@ -16,8 +16,8 @@ from jsonschema import Draft202012Validator
 
 from domain import Image, ImageGroup, ImageGroupId, RoleName, StageName, StageRequested
 from workers import outbox
+from workers.edge.accept import SCHEMAS, json_schema
 from workers.outbox import request_message
-from workers.schemas import SCHEMAS, json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS_DIR = ROOT / "docs" / "events"

@@ -28,6 +28,13 @@ from domain import (
 )
 from persistence.memory import MemoryState, MemoryUnitOfWork
 from workers import outbox
+from workers.edge.accept import (
+    CatalogParsedEvent,
+    DeployRequestedEvent,
+    PxeBootRequestedEvent,
+    StageFinishedEvent,
+    ValidateRequestedEvent,
+)
 from workers.errors import is_transient
 from workers.handlers import (
     Deps,
@@ -38,13 +45,6 @@ from workers.handlers import (
     request_stage,
 )
 from workers.outbox import FollowOns
-from workers.schemas import (
-    CatalogParsedEvent,
-    DeployRequestedEvent,
-    PxeBootRequestedEvent,
-    StageFinishedEvent,
-    ValidateRequestedEvent,
-)
 
 S = ImageGroupStatus
 JOB = "0b6a6f0e-1b8e-4a53-9f57-6a8c4c1f0c11"

@@ -23,6 +23,7 @@ from domain import (
 from persistence.memory import MemoryState, MemoryUnitOfWork
 from tests.recorded import moves as _moves
 from workers import outbox
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 from workers.handlers import (
     Deps,
     cleanup,
@@ -32,7 +33,6 @@ from workers.handlers import (
     request_stage,
 )
 from workers.outbox import FollowOns
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 S = ImageGroupStatus
 JOB = "0b6a6f0e-1b8e-4a53-9f57-6a8c4c1f0c11"

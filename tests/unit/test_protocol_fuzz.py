@@ -29,12 +29,11 @@ from persistence.memory import MemoryState, MemoryUnitOfWork
 from workers.broker import transport
 from workers.celery import app
 from workers.edge import accept
-from workers.edge.accept import MESSAGE_ERRORS, parse
+from workers.edge.accept import MESSAGE_ERRORS, CatalogParsedEvent, StageFinishedEvent, parse
 from workers.errors import InvalidEventError, InvalidTaskMessageError
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
 from workers.messages import MALFORMED_HEADER
 from workers.outbox import FollowOns, catalog_parsed, stage_finished
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
 
 TASKS = ("imagegroups.catalog_parsed", "imagegroups.stage_finished")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import JSON, BigInteger, Column, Integer, SmallInteger, String, Text
 
 from persistence.models import Base
-from workers.schemas import SCHEMAS
+from workers.edge.accept import SCHEMAS
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "events"
 #: How a UUID is stored: str(UUID), whatever spelling the event used.

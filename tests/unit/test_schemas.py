@@ -11,16 +11,16 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from domain import StageName
-from workers.edge.accept import parse
-from workers.errors import InvalidEventError
-from workers.schemas import (
+from workers.edge.accept import (
     MAX_RESULT_DETAIL_BYTES,
     CatalogParsedEvent,
     DeployRequestedEvent,
     PxeBootRequestedEvent,
     StageFinishedEvent,
     ValidateRequestedEvent,
+    parse,
 )
+from workers.errors import InvalidEventError
 
 EVENT_ID = "3f2b8c1e-6d4a-4e0f-9a7b-2c5d8e1f0a93"
 JOB_ID = "0b6a6f0e-1b8e-4a53-9f57-6a8c4c1f0c11"

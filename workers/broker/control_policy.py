@@ -7,7 +7,7 @@ product and Flower's read-only views ask for; everything else is refused with a 
 logged and counted. `IMAGEGROUPS_REMOTE_CONTROL=full` gives an operator Celery's whole set
 back (bar the worker-to-worker sync, which is switched off), and
 `IMAGEGROUPS_REMOTE_CONTROL_ALLOW` adds single commands. Revocation never drops an event
-whatever the policy (workers/edge/gate.py).
+whatever the policy (workers/edge/task.py).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from workers.broker.control_policy import (
     sender_of,
     unknown_commands,
 )
-from workers.edge import gate
+from workers.edge import task as event_task
 from workers.runtime.root import runtime, state
 from workers.settings import Settings
 
@@ -74,8 +74,8 @@ def require_event_requests(app: Any) -> None:
     for name, task in app.tasks.items():
         if name.startswith("celery."):
             continue
-        if not issubclass(symbol_by_name(task.Request), gate.EventRequest):
-            raise HookMissingError(f"task {name} runs without {gate.EVENT_REQUEST_PATH}")
+        if not issubclass(symbol_by_name(task.Request), event_task.EventRequest):
+            raise HookMissingError(f"task {name} runs without {event_task.EVENT_REQUEST_PATH}")
 
 
 class GuardedControl(Control):  # type: ignore[misc]

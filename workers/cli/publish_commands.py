@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from workers import outbox
 from workers.cli.catalog_file import CatalogFileError, read_catalog
 from workers.cli.output import CommandError, print_json
-from workers.schemas import CatalogParsedEvent, StageFinishedEvent
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 
 
 def _send(event: dict[str, Any]) -> str:

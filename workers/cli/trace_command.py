@@ -60,7 +60,7 @@ def trace(args: argparse.Namespace) -> int:
 
 
 def read_rows(uow: StoreUnitOfWork, group: ImageGroup) -> TraceRows:
-    """The rows of one group's trace, each query on an index (persistence/sql_records.py)."""
+    """The rows of one group's trace, each query on an index (persistence/repositories.py)."""
     from domain import STAGE_FLOW
     from workers.cli.trace_model import TraceRows
 

@@ -105,7 +105,7 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     def _dead_letter(self, message: Any, refusal: Refusal) -> None:
         """Translate the decision: store then ack, or (the store away) requeue after a pause,
         without trying the store again while it has just failed (the loop must not block)."""
-        failures, rules = self._store_failures, runtime().settings.retry_policy
+        failures, rules = self._store_failures, runtime().retry_policy
         decision = decide(
             Failure.PERMANENT,
             attempt=1,

@@ -15,7 +15,7 @@ import psycopg
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from domain import DeadLetter, DeadLetterStatus
-from persistence import mapping
+from persistence import models
 from persistence.uow import StoreUnitOfWork
 from workers.errors import is_transient
 from workers.runtime import root
@@ -192,7 +192,7 @@ def _text(value: str, limit: int | None = None) -> str:
 
     A dead letter must never fail to store because of what the bad message contained.
     """
-    clean = mapping.storable_text(value)
+    clean = models.storable_text(value)
     return clean if limit is None else clean[:limit]
 
 

@@ -1,9 +1,37 @@
-"""The event tasks, thin adapters with the contract's names (docs/contract.md §2).
+"""The event tasks, thin adapters with the contract's names (docs/contract.md §2), and the
+request Celery makes of each event message: not revocable, and held back while the database
+is away.
 
 Each accepts its call (workers/edge/accept.py), counts the delivery, runs the command (its
 transaction, then its follow-ons: workers/runtime/root.py), and turns what `decide` says of a
 failure into Celery's terms: `task.retry`, or a dead letter after which the task fails (its
 message is acked: celeryconfig.py).
+
+The worker's request for an event task: no revocation or remote kill ends an event.
+
+An event is a fact, and its task id is its event_id, which a publisher knows before the
+event arrives. Celery discards and acknowledges a message whose id is in the worker's revoked
+set (celery/worker/strategy.py, Request.revoked), and `revoke(terminate=True)` kills the
+handler and acknowledges its message: either way the event would end with no outcome. The
+remote-control policy refuses `revoke` by default (workers/broker/control_policy.py); this is the
+second line, for an id that got into the set anyway (an operator's `full` remote control).
+A wrong event ends as the state machine decides (stale, or a dead letter an operator can
+discard), never unhandled.
+
+A worker that cannot reach its database takes no events and gives back the ones it holds.
+
+The probe (persistence/db.py) asks the database for `SELECT 1` every second, in a
+thread of the worker's main process, and gives up on an answer after 2 s. The consumer's own
+loop reads the verdict every second (only that loop may touch the consumer: kombu is not
+thread-safe):
+- no answer: stop consuming the event queue (Celery's `cancel_task_queue`, what the
+  `cancel_consumer` remote command does) and give back, rejected with requeue (the Redis
+  transport puts them back in the queue for a healthy worker), what the worker holds: events
+  waiting for a pool process, retries whose countdown ends meanwhile, and handlers running
+  for longer than the probe's deadline, whose pool process is killed as Celery does when the
+  broker connection is lost (a handler takes milliseconds; one that long is stuck);
+- an answer again: consume again.
+A given-back event is a delivery like any other: the next worker counts it.
 """
 
 from __future__ import annotations
@@ -14,11 +42,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from celery import shared_task
+from celery import bootsteps, shared_task
 from celery.exceptions import Reject
+from celery.utils.imports import symbol_by_name
+from celery.worker import state as celery_state
+from celery.worker.request import Request
+from celery.worker.state import active_requests, reserved_requests, task_ready
 
-from workers.edge import dead_letters, gate
-from workers.edge.accept import Accepted, Delivery, Refusal, accept_call
+from workers.edge import dead_letters
+from workers.edge.accept import (
+    Accepted,
+    CatalogParsedEvent,
+    Delivery,
+    IncomingEvent,
+    Refusal,
+    StageFinishedEvent,
+    accept_call,
+)
 from workers.edge.decide import DeadLetter, Retry, decide, past_the_limit
 from workers.errors import (
     AttemptsExhaustedError,
@@ -28,10 +68,166 @@ from workers.errors import (
 )
 from workers.handlers import Result, handle_catalog_parsed, handle_stage_finished
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
-from workers.runtime.root import Runtime, execute, runtime
-from workers.schemas import CatalogParsedEvent, IncomingEvent, StageFinishedEvent
+from workers.runtime.root import PROBE_INTERVAL, PROBE_TIMEOUT, Runtime, execute, runtime, state
 
 log = logging.getLogger(__name__)
+
+#: The path the event tasks name as their `Request` (workers/edge/task.py).
+EVENT_REQUEST_PATH = "workers.edge.task:EventRequest"
+
+
+class EventRequest(Request):  # type: ignore[misc]
+    """A request that is never revoked and never terminated by remote control.
+
+    The hard time limit still ends a handler that hangs (its event comes back, counted), and
+    a lost broker connection still cancels running handlers (their events come back too).
+    """
+
+    __slots__ = ()
+
+    def revoked(self) -> bool:
+        if self.id in celery_state.revoked:
+            # Forgotten once seen: the retries of the event carry the same id.
+            celery_state.revoked.discard(self.id)
+            log.warning(
+                "event task_id=%s was revoked by remote control: ignored, an event is a fact "
+                "and every event ends with an outcome (applied, duplicate, stale or dead letter)",
+                self.id,
+            )
+        return False
+
+    def terminate(self, pool: Any, signal: Any = None) -> None:
+        log.warning(
+            "event task_id=%s: remote termination ignored, the handler runs to its end or to "
+            "its time limit (which brings the event back)",
+            self.id,
+        )
+
+
+#: The path the event tasks name as their `Request` (workers/edge/task.py).
+GATED_REQUEST_PATH = "workers.edge.task:GatedRequest"
+
+#: A handler still running this long after it started, while the database does not answer,
+#: is stuck on it: its event is given back.
+STUCK_AFTER = PROBE_TIMEOUT
+
+
+def give_back(request: Any) -> None:
+    """Hand a request back to the queue for a worker that can reach its database."""
+    task_ready(request)
+    request.reject(requeue=True)
+    state().gate.given_back += 1
+    state().counting.recorder.given_back()
+
+
+class GatedRequest(EventRequest):
+    """An event's request that a worker not taking events gives back instead of running.
+
+    Celery calls `revoked()` first thing when it hands a request to the pool (the request
+    class built by celery/worker/request.py:create_request_cls), and skips the request when
+    it says so, freeing its pool slot; tests/unit/test_database_gate.py checks that it does.
+    """
+
+    __slots__ = ()
+
+    def revoked(self) -> bool:
+        if self.acknowledged:  # given back while it waited for a pool process
+            return True
+        if not state().gate.taking:
+            give_back(self)
+            return True
+        return bool(super().revoked())
+
+
+class HookMissingError(RuntimeError):
+    """An event task does not run with the request the gate needs."""
+
+
+def require_gated_requests(app: Any) -> None:
+    for name, task in app.tasks.items():
+        if not name.startswith("celery.") and not issubclass(
+            symbol_by_name(task.Request), GatedRequest
+        ):
+            raise HookMissingError(f"task {name} runs without {GATED_REQUEST_PATH}")
+
+
+class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The consumer's side of the gate: pause, give back, resume, once a second."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        require_gated_requests(c.app)
+        self.tick_ref: Any = None
+        self.paused: list[str] | None = None  # the queues it stopped consuming
+
+    def start(self, c: Any) -> None:
+        settings = runtime().settings
+        state().gate.watch(settings.database_url, settings.lock_timeout_ms)
+        self.tick_ref = c.timer.call_repeatedly(PROBE_INTERVAL, self.tick, (c,))
+
+    def stop(self, c: Any) -> None:
+        if self.tick_ref is not None:
+            self.tick_ref.cancel()
+            self.tick_ref = None
+
+    def shutdown(self, c: Any) -> None:
+        self.stop(c)
+        state().gate.stop()
+
+    def tick(self, c: Any) -> None:
+        if self.paused is None and not state().gate.reachable:
+            self.pause(c)
+        elif self.paused is not None and state().gate.reachable:
+            self.resume(c)
+        elif self.paused is not None:
+            give_back_held(c)
+
+    def pause(self, c: Any) -> None:
+        self.paused = [queue.name for queue in c.task_consumer.queues]
+        state().gate.taking = state().health.taking_events = False
+        state().counting.recorder.taking_events(False)
+        for queue in self.paused:
+            c.cancel_task_queue(queue)
+        held = give_back_held(c)
+        log.warning(
+            "the database does not answer (%s): this worker takes no events from %s until it "
+            "does, and gave back the %d it held",
+            state().gate.error,
+            ", ".join(self.paused),
+            held,
+        )
+
+    def resume(self, c: Any) -> None:
+        queues, self.paused = self.paused or [], None
+        for queue in queues:
+            c.add_task_queue(queue)
+        state().gate.taking = state().health.taking_events = True
+        state().counting.recorder.taking_events(True)
+        log.warning("the database answers again: taking events from %s", ", ".join(queues))
+
+
+def give_back_held(c: Any) -> int:
+    """Give back what this worker holds and has not finished; returns how many."""
+    held = 0
+    for request in list(reserved_requests):
+        # Not yet handed to the pool (the pool's own result is set then): it waits for a slot.
+        if request in active_requests or request.acknowledged:
+            continue
+        if getattr(request, "_apply_result", None) is None:
+            give_back(request)
+            held += 1
+    now = time.time()
+    for request in list(active_requests):
+        started = request.time_start
+        if request.acknowledged or not started or now - started < STUCK_AFTER:
+            continue
+        request.cancel(c.pool, emit_retry=False)
+        give_back(request)
+        held += 1
+    return held
+
 
 # `throws`: a dead-lettered event is an expected failure, logged without a second traceback.
 # `max_retries=None`: Celery's own cap (3 by default) must never end an event; the project's
@@ -43,8 +239,8 @@ _OPTIONS: dict[str, Any] = {
     "max_retries": None,
     "throws": (DeadLetteredError,),
     # A revoked id never drops an event, nor does a remote `terminate` kill its handler
-    # (workers/edge/gate.py); a worker whose database does not answer gives it back.
-    "Request": gate.GATED_REQUEST_PATH,
+    # (workers/edge/task.py); a worker whose database does not answer gives it back.
+    "Request": GATED_REQUEST_PATH,
 }
 
 
@@ -132,7 +328,7 @@ def _count_delivery(rt: Runtime, facts: Delivery, event_id: str | None, attempt:
         with rt.new_uow() as uow:
             attempt = 1 + uow.deliveries.record_delivery(event_id or facts.task_id, rt.now())
             uow.commit()
-    reason = past_the_limit(attempt, rt.settings.retry_policy)
+    reason = past_the_limit(attempt, rt.retry_policy)
     if reason is not None:
         raise AttemptsExhaustedError(reason)
     return attempt
@@ -147,7 +343,7 @@ def _fail(
     call: Received,
 ) -> NoReturn:
     """Translate the decision on a failed delivery: a retry, or a dead letter, then fail."""
-    decision = decide(failure_of(exc), attempt=attempt, policy=rt.settings.retry_policy)
+    decision = decide(failure_of(exc), attempt=attempt, policy=rt.retry_policy)
     if isinstance(decision, Retry):
         log.warning(
             "%s event_id=%s task_id=%s attempt %d/%d failed (%s: %s); retrying in %.2fs",
@@ -200,9 +396,7 @@ def _dead_letter(
         # The store ends every failure the letter causes itself: what gets here is the
         # database away, and without it the letter would be lost, so the event waits.
         log.error("could not dead-letter event_id=%s", verdict.event_id, exc_info=True)
-        waiting = decide(
-            failure_of(exc), attempt=attempt, policy=rt.settings.retry_policy, store_failures=1
-        )
+        waiting = decide(failure_of(exc), attempt=attempt, policy=rt.retry_policy, store_failures=1)
         _retry(task, rt, exc, waiting.delay if isinstance(waiting, Retry) else 0.0)
     if letter_id is None:  # not even a minimal letter stores: given up, logged CRITICAL
         raise DeadLetterLostError(

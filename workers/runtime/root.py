@@ -42,6 +42,7 @@ from sqlalchemy import Engine
 from domain import OutboxMessage
 from persistence.db import Probe, is_sqlite, make_engine
 from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
+from workers.edge.decide import RetryPolicy
 from workers.handlers import Deps, Result
 from workers.outbox import BackgroundDelivery, Deliverer, FollowOns, OutboxRelay, Publisher
 from workers.runtime.metrics import Counting, Off
@@ -150,7 +151,7 @@ PROBE_TIMEOUT = 2.0
 @dataclass
 class DatabaseWatch:
     """The worker's view of its database: the probe's last verdict, and whether the consumer
-    takes events (workers/edge/gate.py closes and opens it; only the main process probes)."""
+    takes events (workers/edge/task.py closes and opens it; only the main process probes)."""
 
     reachable: bool = True
     error: str | None = None  # the probe's last failure
@@ -207,6 +208,8 @@ class Runtime:
     #: The unit of work with the worker's own records too (the edge, relay and CLI use it;
     #: the handlers get the domain's part of the same, deps.new_uow).
     new_store: Callable[[], StoreUnitOfWork]
+    #: What a failed delivery is decided by (workers/edge/decide.py), read once from settings.
+    retry_policy: RetryPolicy
 
     def new_uow(self) -> StoreUnitOfWork:
         return self.new_store()
@@ -317,7 +320,17 @@ def _build(
     # In a worker, follow-ons leave from a thread of the process (after the commit, as ever);
     # a command line publishes them itself, so it can say what was sent.
     deliverer: Deliverer = BackgroundDelivery(relay) if batch_marks else relay
-    return Runtime(settings, engine, deps, relay, deliverer, os.getpid(), state, new_store)
+    return Runtime(
+        settings,
+        engine,
+        deps,
+        relay,
+        deliverer,
+        os.getpid(),
+        state,
+        new_store,
+        settings.retry_policy,
+    )
 
 
 def _store_of(engine: Engine) -> Callable[[], SqlUnitOfWork]:

@@ -11,14 +11,14 @@ from typing import Any
 from celery import Celery
 
 from domain import StageName
-from workers.messages import FOLLOW_ON, PIPELINE_QUEUES
-from workers.outbox import send, stage_finished
-from workers.schemas import (
+from workers.edge.accept import (
     DeployRequestedEvent,
     EnvelopeBase,
     PxeBootRequestedEvent,
     ValidateRequestedEvent,
 )
+from workers.messages import FOLLOW_ON, PIPELINE_QUEUES
+from workers.outbox import send, stage_finished
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,9 @@
-"""SQL repositories for the worker's own records, and what a trace reads.
+"""The SQL repositories: groups, catalogs and history; the worker's own records; what a trace
+reads.
+
+SQL repositories for the aggregate: groups, images, catalog reservations and history.
+
+SQL repositories for the worker's own records, and what a trace reads.
 
 SQL repositories for the worker's own records: jobs, stages, inbox, outbox, dead letters.
 
@@ -15,33 +20,241 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Executable, and_, bindparam, delete, func, or_, select, update
 
 from domain import (
+    CatalogReservation,
     DeadLetter,
     DeadLetterStatus,
+    DuplicateImageGroupError,
+    Image,
+    ImageGroup,
     ImageGroupId,
+    ImageGroupMismatchError,
+    ImageGroupStatus,
     InboxRecord,
     InboxRepository,
     JobRecord,
     OutboxMessage,
+    Page,
+    RoleName,
     StageRecord,
     StageState,
+    Transition,
     latest_per_job,
 )
-from persistence import mapping, statements
-from persistence.mapping import dialect_insert
+from persistence import db, models
+from persistence.db import BatchingConnection
 from persistence.models import (
     UNNAMED_BY_HISTORY,
     WAITING_LETTER,
+    CatalogReservationRow,
     DeadLetterRow,
     DeliveryRow,
+    ImageGroupRow,
+    ImageRow,
     OutboxRow,
     ProcessedEventRow,
     StageRow,
+    TransitionRow,
+    dialect_insert,
 )
-from persistence.statements import BatchingConnection
+
+
+class SqlImageGroupRepository:
+    def __init__(self, conn: BatchingConnection) -> None:
+        self.conn = conn
+
+    def save(self, group: ImageGroup) -> None:
+        inserted = self.conn.execute(
+            db.insert_group(self.conn.dialect.name), models.group_values(group)
+        ).first()
+        if inserted is None:
+            held = self.conn.scalar(
+                select(ImageGroupRow.job_id).where(ImageGroupRow.id == group.id.value)
+            )
+            if held is not None:
+                raise DuplicateImageGroupError(group.id.value, group.job_id, held)
+            mine = self.conn.scalar(
+                select(ImageGroupRow.id).where(ImageGroupRow.job_id == group.job_id)
+            )
+            raise ImageGroupMismatchError(group.job_id, mine, group.id.value)
+        if group.images:
+            self.conn.defer(
+                db.INSERT_IMAGES, [models.image_values(group.id, i) for i in group.images]
+            )
+
+    def update_status(self, group: ImageGroup) -> None:
+        values = {
+            "b_id": group.id.value,
+            "b_status": group.status.value,
+            "b_attempt": group.attempt,
+            "b_updated_at": group.updated_at,
+            "b_deadline_at": group.deadline_at,
+        }
+        self.conn.defer(db.UPDATE_GROUP_STATUS, values)
+
+    def _load(self, by: str, value: str, *, lock: bool) -> ImageGroup | None:
+        rows = self.conn.rows(_load_statement(by, lock), {"value": value})
+        if not rows:
+            return None
+        images = [
+            Image(id=str(r.image_id), role=RoleName(r.role), image_name=r.image_name)
+            for r in rows
+            if r.image_id is not None
+        ]
+        return models.group_to_entity(rows[0], images)
+
+    def find_by_id(self, group_id: ImageGroupId) -> ImageGroup | None:
+        return self._load("id", group_id.value, lock=False)
+
+    def find_by_id_for_update(self, group_id: ImageGroupId) -> ImageGroup | None:
+        return self._load("id", group_id.value, lock=True)
+
+    def find_by_job_id(self, job_id: str) -> ImageGroup | None:
+        return self._load("job_id", job_id, lock=False)
+
+    def find_by_job_id_for_update(self, job_id: str) -> ImageGroup | None:
+        return self._load("job_id", job_id, lock=True)
+
+    def list_by_status(
+        self,
+        status: ImageGroupStatus | None,
+        *,
+        limit: int,
+        offset: int,
+        overdue_at: datetime | None = None,
+    ) -> Page[ImageGroup]:
+        where = [] if status is None else [ImageGroupRow.status == status.value]
+        if overdue_at is not None:
+            where += [
+                ImageGroupRow.deadline_at.is_not(None),
+                ImageGroupRow.deadline_at <= overdue_at,
+            ]
+        total = self.conn.scalar(select(func.count()).select_from(ImageGroupRow).where(*where))
+        rows = self.conn.execute(
+            select(ImageGroupRow)
+            .where(*where)
+            .order_by(ImageGroupRow.created_at.desc(), ImageGroupRow.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+        return Page(items=self._with_images(rows), total=total or 0, limit=limit, offset=offset)
+
+    def claim_overdue(self, now: datetime, *, limit: int) -> list[ImageGroup]:
+        rows = self.conn.execute(OVERDUE, {"now": now, "limit": limit}).all()
+        return self._with_images(rows)
+
+    def _with_images(self, rows: Sequence[Any]) -> list[ImageGroup]:
+        """Entities for group rows, with all their images in one more query."""
+        ids = [r.id for r in rows]
+        images: dict[str, list[Image]] = {i: [] for i in ids}
+        if ids:
+            for image in self.conn.execute(
+                select(ImageRow).where(ImageRow.image_group_id.in_(ids)).order_by(ImageRow.role)
+            ):
+                images[image.image_group_id].append(models.image_to_entity(image))
+        return [models.group_to_entity(r, images[r.id]) for r in rows]
+
+    def exists(self, group_id: ImageGroupId) -> bool:
+        found = self.conn.scalar(select(ImageGroupRow.id).where(ImageGroupRow.id == group_id.value))
+        return found is not None
+
+
+class SqlCatalogRepository:
+    def __init__(self, conn: BatchingConnection) -> None:
+        self.conn = conn
+
+    def reserve(self, reservation: CatalogReservation) -> CatalogReservation | None:
+        inserted = self.conn.execute(
+            db.reserve_catalog(self.conn.dialect.name),
+            models.reservation_values(reservation),
+        ).first()
+        if inserted is not None:
+            return None
+        # Under READ COMMITTED this statement sees the winner once its insert has committed.
+        holder = self.conn.execute(
+            select(CatalogReservationRow).where(
+                CatalogReservationRow.image_group_id == reservation.image_group_id.value
+            )
+        ).first()
+        if holder is not None and holder.job_id != reservation.job_id:
+            raise DuplicateImageGroupError(
+                reservation.image_group_id.value, reservation.job_id, holder.job_id
+            )
+        if holder is None:
+            mine = self.find_by_job_id(reservation.job_id)
+            raise ImageGroupMismatchError(
+                reservation.job_id,
+                None if mine is None else mine.image_group_id.value,
+                reservation.image_group_id.value,
+            )
+        return models.reservation_to_entity(holder)
+
+    def _find(self, job_id: str, *, lock: bool) -> CatalogReservation | None:
+        rows = self.conn.rows(_reservation_statement(lock), {"job_id": job_id})
+        return models.reservation_to_entity(rows[0]) if rows else None
+
+    def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
+        return self._find(job_id, lock=False)
+
+    def find_by_job_id_for_update(self, job_id: str) -> CatalogReservation | None:
+        return self._find(job_id, lock=True)
+
+
+class SqlHistoryRepository:
+    def __init__(self, conn: BatchingConnection) -> None:
+        self.conn = conn
+
+    def add(self, transitions: Sequence[Transition]) -> None:
+        if transitions:
+            self.conn.defer(db.INSERT_HISTORY, [models.transition_values(t) for t in transitions])
+
+    def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:
+        rows = self.conn.execute(
+            select(TransitionRow)
+            .where(TransitionRow.image_group_id == group_id.value)
+            .order_by(TransitionRow.id)
+        )
+        return [models.transition_to_entity(r) for r in rows]
+
+
+#: The deadline sweep's one query: the partial index ix_image_groups_deadline holds only the
+#: waiting groups, so it costs the same however many groups exist. SKIP LOCKED: a group
+#: another sweeper (or a stage result) holds is left to it; the caller re-checks under lock.
+OVERDUE = (
+    select(ImageGroupRow)
+    .where(ImageGroupRow.deadline_at.is_not(None), ImageGroupRow.deadline_at <= bindparam("now"))
+    .order_by(ImageGroupRow.deadline_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+
+
+@cache
+def _load_statement(by: str, lock: bool) -> Executable:
+    """The group with its images in one round trip; built once per shape, then reused."""
+    stmt = (
+        select(
+            ImageGroupRow,
+            ImageRow.id.label("image_id"),
+            ImageRow.role,
+            ImageRow.image_name,
+        )
+        .outerjoin(ImageRow, ImageRow.image_group_id == ImageGroupRow.id)
+        .where(getattr(ImageGroupRow, by) == bindparam("value"))
+    )
+    # FOR UPDATE OF image_groups: the outer join's nullable side cannot be locked.
+    return stmt.with_for_update(of=ImageGroupRow) if lock else stmt
+
+
+@cache
+def _reservation_statement(lock: bool) -> Executable:
+    stmt = select(CatalogReservationRow).where(CatalogReservationRow.job_id == bindparam("job_id"))
+    return stmt.with_for_update() if lock else stmt
 
 
 class SqlJobRepository:
@@ -55,7 +268,7 @@ class SqlJobRepository:
             "created_at": at,
             "updated_at": at,
         }
-        self.conn.defer(statements.upsert_job(self.conn.dialect.name), values)
+        self.conn.defer(db.upsert_job(self.conn.dialect.name), values)
 
 
 class SqlStageRepository:
@@ -65,18 +278,18 @@ class SqlStageRepository:
     def upsert_many(self, records: Sequence[StageRecord]) -> None:
         rows = []
         for record in records:
-            values = mapping.shallow_values(mapping.storable_stage(record))
+            values = models.shallow_values(models.storable_stage(record))
             values["stage"] = record.stage.value
             values["state"] = record.state.value
             rows.append(values)
         if rows:
-            self.conn.defer(statements.upsert_stage(self.conn.dialect.name), rows)
+            self.conn.defer(db.upsert_stage(self.conn.dialect.name), rows)
 
     def find(self, job_id: str) -> list[StageRecord]:
         rows = self.conn.execute(
             select(StageRow).where(StageRow.job_id == job_id).order_by(StageRow.updated_at)
         )
-        return [mapping.stage_to_entity(r) for r in rows]
+        return [models.stage_to_entity(r) for r in rows]
 
     def latest_failures(self, job_ids: Sequence[str]) -> dict[str, StageRecord]:
         if not job_ids:
@@ -86,7 +299,7 @@ class SqlStageRepository:
                 StageRow.job_id.in_(list(job_ids)), StageRow.state == StageState.FAILED.value
             )
         )
-        return latest_per_job(mapping.stage_to_entity(r) for r in rows)
+        return latest_per_job(models.stage_to_entity(r) for r in rows)
 
 
 class SqlInboxRepository(InboxRepository):
@@ -105,7 +318,7 @@ class SqlInboxRepository(InboxRepository):
             "causation_id": record.causation_id,
             "deliveries": record.deliveries,
         }
-        claimed = self.conn.read_later(statements.claim_event(self.conn.dialect.name), values)
+        claimed = self.conn.read_later(db.claim_event(self.conn.dialect.name), values)
         return lambda: int(claimed.rows()[0][0]) == 0
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
@@ -128,7 +341,7 @@ class SqlOutboxRepository:
 
     def add(self, message: OutboxMessage) -> None:
         self.conn.defer(
-            statements.INSERT_OUTBOX,
+            db.INSERT_OUTBOX,
             {
                 "event_id": message.event_id,
                 "task_name": message.task_name,
@@ -162,11 +375,11 @@ class SqlOutboxRepository:
             .values(lease_until=lease_until)
             .returning(*OutboxRow.__table__.columns)
         ).all()
-        return sorted((mapping.outbox_to_entity(r) for r in rows), key=lambda m: m.created_at)
+        return sorted((models.outbox_to_entity(r) for r in rows), key=lambda m: m.created_at)
 
     def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
         if event_ids:
-            statement = statements.mark_sent(self.conn.dialect.name)
+            statement = db.mark_sent(self.conn.dialect.name)
             self.conn.defer(statement, {"b_ids": list(event_ids), "b_sent_at": at})
 
     def pending(self) -> tuple[int, datetime | None]:
@@ -205,7 +418,7 @@ class SqlDeadLetterRepository:
         self.conn = conn
 
     def add(self, letter: DeadLetter) -> int:
-        values = mapping.shallow_values(letter)
+        values = models.shallow_values(letter)
         values.pop("id")
         values["status"] = letter.status.value
         values["body_digest"] = hashlib.sha256(letter.body.encode()).hexdigest()
@@ -221,13 +434,13 @@ class SqlDeadLetterRepository:
 
     def get(self, letter_id: int) -> DeadLetter | None:
         row = self.conn.execute(select(DeadLetterRow).where(DeadLetterRow.id == letter_id)).first()
-        return None if row is None else mapping.dead_letter_to_entity(row)
+        return None if row is None else models.dead_letter_to_entity(row)
 
     def list(self, status: DeadLetterStatus | None = None) -> list[DeadLetter]:
         stmt = select(DeadLetterRow).order_by(DeadLetterRow.id)
         if status is not None:
             stmt = stmt.where(DeadLetterRow.status == status.value)
-        return [mapping.dead_letter_to_entity(r) for r in self.conn.execute(stmt)]
+        return [models.dead_letter_to_entity(r) for r in self.conn.execute(stmt)]
 
     def set_status(self, letter_id: int, status: DeadLetterStatus, at: datetime) -> None:
         values: dict[str, object] = {"status": status.value}
@@ -273,7 +486,7 @@ class SqlTraceRepository:
         unnamed = and_(row.job_id == job_id, UNNAMED_BY_HISTORY)
         where = or_(unnamed, row.event_id.in_(list(event_ids))) if event_ids else unnamed
         rows = self.conn.execute(select(row).where(where).order_by(row.processed_at, row.event_id))
-        return [mapping.inbox_to_entity(r) for r in rows]
+        return [models.inbox_to_entity(r) for r in rows]
 
     def follow_ons(
         self, group_id: ImageGroupId, written: Sequence[datetime]
@@ -288,7 +501,7 @@ class SqlTraceRepository:
             )
             .order_by(OutboxRow.created_at, OutboxRow.event_id)
         )
-        return [mapping.outbox_to_entity(r) for r in rows]
+        return [models.outbox_to_entity(r) for r in rows]
 
     def dead_letters(self, job_id: str, event_ids: Sequence[str]) -> list[DeadLetter]:
         # The dead-letter store is small (an operator works through it): a scan of the
@@ -297,4 +510,4 @@ class SqlTraceRepository:
         if event_ids:
             named = or_(named, DeadLetterRow.event_id.in_(list(event_ids)))
         rows = self.conn.execute(select(DeadLetterRow).where(named).order_by(DeadLetterRow.id))
-        return [mapping.dead_letter_to_entity(r) for r in rows]
+        return [models.dead_letter_to_entity(r) for r in rows]
