@@ -25,6 +25,7 @@ LONG_MODULES: dict[str, str] = {
     "persistence/models.py": "each table beside the mapping of its rows to domain objects",
     "persistence/repositories.py": "every SQL repository, on the same tables and statements",
     "workers/edge/task.py": "the event task with the request Celery makes of it, and its gate",
+    "workers/broker/transport.py": "every change to kombu's Redis transport: screening to acks",
     "workers/handlers.py": "every handler with the dependencies and result they share",
     "workers/outbox.py": "a follow-on from its envelope to its publishing, in one place",
     "workers/edge/accept.py": "the envelope's schemas with the field rules they alone use",

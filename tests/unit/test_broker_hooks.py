@@ -11,6 +11,8 @@ kombu's `register_with_event_loop` gets from Celery's consumer (`cycle._lease_tr
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -188,6 +190,7 @@ def test_celery_s_consumer_registers_the_transport_with_its_hub_and_the_lease_ti
         first = getattr(connection.transport.cycle, transport.LEASE_TIMER)
         assert first in [entry for _eta, _priority, entry in hub.timer.queue]
         assert first.fun.__wrapped__ == connection.transport.renew_leases
+        assert connection.transport._ack_loop[0] is hub  # acks wait for a batch in this loop
         Consumer.connect(consumer)  # a reconnect
         assert first.canceled
         assert not getattr(connection.transport.cycle, transport.LEASE_TIMER).canceled
@@ -229,3 +232,56 @@ def test_a_broker_other_than_redis_is_not_held_to_screening_or_leases() -> None:
         assert engaged.problem(SimpleNamespace(connection=connection, hub=None)) is None
     finally:
         connection.release()
+
+
+def looping(connection: Any) -> Any:
+    """The channel's transport registered with an event loop in this thread, as Celery does."""
+    hub: Any = Hub()  # type: ignore[no-untyped-call]
+    connection._ack_loop = (hub, threading.get_ident())
+    return hub
+
+
+def test_acks_in_the_event_loop_free_the_slot_at_once_and_leave_redis_together(
+    channel: Any,
+) -> None:
+    hub = looping(channel.connection)
+    try:
+        messages = deliver_all(channel, [envelope(f"t-{i}") for i in range(3)])
+        channel.qos.prefetch_count = 3
+        assert not channel.qos.can_consume()
+        for message in messages:
+            message.ack()  # type: ignore[no-untyped-call]
+        assert channel.qos.can_consume()
+        assert channel.client.hlen(channel.unacked_key) == 3, "removed one by one"
+        assert len(hub.timer.queue) == 1, "one removal for the batch"
+        hub.fire_timers(min_delay=0, max_delay=0)  # not yet due
+        time.sleep(transport.ACK_BATCH_SECONDS)
+        hub.fire_timers()
+        assert channel.client.hlen(channel.unacked_key) == 0
+        assert channel.client.zcard(channel.unacked_index_key) == 0
+    finally:
+        hub.close()
+
+
+def test_an_ack_outside_the_event_loop_leaves_at_once(channel: Any) -> None:
+    [message] = deliver_all(channel, [envelope("t-now")])
+    message.ack()  # type: ignore[no-untyped-call]
+    assert channel.client.hlen(channel.unacked_key) == 0
+
+
+def test_a_closing_channel_removes_the_waiting_acks_and_gives_back_only_the_rest(
+    channel: Any,
+) -> None:
+    hub = looping(channel.connection)
+    try:
+        done, _held = deliver_all(channel, [envelope("t-done"), envelope("t-held")])
+        done.ack()  # type: ignore[no-untyped-call]
+        channel.close()
+        assert channel.client.hlen(channel.unacked_key) == 0
+        back = [
+            json.loads(raw)["properties"]["delivery_tag"]
+            for raw in channel.client.lrange(QUEUE, 0, -1)
+        ]
+        assert back == ["t-held"], "an acknowledged message came back"
+    finally:
+        hub.close()

@@ -140,3 +140,61 @@ def test_prometheus_s_value_class_says_whether_it_counts_across_processes(
     assert getattr(values.get_value_class(), "_multiprocess", False) is False  # type: ignore[no-untyped-call]
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert values.get_value_class()._multiprocess is True  # type: ignore[no-untyped-call]
+
+
+def test_celery_buffers_task_events_and_asks_the_consumer_when_to_publish_them() -> None:
+    # Celery's Events step hands its dispatcher the consumer's `on_send_event_buffered` and
+    # buffers the task group when there is an event loop: the batch's timer rests on both.
+    from celery.worker.consumer.events import Events
+
+    app = Celery("canary", broker="memory://", set_as_current=False)
+    asked: list[int] = []
+    c: Any = SimpleNamespace(
+        app=app,
+        hostname="canary@host",
+        hub=object(),
+        event_dispatcher=None,
+        amqheartbeat=None,
+        connection_for_write=app.connection_for_write,
+        on_send_event_buffered=lambda: asked.append(1),
+    )
+    step = Events(c)
+    step.start(c)
+    try:
+        published: list[Any] = []
+        c.event_dispatcher._publish = lambda event, *a, **k: published.append(event)
+        c.event_dispatcher.send("task-received", uuid="u1")
+        c.event_dispatcher.send("task-started", uuid="u1")
+        assert asked == [1, 1] and published == []
+        c.event_dispatcher.flush()
+        [batch] = published
+        assert [e["type"] for e in batch] == ["task-received", "task-started"]
+    finally:
+        step.shutdown(c)
+
+
+def test_the_consumer_publishes_the_task_events_of_one_batch_together() -> None:
+    from kombu.asynchronous import Hub
+
+    from workers.edge import consumer as edge_consumer
+
+    hub: Any = Hub()  # type: ignore[no-untyped-call]
+    flushed: list[int] = []
+    c: Any = SimpleNamespace(
+        hub=hub,
+        _events_due=None,
+        _loop_thread=threading.get_ident(),
+        _flush_events=lambda: flushed.append(1),
+    )
+    c._flush_batch = lambda: edge_consumer.DeadLetteringConsumer._flush_batch(c)
+    try:
+        for _ in range(3):
+            edge_consumer.DeadLetteringConsumer.on_send_event_buffered(c)
+        assert len(hub.timer.queue) == 1 and flushed == []
+        import time
+
+        time.sleep(edge_consumer.EVENTS_BATCH_SECONDS)
+        hub.fire_timers()
+        assert flushed == [1] and c._events_due is None
+    finally:
+        hub.close()

@@ -14,6 +14,9 @@ no delivery tag...) raises there, which stops the whole worker, and the popped e
 Here every popped entry is screened first: a malformed one is replaced by a well-formed
 stand-in carrying the raw entry as its body and the reason in a header, so the consumer
 dead-letters it (workers/edge/accept.py) like any other bad message.
+
+Acks that leave for Redis together: one round trip for every message acknowledged within
+ACK_BATCH_SECONDS, instead of one per message (the QoS below).
 """
 
 from __future__ import annotations
@@ -23,24 +26,104 @@ import binascii
 import functools
 import json
 import logging
+import threading
 import time
 import uuid
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 from workers.messages import MALFORMED_HEADER
 from workers.runtime.root import state
 
 log = logging.getLogger(__name__)
 
+#: How long an acknowledged message stays in kombu's unacked hash and index, waiting to be
+#: removed with the others acknowledged meanwhile: one Redis round trip for all of them.
+ACK_BATCH_SECONDS = 0.01
+
+
+def remove_acked(client: Any, qos: Any, tags: list[str]) -> None:
+    """Acknowledged messages out of kombu's unacked hash and index, in one round trip."""
+    pipe = client.pipeline()
+    pipe.zrem(qos.unacked_index_key, *tags)
+    pipe.hdel(qos.unacked_key, *tags)
+    pipe.execute()
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS, whose acks leave for Redis together.
+
+    kombu removes an acknowledged message from its unacked hash and index with a blocking
+    round trip per ack. In the event loop, an ack here ends the message for kombu at once (its
+    prefetch slot is free, leases pass it over) and its removal waits at most
+    ACK_BATCH_SECONDS to go with the others in one pipeline. Whatever gives messages back
+    (a closing channel) removes the waiting ones first, so no acknowledged message comes back;
+    a worker killed meanwhile leaves them, and they come back after the visibility timeout
+    like a message whose ack was lost (the inbox knows the event: applied once)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._acked: list[str] = []  # acknowledged, still in Redis
+        self._acks_due: Any = None  # the timer entry of their removal
+
+    def ack(self, delivery_tag: Any) -> None:
+        loop = getattr(self.channel.connection, "_ack_loop", None)
+        if loop is None or threading.get_ident() != loop[1]:
+            # No event loop, or not its thread: at once.
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        self._acked.append(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+        if self._acks_due is None:
+            self._acks_due = loop[0].call_later(ACK_BATCH_SECONDS, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._acks_due = None
+        try:
+            self.flush_acks()
+        except self.channel.connection_errors:
+            # Kept: the next ack's batch, or the channel's close, tries them again.
+            log.debug("removing acknowledged messages failed", exc_info=True)
+
+    def flush_acks(self) -> None:
+        """Remove every acknowledged message still in Redis; kept when Redis fails."""
+        tags, self._acked = self._acked, []
+        if not tags:
+            return
+        try:
+            with self.channel.conn_or_acquire() as client:
+                remove_acked(client, self, tags)
+        except BaseException:
+            self._acked[:0] = tags
+            raise
+
+    def take_acked(self) -> list[str]:
+        """The acknowledged messages still in Redis, now someone else's to remove."""
+        if self._acks_due is not None:
+            self._acks_due.cancel()
+            self._acks_due = None
+        tags, self._acked = self._acked, []
+        return tags
+
+    def restore_unacked(self, client: Any = None) -> None:
+        self.flush_acks()  # an acknowledged message must not come back
+        # Nor one whose removal failed: kombu's restore reads _delivered, acked ones included.
+        self._flush()  # type: ignore[no-untyped-call]
+        super().restore_unacked(client)  # type: ignore[no-untyped-call]
+
+
 #: The transport option that turns leases on: seconds between renewals.
 LEASE_OPTION = "imagegroups_lease_renewal_interval"
+
 #: Where the transport's poller keeps the renewal's timer entry (workers/broker/engaged.py).
 LEASE_TIMER = "_lease_tref"
+
 #: kombu's name for this transport.
 TRANSPORT = "workers.broker.transport:Transport"
+
 MALFORMED_CONTENT_TYPE = "application/x-malformed-envelope"
 
 
@@ -151,6 +234,7 @@ class ScreeningPrefixedRedis(Screening, kombu_redis.PrefixedStrictRedis):
 
 class Channel(kombu_redis.Channel):
     _last_params: dict[bool, dict[str, Any]]
+    QoS = QoS
 
     def _get_client(self) -> Any:
         client = super()._get_client()  # type: ignore[no-untyped-call]
@@ -193,10 +277,16 @@ class Channel(kombu_redis.Channel):
         # Redis is down that fails, and they would wait for the visibility timeout (minutes)
         # although this worker is alive: keep their tags and give them back on reconnect.
         qos = self._qos
+        acked: list[str] = []
+        if qos is not None:
+            try:
+                qos.flush_acks()
+            except self.connection_errors:
+                acked = qos.take_acked()  # the next channel that consumes removes them
         held = (
             []
             if qos is None or getattr(qos._delivered, "restored", False)
-            else list(qos._delivered)
+            else [tag for tag in qos._delivered if tag not in qos._dirty]
         )
         try:
             super().close()  # type: ignore[no-untyped-call]
@@ -204,7 +294,9 @@ class Channel(kombu_redis.Channel):
             # The next channel that consumes gives them back (basic_consume); the tags are
             # the process's, in its runtime: a reconnect builds a new transport.
             state().stranded.keep(held)
+            state().stranded_acks.keep(acked)
             raise
+        state().stranded_acks.keep(acked)
 
     def renew_leases(self) -> int:
         qos = self._qos
@@ -218,6 +310,14 @@ class Channel(kombu_redis.Channel):
 
     def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
         consumer = super().basic_consume(*args, **kwargs)  # type: ignore[no-untyped-call]
+        acked = state().stranded_acks.take()
+        if acked:
+            try:
+                with self.conn_or_acquire() as client:
+                    remove_acked(client, self.qos, acked)
+            except self.connection_errors:
+                state().stranded_acks.keep(acked)
+                raise
         tags = state().stranded.take()
         for position, tag in enumerate(tags):
             try:
@@ -233,6 +333,8 @@ class Transport(kombu_redis.Transport):
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         super().register_with_event_loop(connection, loop)  # type: ignore[no-untyped-call]
+        # Acks wait for a batch only in this loop's thread (QoS, above).
+        self._ack_loop = (loop, threading.get_ident())
         every = connection.client.transport_options.get(LEASE_OPTION)
         cycle: Any = self.cycle
         old = getattr(cycle, LEASE_TIMER, None)

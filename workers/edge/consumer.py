@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +26,12 @@ from workers.errors import (
 from workers.runtime.root import runtime, state
 
 log = logging.getLogger(__name__)
+
+#: How long a task event waits in the consumer to be published with the others sent meanwhile.
+#: Celery publishes the buffered task events on the event loop's next turn: one PUBLISH, a
+#: blocking Redis round trip, per turn, that is one or two per task. Once every 10 ms carries
+#: all of them (at most Celery's buffer limit, 24, at once); Flower shows them 10 ms later.
+EVENTS_BATCH_SECONDS = 0.01
 
 
 @dataclass
@@ -60,6 +67,30 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._store_failures = StoreFailures()
+        self._events_due: Any = None  # the timer entry of the next batch of task events
+        self._loop_thread = threading.get_ident()  # the event loop runs where it is built
+
+    def on_send_event_buffered(self) -> None:
+        """Celery's dispatcher buffered a task event: publish it with the next batch."""
+        if self.hub is None or threading.get_ident() != self._loop_thread:
+            super().on_send_event_buffered()  # the hub's timer is the loop thread's alone
+        elif self._events_due is None:
+            self._events_due = self.hub.call_later(EVENTS_BATCH_SECONDS, self._flush_batch)
+
+    def _flush_batch(self) -> None:
+        self._events_due = None
+        self._flush_events()
+
+    def shutdown(self) -> None:
+        # The events still waiting for their batch leave before the dispatcher closes.
+        if self._events_due is not None:
+            self._events_due.cancel()
+            self._events_due = None
+            try:
+                self._flush_events()
+            except Exception:
+                log.warning("could not publish the last task events", exc_info=True)
+        super().shutdown()
 
     def create_task_handler(self, promise: Any = promise) -> Any:
         handle = super().create_task_handler(promise)

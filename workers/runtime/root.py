@@ -192,6 +192,8 @@ class ProcessState:
     health: WorkerHealth = field(default_factory=WorkerHealth)
     counting: Counting = field(default_factory=Counting)
     stranded: StrandedTags = field(default_factory=StrandedTags)
+    #: Acknowledged messages a closing channel could not remove from Redis (Redis was down).
+    stranded_acks: StrandedTags = field(default_factory=StrandedTags)
     threads: MainThreads = field(default_factory=MainThreads)
     gate: DatabaseWatch = field(default_factory=DatabaseWatch)
 
