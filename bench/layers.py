@@ -60,7 +60,11 @@ POOL = [
 ]
 #: The main process: the consumer's event loop (fetch, hand to the pool, ack, task events).
 MAIN = [
-    Rule("idle: event loop waiting (epoll)", leaf=("_epoll.poll", "select (")),
+    # py-spy shows no frame for the C call: the leaf is kombu's own poll wrapper.
+    Rule(
+        "idle: event loop waiting (epoll)",
+        leaf=("_epoll.poll", "select (", "poll (kombu/utils/eventio.py"),
+    ),
     Rule("Redis: acks", anywhere=("QoS.ack", "basic_ack"), leaf=_REDIS_WAIT),
     Rule("Redis: task events", anywhere=("celery/events/",), leaf=_REDIS_WAIT),
     Rule("Redis: fetching messages", anywhere=("_brpop", "basic_get", "_get ("), leaf=_REDIS_WAIT),
