@@ -1,5 +1,6 @@
 """Scaling: build results (and bare Celery, for the ratio) with 1, 2 and 4 pool processes in
-one worker, and with two workers of 2 processes each on the same queue."""
+one worker, and with 2 and 4 workers (separate processes, each its own consumer) on the same
+queue."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from bench.drain import Drain
 from bench.stack import Stack
 
 #: (workers, pool processes per worker)
-CONFIGS = [(1, 1), (1, 2), (1, 4), (2, 2)]
+CONFIGS = [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 1)]
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 from domain import OutboxMessage
 from persistence import MemoryState, MemoryUnitOfWork
 from workers.runtime import root
-from workers.runtime.root import StrandedTags
+from workers.runtime.root import Stranded
 from workers.settings import Settings
 
 
@@ -112,9 +112,9 @@ def test_the_process_state_outlives_a_rebuilt_runtime(sqlite_runtime: None) -> N
 
 
 def test_stranded_tags_are_taken_once() -> None:
-    stranded = StrandedTags()
-    stranded.keep(["a", "b"])
-    stranded.keep(["c"])
+    stranded: Stranded[tuple[str, list[str] | None]] = Stranded()
+    stranded.keep([("a", None), ("b", ["payload", "", "q"])])
+    stranded.keep([("c", None)])
 
-    assert stranded.take() == ["a", "b", "c"]
+    assert stranded.take() == [("a", None), ("b", ["payload", "", "q"]), ("c", None)]
     assert stranded.take() == []

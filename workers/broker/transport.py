@@ -17,6 +17,10 @@ dead-letters it (workers/edge/accept.py) like any other bad message.
 
 Acks that leave for Redis together: one round trip for every message acknowledged within
 ACK_BATCH_SECONDS, instead of one per message (the QoS below).
+
+Copies: kombu pops a message (BRPOP), then stores it in the unacknowledged hash (QoS.append).
+Redis killed between the two, or restarted from an AOF that kept the pop only, leaves it in
+this process alone: it is kept with a copy, given back from the copy when the hash has none.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
 
 from workers.messages import MALFORMED_HEADER
 from workers.runtime.root import state
@@ -43,6 +49,12 @@ log = logging.getLogger(__name__)
 #: How long an acknowledged message stays in kombu's unacked hash and index, waiting to be
 #: removed with the others acknowledged meanwhile: one Redis round trip for all of them.
 ACK_BATCH_SECONDS = 0.01
+
+
+def _copy(message: Any) -> list[Any]:
+    """What kombu's unacknowledged hash keeps of a message: envelope, exchange, routing key."""
+    info = message.delivery_info
+    return [message._raw, info["exchange"], info["routing_key"]]
 
 
 def remove_acked(client: Any, qos: Any, tags: list[str]) -> None:
@@ -107,6 +119,19 @@ class QoS(kombu_redis.QoS):
             self._acks_due = None
         tags, self._acked = self._acked, []
         return tags
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        try:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+        except self.channel.connection_errors:
+            # Popped off the queue, not in the unacknowledged hash: only this process has it.
+            state().stranded.keep([(delivery_tag, _copy(message))])
+            raise
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        # kombu gives back only the hash's copy; a held, unacknowledged message's is as good.
+        message = None if tag in self._dirty else self._delivered.get(tag)
+        self.channel.give_back(tag, message and _copy(message), client=client, leftmost=leftmost)
 
     def restore_unacked(self, client: Any = None) -> None:
         self.flush_acks()  # an acknowledged message must not come back
@@ -275,19 +300,19 @@ class Channel(kombu_redis.Channel):
     def close(self) -> None:
         # kombu gives a closing channel's unacknowledged messages back to the queue. When
         # Redis is down that fails, and they would wait for the visibility timeout (minutes)
-        # although this worker is alive: keep their tags and give them back on reconnect.
-        qos = self._qos
+        # although this worker is alive: keep them (tags, copies) and give them back on
+        # reconnect. Acknowledged ones are not held: their removal goes first, or waits for
+        # the next channel that consumes when Redis refuses it.
+        qos: Any = self._qos
         acked: list[str] = []
         if qos is not None:
             try:
                 qos.flush_acks()
             except self.connection_errors:
-                acked = qos.take_acked()  # the next channel that consumes removes them
-        held = (
-            []
-            if qos is None or getattr(qos._delivered, "restored", False)
-            else [tag for tag in qos._delivered if tag not in qos._dirty]
-        )
+                acked = qos.take_acked()
+        restored = qos is None or getattr(qos._delivered, "restored", False)
+        delivered = {} if restored else qos._delivered
+        held = [(tag, _copy(m)) for tag, m in delivered.items() if tag not in qos._dirty]
         try:
             super().close()  # type: ignore[no-untyped-call]
         except self.connection_errors:
@@ -308,6 +333,21 @@ class Channel(kombu_redis.Channel):
                 client.zadd(self.unacked_index_key, dict.fromkeys(held, now), xx=True)
         return len(held)
 
+    def give_back(self, tag: Any, copy: Any, client: Any = None, leftmost: bool = False) -> None:
+        """The message back in its queue from the unacknowledged hash, else from `copy`."""
+
+        def transaction(pipe: Any) -> None:
+            stored = pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            self.qos._remove_from_indices(tag, pipe)
+            found = loads(bytes_to_str(stored)) if stored else copy  # type: ignore[no-untyped-call]
+            if found:
+                payload, exchange, routing_key = found
+                self._do_restore_message(payload, exchange, routing_key, pipe, leftmost)  # type: ignore[no-untyped-call]
+
+        with self.conn_or_acquire(client) as conn:
+            conn.transaction(transaction, self.unacked_key)
+
     def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
         consumer = super().basic_consume(*args, **kwargs)  # type: ignore[no-untyped-call]
         acked = state().stranded_acks.take()
@@ -318,12 +358,15 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 state().stranded_acks.keep(acked)
                 raise
-        tags = state().stranded.take()
-        for position, tag in enumerate(tags):
-            try:
-                self.qos.restore_by_tag(tag)  # a no-op for a message acked or restored since
+        once: dict[str, Any] = {}  # a tag kept twice is given back once
+        for tag, copy in state().stranded.take():
+            once[tag] = once.get(tag) or copy
+        entries = list(once.items())
+        for position, (tag, copy) in enumerate(entries):
+            try:  # one acknowledged or given back since the close comes again (deduped)
+                self.give_back(tag, copy)
             except self.connection_errors:
-                state().stranded.keep(tags[position:])
+                state().stranded.keep(entries[position:])
                 raise
         return consumer
 

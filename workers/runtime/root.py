@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
@@ -104,19 +104,24 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-class StrandedTags:
-    """Delivery tags a closing channel could not give back because Redis was down; the next
-    channel that consumes gives them back (workers/broker/transport.py, Channel.close)."""
+T = TypeVar("T")
+
+
+class Stranded(Generic[T]):
+    """What a channel could not settle with Redis because Redis was down, kept for the next
+    channel that consumes (workers/broker/transport.py): held messages by delivery tag, each
+    with its copy when this process has one, given back from the unacknowledged hash or else
+    from the copy; and acknowledged messages whose removal from that hash failed."""
 
     def __init__(self) -> None:
-        self._tags: list[str] = []
+        self._tags: list[T] = []
         self._lock = threading.Lock()
 
-    def keep(self, tags: Iterable[str]) -> None:
+    def keep(self, tags: Iterable[T]) -> None:
         with self._lock:
             self._tags.extend(tags)
 
-    def take(self) -> list[str]:
+    def take(self) -> list[T]:
         with self._lock:
             tags, self._tags = self._tags, []
         return tags
@@ -191,9 +196,9 @@ class ProcessState:
 
     health: WorkerHealth = field(default_factory=WorkerHealth)
     counting: Counting = field(default_factory=Counting)
-    stranded: StrandedTags = field(default_factory=StrandedTags)
+    stranded: Stranded[tuple[str, Any]] = field(default_factory=Stranded)
     #: Acknowledged messages a closing channel could not remove from Redis (Redis was down).
-    stranded_acks: StrandedTags = field(default_factory=StrandedTags)
+    stranded_acks: Stranded[str] = field(default_factory=Stranded)
     threads: MainThreads = field(default_factory=MainThreads)
     gate: DatabaseWatch = field(default_factory=DatabaseWatch)
 
