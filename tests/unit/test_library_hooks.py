@@ -10,6 +10,7 @@ counts across processes.
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import traceback
@@ -198,3 +199,10 @@ def test_the_consumer_publishes_the_task_events_of_one_batch_together() -> None:
         assert flushed == [1] and c._events_due is None
     finally:
         hub.close()
+
+
+def test_celery_s_event_loop_registers_the_consumer_with_its_hub_in_the_loop_s_thread() -> None:
+    # The task events' batch timer is set only from the thread that registered (consumer.py).
+    from celery.worker import loops
+
+    assert "obj.register_with_event_loop(hub)" in inspect.getsource(loops.asynloop)

@@ -109,3 +109,30 @@ def test_a_closing_channel_gives_back_a_held_message_the_hash_lost_when_redis_is
     channel.client.hdel("unacked", "t-lost")
     channel.close()
     assert queued_tags(channel) == ["t-lost"]
+
+
+def test_a_close_that_fails_half_way_gives_back_each_held_message_once(
+    channel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    got: list[Any] = []
+    channel.basic_consume(QUEUE, False, got.append, "c")
+    for tag in ("t-first", "t-second"):
+        channel.client.lpush(QUEUE, envelope(tag))
+        pop(channel, got)
+    transaction = redis.Redis.transaction
+    calls: list[int] = []
+
+    def down_after_the_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise redis.ConnectionError("Connection closed by server.")
+        return transaction(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(redis.Redis, "transaction", down_after_the_first)
+        with pytest.raises(redis.ConnectionError):
+            channel.close()
+    assert len(queued_tags(channel)) == 1  # the first is back already
+    reconnect(channel)
+    assert sorted(queued_tags(channel)) == ["t-first", "t-second"]  # once each
+    assert channel.client.hlen("unacked") == 0

@@ -33,6 +33,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -55,6 +56,11 @@ def _copy(message: Any) -> list[Any]:
     """What kombu's unacknowledged hash keeps of a message: envelope, exchange, routing key."""
     info = message.delivery_info
     return [message._raw, info["exchange"], info["routing_key"]]
+
+
+def _kept(copy: Any) -> Callable[[], Any]:
+    """A copy kept at a close, as give_back asks for it."""
+    return lambda: copy
 
 
 def remove_acked(client: Any, qos: Any, tags: list[str]) -> None:
@@ -80,6 +86,7 @@ class QoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._acked: list[str] = []  # acknowledged, still in Redis
         self._acks_due: Any = None  # the timer entry of their removal
+        self.given_back: set[str] = set()  # by restore_by_tag, so not to be kept again
 
     def ack(self, delivery_tag: Any) -> None:
         loop = getattr(self.channel.connection, "_ack_loop", None)
@@ -129,9 +136,14 @@ class QoS(kombu_redis.QoS):
             raise
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
-        # kombu gives back only the hash's copy; a held, unacknowledged message's is as good.
-        message = None if tag in self._dirty else self._delivered.get(tag)
-        self.channel.give_back(tag, message and _copy(message), client=client, leftmost=leftmost)
+        # kombu gives back only the hash's copy; a held, unacknowledged message's is as good,
+        # read on each try of the transaction (an ack from another thread may land meanwhile).
+        def copy() -> Any:
+            message = None if tag in self._dirty else self._delivered.get(tag)
+            return message and _copy(message)
+
+        self.channel.give_back(tag, copy, client=client, leftmost=leftmost)
+        self.given_back.add(tag)  # a close that fails later keeps only the rest
 
     def restore_unacked(self, client: Any = None) -> None:
         self.flush_acks()  # an acknowledged message must not come back
@@ -318,7 +330,8 @@ class Channel(kombu_redis.Channel):
         except self.connection_errors:
             # The next channel that consumes gives them back (basic_consume); the tags are
             # the process's, in its runtime: a reconnect builds a new transport.
-            state().stranded.keep(held)
+            given_back = qos.given_back if qos is not None else set()
+            state().stranded.keep([(tag, copy) for tag, copy in held if tag not in given_back])
             state().stranded_acks.keep(acked)
             raise
         state().stranded_acks.keep(acked)
@@ -333,14 +346,17 @@ class Channel(kombu_redis.Channel):
                 client.zadd(self.unacked_index_key, dict.fromkeys(held, now), xx=True)
         return len(held)
 
-    def give_back(self, tag: Any, copy: Any, client: Any = None, leftmost: bool = False) -> None:
-        """The message back in its queue from the unacknowledged hash, else from `copy`."""
+    def give_back(
+        self, tag: Any, copy: Callable[[], Any], client: Any = None, leftmost: bool = False
+    ) -> None:
+        """The message back in its queue from the unacknowledged hash, else from `copy()`
+        (asked on each try: WATCH retries the transaction when the hash changes)."""
 
         def transaction(pipe: Any) -> None:
             stored = pipe.hget(self.unacked_key, tag)
             pipe.multi()
             self.qos._remove_from_indices(tag, pipe)
-            found = loads(bytes_to_str(stored)) if stored else copy  # type: ignore[no-untyped-call]
+            found = loads(bytes_to_str(stored)) if stored else copy()  # type: ignore[no-untyped-call]
             if found:
                 payload, exchange, routing_key = found
                 self._do_restore_message(payload, exchange, routing_key, pipe, leftmost)  # type: ignore[no-untyped-call]
@@ -364,7 +380,7 @@ class Channel(kombu_redis.Channel):
         entries = list(once.items())
         for position, (tag, copy) in enumerate(entries):
             try:  # one acknowledged or given back since the close comes again (deduped)
-                self.give_back(tag, copy)
+                self.give_back(tag, _kept(copy))
             except self.connection_errors:
                 state().stranded.keep(entries[position:])
                 raise

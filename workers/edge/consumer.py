@@ -68,7 +68,12 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._store_failures = StoreFailures()
         self._events_due: Any = None  # the timer entry of the next batch of task events
-        self._loop_thread = threading.get_ident()  # the event loop runs where it is built
+        self._loop_thread: int | None = None  # the event loop's, once it registers with it
+
+    def register_with_event_loop(self, hub: Any) -> None:
+        # Called by Celery's event loop in its own thread: the hub's timer is that thread's.
+        self._loop_thread = threading.get_ident()
+        super().register_with_event_loop(hub)
 
     def on_send_event_buffered(self) -> None:
         """Celery's dispatcher buffered a task event: publish it with the next batch."""
