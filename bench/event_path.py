@@ -55,8 +55,8 @@ def _wait(check: Any, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def measure(database_url: str, broker_url: str) -> dict[str, int]:
-    """Our files one build result runs through, each with its count of calls."""
+def measure(database_url: str, broker_url: str) -> Calls:
+    """Our files (and functions) one build result runs through, each with its count of calls."""
     os.environ.update(DATABASE_URL=database_url, CELERY_BROKER_URL=broker_url)
     import redis
     from sqlalchemy import create_engine, text
@@ -98,10 +98,7 @@ def measure(database_url: str, broker_url: str) -> dict[str, int]:
         threading.setprofile(None)
         demo_setup.stop_workers([worker])
         engine.dispose()
-    if os.environ.get("EVENT_PATH_FUNCTIONS"):
-        for function, n in sorted(calls.functions.items()):
-            print(f"{n:6d}  {function}", file=sys.stderr)
-    return dict(sorted(calls.files.items()))
+    return calls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--broker-url", required=True)
     parser.add_argument("--json", action="store_true", help="print {file: calls} as JSON")
+    parser.add_argument("--functions", action="store_true", help="each function too, on stderr")
     args = parser.parse_args(argv)
-    files = measure(args.database_url, args.broker_url)
+    calls = measure(args.database_url, args.broker_url)
+    files = dict(sorted(calls.files.items()))
+    if args.functions:
+        for function, n in sorted(calls.functions.items()):
+            print(f"{n:6d}  {function}", file=sys.stderr)
     if args.json:
         print(json.dumps(files))
     else:

@@ -1,9 +1,6 @@
 """Engines, connections and the hot path's SQL: how an engine is made, whether the database
 answers, the statements built once, and the connection that batches them.
 
-Engines and connections: how an engine is made, whether the database answers, and reads from
-a psycopg pipeline.
-
 Engine construction: per-process, lazily, with the locking behaviour each database needs.
 
 Whether PostgreSQL answers right now: one `SELECT 1` within a deadline of our own.

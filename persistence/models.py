@@ -2,8 +2,6 @@
 
 SQLAlchemy 2.0 table models; Alembic's initial revision creates exactly these.
 
-How domain objects become rows and rows become domain objects.
-
 Dialect-aware INSERT helpers shared by the SQL repositories.
 
 Text every supported database stores: PostgreSQL refuses NUL and lone surrogates outright.

@@ -3,8 +3,6 @@ reads.
 
 SQL repositories for the aggregate: groups, images, catalog reservations and history.
 
-SQL repositories for the worker's own records, and what a trace reads.
-
 SQL repositories for the worker's own records: jobs, stages, inbox, outbox, dead letters.
 
 What `imagegroups trace` reads about one group, in SQL: each query rides an index.

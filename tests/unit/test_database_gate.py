@@ -64,11 +64,11 @@ def _request(pool: _Pool) -> tuple[Any, _Message]:
 
 @pytest.fixture
 def closed_gate() -> Iterator[None]:
-    process_state().gate.taking = False
+    process_state().health.taking_events = False
     try:
         yield
     finally:
-        process_state().gate.taking = True
+        process_state().health.taking_events = True
 
 
 def test_celery_asks_the_request_before_handing_it_to_the_pool(closed_gate: None) -> None:

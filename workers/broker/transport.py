@@ -325,6 +325,7 @@ class Channel(kombu_redis.Channel):
         restored = qos is None or getattr(qos._delivered, "restored", False)
         delivered = {} if restored else qos._delivered
         held = [(tag, _copy(m)) for tag, m in delivered.items() if tag not in qos._dirty]
+        state().stranded_acks.keep(acked)
         try:
             super().close()  # type: ignore[no-untyped-call]
         except self.connection_errors:
@@ -332,9 +333,7 @@ class Channel(kombu_redis.Channel):
             # the process's, in its runtime: a reconnect builds a new transport.
             given_back = qos.given_back if qos is not None else set()
             state().stranded.keep([(tag, copy) for tag, copy in held if tag not in given_back])
-            state().stranded_acks.keep(acked)
             raise
-        state().stranded_acks.keep(acked)
 
     def renew_leases(self) -> int:
         qos = self._qos

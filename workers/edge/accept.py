@@ -2,8 +2,6 @@
 with their field rules, and the protocol of the Celery message that carries it; an accepted
 message becomes a command.
 
-The contract's envelope as pydantic schemas, with the field rules they use.
-
 The field types come first, each bounded as its column.
 
 A valid event must never fail on a column's limit (persistence/models.py):

@@ -133,7 +133,7 @@ class GatedRequest(EventRequest):
     def revoked(self) -> bool:
         if self.acknowledged:  # given back while it waited for a pool process
             return True
-        if not state().gate.taking:
+        if not state().health.taking_events:
             give_back(self)
             return True
         return bool(super().revoked())
@@ -186,8 +186,7 @@ class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def pause(self, c: Any) -> None:
         self.paused = [queue.name for queue in c.task_consumer.queues]
-        state().gate.taking = state().health.taking_events = False
-        state().counting.recorder.taking_events(False)
+        _taking_events(False)
         for queue in self.paused:
             c.cancel_task_queue(queue)
         held = give_back_held(c)
@@ -203,9 +202,13 @@ class DatabaseGate(bootsteps.StartStopStep):  # type: ignore[misc]
         queues, self.paused = self.paused or [], None
         for queue in queues:
             c.add_task_queue(queue)
-        state().gate.taking = state().health.taking_events = True
-        state().counting.recorder.taking_events(True)
+        _taking_events(True)
         log.warning("the database answers again: taking events from %s", ", ".join(queues))
+
+
+def _taking_events(taking: bool) -> None:
+    state().health.taking_events = taking
+    state().counting.recorder.taking_events(taking)
 
 
 def give_back_held(c: Any) -> int:

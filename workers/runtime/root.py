@@ -1,25 +1,23 @@
 """The composition root: what a process is wired with, what it keeps, and how it runs a
 handler.
 
-The composition root: everything a process needs, built once per process, lazily.
-
-Built on first use and again after a fork (a pool process must not share its parent's
-connections). Entry points (the task adapter, the consumer, the CLI, the worker's signals,
-the demo) ask for `runtime()` once and pass what they got down; nothing below them does.
+Built once per process, lazily: on first use and again after a fork (a pool process must not
+share its parent's connections). Entry points (the task adapter, the consumer, the CLI, the
+worker's signals, the demo) ask for `runtime()` once and pass what they got down; nothing
+below them does.
 
 It is handed its infrastructure and imports none of it: the entry point that knows the
 Celery app (the worker's lifecycle, the CLI's write commands, the demo) gives it the
 publisher with `install`, and the lifecycle switches on the metrics of `state().counting`.
-What a process keeps for its lifetime (health, counting, stranded delivery tags, its main
-threads) is `state()`: a pool process inherits it when it forks, where the parent's threads
-are gone (the lifecycle starts them only in the worker's main process).
+What a process keeps for its lifetime (health, counting, stranded messages, its main
+threads, the database gate) is `state()`: a pool process inherits it when it forks, where
+the parent's threads are gone (the lifecycle starts them only in the worker's main process).
 
 What a running worker knows about itself that the database cannot tell anyone else.
 
 `imagegroups health` asks every worker over Celery's remote control (the `imagegroups_health`
 inspect command, answered in workers/runtime/lifecycle.py) whether it can store dead letters
-and reach the database right now. The process's one `WorkerHealth` is in its runtime
-(workers/runtime/root.py, `state().health`).
+and reach the database right now. The process's one `WorkerHealth` is `state().health`.
 
 One event or operator command, end to end: its transaction, then its follow-ons.
 
@@ -155,12 +153,12 @@ PROBE_TIMEOUT = 2.0
 
 @dataclass
 class DatabaseWatch:
-    """The worker's view of its database: the probe's last verdict, and whether the consumer
-    takes events (workers/edge/task.py closes and opens it; only the main process probes)."""
+    """The worker's view of its database: the probe's last verdict (only the main process
+    probes); whether the consumer takes events meanwhile is `WorkerHealth.taking_events`,
+    which workers/edge/task.py switches."""
 
     reachable: bool = True
     error: str | None = None  # the probe's last failure
-    taking: bool = True
     given_back: int = 0
     probe: Every | None = field(default=None, repr=False)
 
