@@ -8,6 +8,8 @@ transaction, and the relay that publishes them after it.
   by the composition root), never by a handler.
 - The relay publishes committed follow-ons after the commit, outside every lock, and
   sweeps up any left unsent; CeleryPublisher sends each as a Celery task on its own queue.
+  In a worker, a thread of each process publishes (BackgroundDelivery) and writes the
+  "sent" marks in batches (SentMarks) when they are due or it goes idle.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -212,8 +215,13 @@ class OutboxRelay:
         return len(sent)
 
     def flush(self) -> None:
+        """Write the "sent" marks still waiting (batched marks only)."""
         if self._marks is not None:
             self._marks.flush()
+
+    def marks_due_in(self) -> float | None:
+        """Seconds until the waiting "sent" marks are due, or None: none wait."""
+        return None if self._marks is None else self._marks.due_in()
 
     def _mark(self, event_ids: Sequence[str]) -> None:
         try:
@@ -256,8 +264,10 @@ class OutboxSweeper(Every):
         self.grace = grace
 
     def sweep_all(self) -> None:
-        while self.relay().sweep(grace=self.grace) > 0:
+        relay = self.relay()
+        while relay.sweep(grace=self.grace) > 0:
             pass
+        relay.flush()  # what it sent is marked now, not at some later publish
 
     def stop(self, timeout: float | None = None) -> None:
         super().stop(self.interval + 5 if timeout is None else timeout)
@@ -296,7 +306,12 @@ class BackgroundDelivery:
 
     def _run(self) -> None:
         while True:
-            batch = self._queue.get()
+            try:
+                # Idle with "sent" marks waiting: wake when they are due, and write them.
+                batch = self._queue.get(timeout=self.relay.marks_due_in())
+            except queue.Empty:
+                self.relay.flush()
+                continue
             try:
                 self.relay.deliver(batch)
             finally:
@@ -304,22 +319,38 @@ class BackgroundDelivery:
 
 
 class SentMarks:
-    """Event ids published but not yet marked sent, flushed by a timer thread in batches."""
+    """Event ids published but not yet marked sent, written in batches of up to `every`
+    seconds: by whoever adds ids once the oldest waiting one is that old, and by `flush`
+    (the delivery thread when it goes idle, the sweep after each run, a process's shutdown).
+    No thread of its own: a process that publishes nothing has nothing to wake for."""
 
-    def __init__(self, mark: Callable[[Sequence[str]], None], every: float) -> None:
+    def __init__(
+        self,
+        mark: Callable[[Sequence[str]], None],
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.mark = mark
         self.every = every
+        self.clock = clock
         self._ids: list[str] = []
+        self._since = 0.0  # when the oldest waiting id was added
         self._lock = threading.Lock()
-        self._thread: Every | None = None
 
     def add(self, event_ids: Sequence[str]) -> None:
         with self._lock:
+            if not self._ids:
+                self._since = self.clock()
             self._ids.extend(event_ids)
-            if self._thread is None or not self._thread.is_alive():
-                # Started lazily: in a forked pool process, threads of the parent are gone.
-                self._thread = Every(self.flush, interval=self.every, name="outbox-marks")
-                self._thread.start()
+        if self.due_in() == 0.0:
+            self.flush()
+
+    def due_in(self) -> float | None:
+        """Seconds until the waiting marks are due (0.0: now), or None: none wait."""
+        with self._lock:
+            if not self._ids:
+                return None
+            return max(0.0, self._since + self.every - self.clock())
 
     def flush(self) -> None:
         with self._lock:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from domain import OutboxMessage
 from persistence.memory import MemoryState, MemoryUnitOfWork
-from workers.outbox import OutboxRelay
+from workers.outbox import BackgroundDelivery, OutboxRelay, OutboxSweeper, SentMarks
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -238,3 +239,76 @@ def test_with_batched_marks_a_delivered_row_is_marked_sent_when_the_batch_is_flu
 
     assert _unsent(state) == []
     assert state.outbox[row.event_id].sent_at == NOW
+
+
+class Ticks:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_batched_marks_wait_until_the_oldest_is_due_then_go_in_one_write() -> None:
+    ticks, written = Ticks(), list[Sequence[str]]()
+    marks = SentMarks(written.append, every=0.2, clock=ticks)
+
+    assert marks.due_in() is None
+    marks.add(["a"])
+    ticks.now += 0.15
+    marks.add(["b"])
+
+    assert written == []
+    assert marks.due_in() == pytest.approx(0.05)
+
+    ticks.now += 0.05
+    marks.add(["c"])
+
+    assert written == [["a", "b", "c"]]
+    assert marks.due_in() is None
+
+
+def test_the_due_time_runs_from_the_oldest_mark_of_a_new_batch() -> None:
+    ticks, written = Ticks(), list[Sequence[str]]()
+    marks = SentMarks(written.append, every=0.2, clock=ticks)
+    marks.add(["a"])
+    marks.flush()
+    ticks.now += 5
+
+    marks.add(["b"])
+
+    assert written == [["a"]]
+    assert marks.due_in() == pytest.approx(0.2)
+
+
+def test_the_delivery_thread_writes_waiting_marks_once_it_is_idle(state: MemoryState) -> None:
+    [row] = _store(state, _message(1, NOW))
+    relay = OutboxRelay(
+        lambda: MemoryUnitOfWork(state), FakePublisher(), FakeClock(NOW), mark_every=0.05
+    )
+    delivery = BackgroundDelivery(relay)
+
+    assert delivery.deliver([row]) == 1
+
+    # Nothing else is published: the thread itself wakes when the mark is due.
+    deadline = time.monotonic() + 10
+    while _unsent(state) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _unsent(state) == []
+    assert relay.marks_due_in() is None
+
+
+def test_a_sweep_run_marks_what_it_sent_before_it_ends(
+    state: MemoryState, clock: FakeClock
+) -> None:
+    [row] = _store(state, _message(1, NOW - timedelta(seconds=60)))
+    publisher = FakePublisher()
+    relay = OutboxRelay(lambda: MemoryUnitOfWork(state), publisher, clock, mark_every=3600)
+    sweeper = OutboxSweeper(lambda: relay, interval=3600, grace=30)
+
+    sweeper.sweep_all()
+
+    assert publisher.sent == [row.event_id]
+    assert _unsent(state) == []

@@ -1,7 +1,7 @@
 """The one way a process runs a job on a timer: a daemon thread, `job` every `interval`.
 
-The outbox sweep, the sent-marks batching, retention, the deadline sweep and the database
-probe are all one of these; a failing job is logged (and told to `health`, when given) and
+The outbox sweep, retention, the deadline sweep and the database probe are all one of
+these; a failing job is logged (and told to `health`, when given) and
 tried again at the next tick, so no loop dies of one error.
 """
 
