@@ -64,4 +64,4 @@ result_expires = 24 * 3600
 task_default_queue = messages.EVENTS_QUEUE
 task_routes = messages.task_routes()
 # Undecodable, unknown and malformed messages are dead-lettered, not just logged.
-worker_consumer = "workers.edge.consumer:DeadLetteringConsumer"
+worker_consumer = "workers.edge.task:DeadLetteringConsumer"

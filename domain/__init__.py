@@ -18,6 +18,8 @@ from domain.model import (
     ALLOWED_TRANSITIONS,
     CLEANABLE,
     FLOW_ORDER,
+    MAX_ID_LENGTH,
+    STAGE_ALIASES,
     STAGE_FLOW,
     STAGE_TIMEOUT,
     UNKNOWN_CAUSE,
@@ -26,13 +28,21 @@ from domain.model import (
     DomainEvent,
     Image,
     ImageGroup,
+    ImageGroupId,
+    ImageGroupStatus,
+    InvalidValueError,
+    PipelinePhase,
+    RoleName,
     StageEnded,
     StageFlow,
+    StageName,
+    StageOutcome,
     StageReported,
     StageRequested,
     StatusChanged,
     Transition,
     TransitionCause,
+    check_name,
     check_roles,
     next_stage,
 )
@@ -55,19 +65,6 @@ from domain.ports import (
     StageState,
     UnitOfWork,
     latest_per_job,
-    on_delivery,
-)
-from domain.values import (
-    MAX_ID_LENGTH,
-    STAGE_ALIASES,
-    ImageGroupId,
-    ImageGroupStatus,
-    InvalidValueError,
-    PipelinePhase,
-    RoleName,
-    StageName,
-    StageOutcome,
-    check_name,
 )
 
 __all__ = [
@@ -129,5 +126,4 @@ __all__ = [
     "check_roles",
     "latest_per_job",
     "next_stage",
-    "on_delivery",
 ]

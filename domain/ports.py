@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
-from domain.model import CatalogReservation, ImageGroup
-from domain.values import ImageGroupId, ImageGroupStatus, PipelinePhase, StageName, StageOutcome
+from domain.model import (
+    CatalogReservation,
+    ImageGroup,
+    ImageGroupId,
+    ImageGroupStatus,
+    PipelinePhase,
+    StageName,
+    StageOutcome,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +68,6 @@ class RecordStageResult:
     error_code: str | None = None
     error_summary: str | None = None
     result_detail: dict[str, Any] | None = None
-
-
-def on_delivery(
-    command: ReserveCatalog | RecordStageResult, delivery: int
-) -> ReserveCatalog | RecordStageResult:
-    """The command as this delivery of its event carries it (the inbox keeps the count)."""
-    return replace(command, ids=replace(command.ids, delivery=delivery))
 
 
 class StageState(enum.StrEnum):

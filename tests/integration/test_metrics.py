@@ -21,8 +21,8 @@ from tests.integration.flow import new_job, start_group, wait_status
 from tests.integration.stack import WORKER_COMMAND, Process, Stack, stack, wait_for
 from workers import outbox
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
-from workers.runtime.metrics import metrics_directory
 from workers.runtime.metrics_http import IDLE_TIMEOUT, MAX_HANDLERS, MAX_WAITING, BoundedHTTPServer
+from workers.runtime.root import metrics_directory
 
 pytestmark = pytest.mark.integration
 

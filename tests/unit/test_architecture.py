@@ -18,18 +18,18 @@ FUNCTION_LINES = 40
 LONG_MODULES: dict[str, str] = {
     # One event's path reads in few files (docs/architecture.md): each of these is one step of
     # it, whole, rather than four modules that import each other.
-    "domain/model.py": "the transition table, the aggregate that obeys it, its domain events",
+    "domain/model.py": "its values, the transition table, the aggregate, its domain events",
     "domain/ports.py": "what crosses the domain's boundary: commands in, records and storage",
     "persistence/uow.py": "one transaction: its port, what it records at commit, the SQL side",
     "persistence/db.py": "the connection an event uses and the statements it sends, together",
     "persistence/models.py": "each table beside the mapping of its rows to domain objects",
     "persistence/repositories.py": "every SQL repository, on the same tables and statements",
-    "workers/edge/task.py": "the event task with the request Celery makes of it, and its gate",
+    "workers/edge/task.py": "all of Celery's side of an event: consumer, request, task, gate",
     "workers/broker/transport.py": "every change to kombu's Redis transport: screening to acks",
     "workers/handlers.py": "every handler with the dependencies and result they share",
     "workers/outbox.py": "a follow-on from its envelope to its publishing, in one place",
     "workers/edge/accept.py": "the envelope's schemas with the field rules they alone use",
-    "workers/runtime/root.py": "every state a process keeps, owned by its runtime, in one place",
+    "workers/runtime/root.py": "every state a process keeps (its counting too), in its runtime",
 }
 #: Functions allowed past the limit, each with the reason.
 LONG_FUNCTIONS: dict[str, str] = {}
@@ -103,7 +103,7 @@ def test_the_domain_reads_neither_the_clock_nor_the_environment(package: str) ->
 
 
 #: How many of our modules (packages included) an event task may load (the aim was 30).
-TASK_MODULES = 25
+TASK_MODULES = 26
 
 
 def test_the_event_task_reaches_no_more_project_modules_than_its_ratchet() -> None:

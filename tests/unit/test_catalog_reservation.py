@@ -7,8 +7,7 @@ from itertools import count
 
 import pytest
 
-from domain.model import CatalogReservation, Image
-from domain.values import ImageGroupId, RoleName
+from domain.model import CatalogReservation, Image, ImageGroupId, RoleName
 
 GROUP_ID = ImageGroupId("group-1")
 JOB_ID = "0b6a6f0e-1b8e-4a53-9f57-6a8c4c1f0c11"

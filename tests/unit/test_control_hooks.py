@@ -85,7 +85,7 @@ def test_the_consumer_blueprint_lists_the_steps_we_replace_and_drop() -> None:
 
 
 def test_the_worker_uses_our_blueprint_and_mingle_and_gossip_can_be_switched_off() -> None:
-    from workers.edge.consumer import DeadLetteringConsumer
+    from workers.edge.task import DeadLetteringConsumer
 
     assert DeadLetteringConsumer.Blueprint is control_step.GuardedBlueprint
     assert "without_mingle" in inspect.signature(Mingle.__init__).parameters
@@ -94,11 +94,24 @@ def test_the_worker_uses_our_blueprint_and_mingle_and_gossip_can_be_switched_off
 
 
 def test_every_event_task_runs_with_the_request_that_ignores_revocation() -> None:
-    control_step.require_event_requests(app)
+    control_step.require_event_requests(app, event_task.DeadLetteringConsumer.event_request)
     events = [task for name, task in app.tasks.items() if not name.startswith("celery.")]
     assert events
     for task in events:
         assert issubclass(symbol_by_name(task.Request), event_task.EventRequest), task.name
+
+
+def test_a_consumer_that_names_no_event_request_is_refused() -> None:
+    with pytest.raises(control_step.HookMissingError, match="names no event request"):
+        control_step.require_event_requests(app, None)
+
+
+def test_an_event_task_with_another_request_than_the_consumer_names_is_refused() -> None:
+    class Stricter(event_task.EventRequest):
+        pass
+
+    with pytest.raises(control_step.HookMissingError, match=r"runs without .*Stricter"):
+        control_step.require_event_requests(app, Stricter)
 
 
 def test_celery_acts_on_a_revoked_id_only_through_the_request_we_replace() -> None:

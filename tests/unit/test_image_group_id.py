@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.values import (
+from domain.model import (
     MAX_ID_LENGTH,
     ImageGroupId,
     ImageGroupStatus,

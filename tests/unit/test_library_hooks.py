@@ -177,7 +177,7 @@ def test_celery_buffers_task_events_and_asks_the_consumer_when_to_publish_them()
 def test_the_consumer_publishes_the_task_events_of_one_batch_together() -> None:
     from kombu.asynchronous import Hub
 
-    from workers.edge import consumer as edge_consumer
+    from workers.edge import task as edge_consumer
 
     hub: Any = Hub()  # type: ignore[no-untyped-call]
     flushed: list[int] = []

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from domain import StageName
 from workers.runtime import root
-from workers.runtime.metrics import Off
+from workers.runtime.root import Off
 from workers.settings import Settings
 
 

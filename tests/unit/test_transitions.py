@@ -13,8 +13,18 @@ from typing import Any
 import pytest
 
 from domain.errors import DomainError, InvalidStateTransitionError, StaleResultError
-from domain.model import ALLOWED_TRANSITIONS, Image, ImageGroup, Transition, next_stage
-from domain.values import ImageGroupId, ImageGroupStatus, RoleName, StageName, StageOutcome
+from domain.model import (
+    ALLOWED_TRANSITIONS,
+    Image,
+    ImageGroup,
+    ImageGroupId,
+    ImageGroupStatus,
+    RoleName,
+    StageName,
+    StageOutcome,
+    Transition,
+    next_stage,
+)
 from tests.recorded import moves as recorded_moves
 from tests.recorded import requests as _requests
 

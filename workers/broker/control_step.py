@@ -29,7 +29,6 @@ from workers.broker.control_policy import (
     sender_of,
     unknown_commands,
 )
-from workers.edge import task as event_task
 from workers.runtime.root import runtime, state
 from workers.settings import Settings
 
@@ -69,13 +68,17 @@ def guard(node: Any, policy: ControlPolicy) -> GuardedHandlers:
     return guarded
 
 
-def require_event_requests(app: Any) -> None:
-    """Every event task must run with the request that ignores revocation."""
+def require_event_requests(app: Any, required: type | None) -> None:
+    """Every event task must run with the request that ignores revocation: `required`, the
+    consumer's `event_request` (workers/edge/task.py), which names it."""
+    if required is None:
+        raise HookMissingError("the worker's consumer names no event request: not ours")
     for name, task in app.tasks.items():
         if name.startswith("celery."):
             continue
-        if not issubclass(symbol_by_name(task.Request), event_task.EventRequest):
-            raise HookMissingError(f"task {name} runs without {event_task.EVENT_REQUEST_PATH}")
+        if not issubclass(symbol_by_name(task.Request), required):
+            path = f"{required.__module__}:{required.__qualname__}"
+            raise HookMissingError(f"task {name} runs without {path}")
 
 
 class GuardedControl(Control):  # type: ignore[misc]
@@ -83,7 +86,7 @@ class GuardedControl(Control):  # type: ignore[misc]
 
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
-        require_event_requests(c.app)
+        require_event_requests(c.app, getattr(c, "event_request", None))
         policy = policy_of(runtime().settings)
         guarded = guard(self.box.node, policy)
         deliver = self.box.on_message  # looked up by the box's start(), so ours is used

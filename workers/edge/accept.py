@@ -86,7 +86,6 @@ from typing import TypeVar
 from celery.utils.time import maybe_iso8601
 from pydantic import ValidationError
 
-from domain import on_delivery
 from workers.errors import (
     InvalidEventError,
     InvalidTaskMessageError,
@@ -388,7 +387,7 @@ _HEADERS: dict[str, tuple[Callable[[Any], bool], str]] = {
 #: Keys Celery reads from the body's third element; any other would land on the request.
 _EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
 
-#: A task id (Celery's, not ours: the domain's ids are bounded in domain/values.py).
+#: A task id (Celery's, not ours: the domain's ids are bounded in domain/model.py).
 MAX_TASK_ID_LENGTH = 255
 
 #: What the consumer refuses a message with, each its own dead letter's error_type.
@@ -421,7 +420,8 @@ class Accepted:
     delivery: Delivery
 
     def on_attempt(self, attempt: int) -> ReserveCatalog | RecordStageResult:
-        return on_delivery(self.command, attempt)
+        """The command as this delivery of its event carries it (the inbox keeps the count)."""
+        return replace(self.command, ids=replace(self.command.ids, delivery=attempt))
 
 
 @dataclass(frozen=True)

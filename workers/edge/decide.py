@@ -2,7 +2,7 @@
 
 Pure policy, from plain inputs: no Celery, kombu or SQL here, so that every rule is tested
 in-process as a decision table (tests/unit/test_decide.py). The task and the consumer only
-translate the decision (workers/edge/task.py, workers/edge/consumer.py). The retry schedule
+translate the decision (workers/edge/task.py: the task and the consumer). The retry schedule
 lives here too: exponential backoff with equal jitter, and how long it can last.
 """
 

@@ -27,9 +27,8 @@ from workers.edge.decide import shortest_retry_span
 from workers.outbox import CeleryPublisher, OutboxRelay, OutboxSweeper
 from workers.runtime import root
 from workers.runtime.housekeeping import deadline_sweeping, pruning
-from workers.runtime.metrics import metrics_directory
 from workers.runtime.metrics_http import MetricsServer
-from workers.runtime.root import COMMAND, MainThreads
+from workers.runtime.root import COMMAND, MainThreads, metrics_directory
 from workers.safe_text import escape_handlers
 from workers.settings import Settings
 

@@ -39,7 +39,7 @@ from sqlalchemy import Engine
 
 from domain import ImageGroupStatus
 from persistence.gauges import snapshot
-from workers.runtime.metrics import Counting
+from workers.runtime.root import Counting
 
 log = logging.getLogger(__name__)
 
