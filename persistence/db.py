@@ -273,18 +273,22 @@ def cursor_for(dbapi_connection: Any) -> Any:
     return dbapi_connection.cursor(row_factory=namedtuple_row)
 
 
-def compiled(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Read:
+def compiled(
+    statement: Executable, dialect: Dialect, keys: frozenset[str], *, write: bool = False
+) -> Read:
     """The statement compiled for `dialect` with parameters named `keys` (cached: the
-    statements given are the hot path's, each built once)."""
-    return _compiled(statement, dialect, keys)
+    statements given are the hot path's, each built once). A `write`'s result is never read,
+    so it is compiled as for executemany: a key the database makes (a history row's id) is
+    left to the database instead of being fetched first."""
+    return _compiled(statement, dialect, keys, write)
 
 
 @lru_cache(maxsize=256)
-def _compiled(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Read:
+def _compiled(statement: Executable, dialect: Dialect, keys: frozenset[str], write: bool) -> Read:
     if dialect.paramstyle != "pyformat":
         raise ValueError(f"pipelined reads need named parameters, not {dialect.paramstyle}")
     template: Any = statement.compile(  # type: ignore[attr-defined]
-        dialect=dialect, column_keys=sorted(keys)
+        dialect=dialect, column_keys=sorted(keys), for_executemany=write
     )
     if template.insert_prefetch or template.update_prefetch:
         raise ValueError("a column default computed in Python needs SQLAlchemy's execution")
@@ -409,6 +413,7 @@ class Later:
 class _Write:
     statement: Executable
     params: Any
+    reused: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,10 +434,14 @@ class BatchingConnection:
             # engine's isolation level), so nobody else ever sees autocommit.
             conn.execution_options(isolation_level="AUTOCOMMIT")
 
-    def defer(self, statement: Executable, params: Any = None) -> None:
-        """Run a statement whose result nobody reads, now or with the next round trip."""
+    def defer(self, statement: Executable, params: Any = None, *, reused: bool = False) -> None:
+        """Run a statement whose result nobody reads, now or with the next round trip.
+
+        `reused`: the statement is built once (the hot path's, in this module) and goes to
+        psycopg compiled once, as a read does, without SQLAlchemy's execution around it; a
+        list of parameters is one executemany."""
         if self._batches:
-            self._waiting.append(_Write(statement, params))
+            self._waiting.append(_Write(statement, params, reused))
         else:
             self.raw.execute(statement, params)
 
@@ -492,10 +501,12 @@ class BatchingConnection:
             if begin:
                 dbapi.execute("BEGIN", prepare=False)
             for item in waiting:
-                if isinstance(item, _Write):
-                    self.raw.execute(item.statement, item.params)
-                else:
+                if isinstance(item, _Read):
                     self._send(item, cursors[id(item)])
+                elif item.reused:
+                    self._write(item, dbapi)
+                else:
+                    self.raw.execute(item.statement, item.params)
             if end:
                 dbapi.execute("COMMIT", prepare=False)
         for item, cursor in reads:
@@ -507,6 +518,18 @@ class BatchingConnection:
         # What listens to SQLAlchemy's statements (bench/pg_capture.py) sees these too.
         self.raw.dispatch.before_cursor_execute(self.raw, cursor, sql, params, None, False)
         cursor.execute(sql, params)
+
+    def _write(self, write: _Write, dbapi: Any) -> None:
+        many = isinstance(write.params, list)
+        rows: list[Mapping[str, Any]] = write.params if many else [write.params or {}]
+        statement = compiled(write.statement, self.dialect, frozenset(rows[0]), write=True)
+        sql, params = statement.sql, [statement.params(row) for row in rows]
+        cursor = dbapi.cursor()
+        self.raw.dispatch.before_cursor_execute(self.raw, cursor, sql, params, None, many)
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params[0])
 
     def _compiled(self, read: _Read) -> Read:
         return compiled(read.statement, self.dialect, frozenset(read.params or ()))

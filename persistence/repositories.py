@@ -67,10 +67,9 @@ class SqlImageGroupRepository:
         self.conn = conn
 
     def save(self, group: ImageGroup) -> None:
-        inserted = self.conn.execute(
-            db.insert_group(self.conn.dialect.name), models.group_values(group)
-        ).first()
-        if inserted is None:
+        insert = db.insert_group(self.conn.dialect.name)
+        inserted = self.conn.rows(insert, models.group_values(group))
+        if not inserted:
             held = self.conn.scalar(
                 select(ImageGroupRow.job_id).where(ImageGroupRow.id == group.id.value)
             )
@@ -82,7 +81,9 @@ class SqlImageGroupRepository:
             raise ImageGroupMismatchError(group.job_id, mine, group.id.value)
         if group.images:
             self.conn.defer(
-                db.INSERT_IMAGES, [models.image_values(group.id, i) for i in group.images]
+                db.INSERT_IMAGES,
+                [models.image_values(group.id, i) for i in group.images],
+                reused=True,
             )
 
     def update_status(self, group: ImageGroup) -> None:
@@ -93,7 +94,7 @@ class SqlImageGroupRepository:
             "b_updated_at": group.updated_at,
             "b_deadline_at": group.deadline_at,
         }
-        self.conn.defer(db.UPDATE_GROUP_STATUS, values)
+        self.conn.defer(db.UPDATE_GROUP_STATUS, values, reused=True)
 
     def _load(self, by: str, value: str, *, lock: bool) -> ImageGroup | None:
         rows = self.conn.rows(_load_statement(by, lock), {"value": value})
@@ -167,11 +168,10 @@ class SqlCatalogRepository:
         self.conn = conn
 
     def reserve(self, reservation: CatalogReservation) -> CatalogReservation | None:
-        inserted = self.conn.execute(
-            db.reserve_catalog(self.conn.dialect.name),
-            models.reservation_values(reservation),
-        ).first()
-        if inserted is not None:
+        inserted = self.conn.rows(
+            db.reserve_catalog(self.conn.dialect.name), models.reservation_values(reservation)
+        )
+        if inserted:
             return None
         # Under READ COMMITTED this statement sees the winner once its insert has committed.
         holder = self.conn.execute(
@@ -209,7 +209,8 @@ class SqlHistoryRepository:
 
     def add(self, transitions: Sequence[Transition]) -> None:
         if transitions:
-            self.conn.defer(db.INSERT_HISTORY, [models.transition_values(t) for t in transitions])
+            history = [models.transition_values(t) for t in transitions]
+            self.conn.defer(db.INSERT_HISTORY, history, reused=True)
 
     def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:
         rows = self.conn.execute(
@@ -266,7 +267,7 @@ class SqlJobRepository:
             "created_at": at,
             "updated_at": at,
         }
-        self.conn.defer(db.upsert_job(self.conn.dialect.name), values)
+        self.conn.defer(db.upsert_job(self.conn.dialect.name), values, reused=True)
 
 
 class SqlStageRepository:
@@ -281,7 +282,7 @@ class SqlStageRepository:
             values["state"] = record.state.value
             rows.append(values)
         if rows:
-            self.conn.defer(db.upsert_stage(self.conn.dialect.name), rows)
+            self.conn.defer(db.upsert_stage(self.conn.dialect.name), rows, reused=True)
 
     def find(self, job_id: str) -> list[StageRecord]:
         rows = self.conn.execute(
@@ -349,6 +350,7 @@ class SqlOutboxRepository:
                 "created_at": message.created_at,
                 "sent_at": message.sent_at,
             },
+            reused=True,
         )
 
     def claim_unsent(
@@ -378,7 +380,7 @@ class SqlOutboxRepository:
     def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
         if event_ids:
             statement = db.mark_sent(self.conn.dialect.name)
-            self.conn.defer(statement, {"b_ids": list(event_ids), "b_sent_at": at})
+            self.conn.defer(statement, {"b_ids": list(event_ids), "b_sent_at": at}, reused=True)
 
     def pending(self) -> tuple[int, datetime | None]:
         count, oldest = self.conn.execute(

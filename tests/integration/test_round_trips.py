@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,8 +15,9 @@ from persistence.db import make_engine
 from persistence.migrate import upgrade
 from persistence.uow import SqlUnitOfWork
 from tests.pg import fresh_database
-from workers.edge.accept import StageFinishedEvent, parse
-from workers.handlers import Deps, handle_stage_finished
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent, parse
+from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
+from workers.outbox import FollowOns
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +129,49 @@ def _message(n: int) -> OutboxMessage:
         image_group_id="marks-group",
         created_at=NOW,
     )
+
+
+def test_a_group_s_events_reach_psycopg_without_sqlalchemy_executing_any_statement(
+    engine: Engine,
+) -> None:
+    # The hot path's statements are compiled once and sent by psycopg in its pipeline
+    # (persistence/db.py); SQLAlchemy's per-statement execution is what they skip.
+    from sqlalchemy import event
+
+    deps = Deps(
+        new_uow=lambda: SqlUnitOfWork(engine, FollowOns()),
+        clock=lambda: NOW,
+        new_id=lambda: str(uuid.uuid4()),
+        stage_timeouts=dict.fromkeys(StageName, timedelta(minutes=30)),
+    )
+    job_id, group_id = str(uuid.uuid4()), f"lean-{uuid.uuid4().hex[:8]}"
+
+    def envelope(event_type: str, payload: Mapping[str, object]) -> dict[str, object]:
+        return {
+            "event_id": str(uuid.uuid4()),
+            "event_type": event_type,
+            "schema_version": 1,
+            "occurred_at": NOW.isoformat(),
+            "job_id": job_id,
+            "payload": payload,
+        }
+
+    catalog = {"image_group_id": group_id, "roles": ["compute", "login"], "catalog_name": "c"}
+    built = {"stage": "build-image", "outcome": "succeeded", "image_group_id": group_id}
+    executed: list[str] = []
+
+    def on_execute(_conn: object, statement: object, *_args: object) -> None:
+        executed.append(str(statement))
+
+    event.listen(engine, "before_execute", on_execute)
+    try:
+        parsed = parse(CatalogParsedEvent, (), {"event": envelope("catalog.parsed", catalog)})
+        reserved = handle_catalog_parsed(parsed.to_command(), deps=deps)
+        result = parse(StageFinishedEvent, (), {"event": envelope("stage.finished", built)})
+        done = handle_stage_finished(result.to_command(), deps=deps)
+    finally:
+        event.remove(engine, "before_execute", on_execute)
+    assert reserved.outcome.as_dict()["outcome"] == "applied"
+    assert done.outcome.as_dict()["outcome"] == "applied"
+    assert [m.task_name for m in done.messages] == ["pipeline.deploy"]
+    assert executed == []
