@@ -525,11 +525,12 @@ class BatchingConnection:
         statement = compiled(write.statement, self.dialect, frozenset(rows[0]), write=True)
         sql, params = statement.sql, [statement.params(row) for row in rows]
         cursor = dbapi.cursor()
-        self.raw.dispatch.before_cursor_execute(self.raw, cursor, sql, params, None, many)
+        bound = params if many else params[0]  # as SQLAlchemy hands them to its listeners
+        self.raw.dispatch.before_cursor_execute(self.raw, cursor, sql, bound, None, many)
         if many:
             cursor.executemany(sql, params)
         else:
-            cursor.execute(sql, params[0])
+            cursor.execute(sql, bound)
 
     def _compiled(self, read: _Read) -> Read:
         return compiled(read.statement, self.dialect, frozenset(read.params or ()))
