@@ -286,7 +286,7 @@ def compiled(
 @lru_cache(maxsize=256)
 def _compiled(statement: Executable, dialect: Dialect, keys: frozenset[str], write: bool) -> Read:
     if dialect.paramstyle != "pyformat":
-        raise ValueError(f"pipelined reads need named parameters, not {dialect.paramstyle}")
+        raise ValueError(f"pipelined statements need named parameters, not {dialect.paramstyle}")
     template: Any = statement.compile(  # type: ignore[attr-defined]
         dialect=dialect, column_keys=sorted(keys), for_executemany=write
     )
@@ -497,6 +497,7 @@ class BatchingConnection:
             self.raw.begin()  # SQLAlchemy's marker only: it sends nothing in autocommit
         reads = [(item, cursor_for(dbapi)) for item in waiting if isinstance(item, _Read)]
         cursors = {id(item): cursor for item, cursor in reads}
+        written: list[Any] = []
         with self._translated(), dbapi.pipeline():
             if begin:
                 dbapi.execute("BEGIN", prepare=False)
@@ -504,11 +505,13 @@ class BatchingConnection:
                 if isinstance(item, _Read):
                     self._send(item, cursors[id(item)])
                 elif item.reused:
-                    self._write(item, dbapi)
+                    written.append(self._write(item, dbapi))
                 else:
                     self.raw.execute(item.statement, item.params)
             if end:
                 dbapi.execute("COMMIT", prepare=False)
+        for cursor in written:
+            cursor.close()
         for item, cursor in reads:
             item.later._rows = self._compiled(item).rows(cursor)
             cursor.close()
@@ -519,7 +522,8 @@ class BatchingConnection:
         self.raw.dispatch.before_cursor_execute(self.raw, cursor, sql, params, None, False)
         cursor.execute(sql, params)
 
-    def _write(self, write: _Write, dbapi: Any) -> None:
+    def _write(self, write: _Write, dbapi: Any) -> Any:
+        """Send a write; its cursor is closed once the pipeline has synced."""
         many = isinstance(write.params, list)
         rows: list[Mapping[str, Any]] = write.params if many else [write.params or {}]
         statement = compiled(write.statement, self.dialect, frozenset(rows[0]), write=True)
@@ -531,6 +535,7 @@ class BatchingConnection:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, bound)
+        return cursor
 
     def _compiled(self, read: _Read) -> Read:
         return compiled(read.statement, self.dialect, frozenset(read.params or ()))

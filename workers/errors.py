@@ -70,8 +70,8 @@ def is_transient(exc: BaseException) -> bool:
         state = getattr(exc.orig, "sqlstate", None)
         return exc.connection_invalidated or state in _TRANSIENT_SQLSTATES
     if isinstance(exc, psycopg.Error):
-        # Raised as is (not wrapped by SQLAlchemy) when a write sent in a pipeline fails at
-        # the pipeline's sync (persistence/db.py).
+        # A psycopg error that reaches us unwrapped (persistence/db.py wraps what its
+        # pipeline raises in SQLAlchemy's DBAPIError, as SQLAlchemy would).
         return isinstance(exc, psycopg.OperationalError) or exc.sqlstate in _TRANSIENT_SQLSTATES
     if isinstance(exc, KombuOperationalError | RedisConnectionError | RedisTimeoutError):
         return True

@@ -265,9 +265,11 @@ class OutboxSweeper(Every):
 
     def sweep_all(self) -> None:
         relay = self.relay()
-        while relay.sweep(grace=self.grace) > 0:
-            pass
-        relay.flush()  # what it sent is marked now, not at some later publish
+        try:
+            while relay.sweep(grace=self.grace) > 0:
+                pass
+        finally:
+            relay.flush()  # what it sent is marked now, even if a later sweep failed
 
     def stop(self, timeout: float | None = None) -> None:
         super().stop(self.interval + 5 if timeout is None else timeout)

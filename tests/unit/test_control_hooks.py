@@ -106,6 +106,15 @@ def test_a_consumer_that_names_no_event_request_is_refused() -> None:
         control_step.require_event_requests(app, None)
 
 
+def test_the_consumer_names_the_request_that_ignores_revocation() -> None:
+    assert event_task.DeadLetteringConsumer.event_request is event_task.EventRequest
+
+
+def test_a_consumer_naming_a_request_that_honours_revocation_is_refused() -> None:
+    with pytest.raises(control_step.HookMissingError, match="does not ignore revocation"):
+        control_step.require_event_requests(app, Request)
+
+
 def test_an_event_task_with_another_request_than_the_consumer_names_is_refused() -> None:
     class Stricter(event_task.EventRequest):
         pass

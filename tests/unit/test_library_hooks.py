@@ -202,7 +202,7 @@ def test_the_consumer_publishes_the_task_events_of_one_batch_together() -> None:
 
 
 def test_celery_s_event_loop_registers_the_consumer_with_its_hub_in_the_loop_s_thread() -> None:
-    # The task events' batch timer is set only from the thread that registered (consumer.py).
+    # The task events' batch timer is set only from the thread that registered (edge/task.py).
     from celery.worker import loops
 
     assert "obj.register_with_event_loop(hub)" in inspect.getsource(loops.asynloop)

@@ -20,6 +20,7 @@ from celery.utils.imports import symbol_by_name
 from celery.worker.consumer.consumer import Consumer
 from celery.worker.consumer.control import Control
 from celery.worker.control import Panel
+from celery.worker.request import Request
 
 from workers.broker.control_policy import (
     ADDRESSING,
@@ -73,6 +74,8 @@ def require_event_requests(app: Any, required: type | None) -> None:
     consumer's `event_request` (workers/edge/task.py), which names it."""
     if required is None:
         raise HookMissingError("the worker's consumer names no event request: not ours")
+    if not issubclass(required, Request) or getattr(required, "revoked", None) is Request.revoked:
+        raise HookMissingError(f"{required.__qualname__} does not ignore revocation")
     for name, task in app.tasks.items():
         if name.startswith("celery."):
             continue

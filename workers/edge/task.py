@@ -96,9 +96,6 @@ from workers.runtime.root import PROBE_INTERVAL, PROBE_TIMEOUT, Runtime, execute
 
 log = logging.getLogger(__name__)
 
-#: The path the event tasks name as their `Request` (workers/edge/task.py).
-EVENT_REQUEST_PATH = "workers.edge.task:EventRequest"
-
 
 class EventRequest(Request):  # type: ignore[misc]
     """A request that is never revoked and never terminated by remote control.

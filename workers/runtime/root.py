@@ -231,8 +231,8 @@ def metrics_directory(port: int) -> Path:
 
 
 class Counting:
-    """A process's recorder: off until `enable`; held by the process's runtime
-    (workers/runtime/root.py), so the pool processes inherit it when they fork."""
+    """A process's recorder: off until `enable`; held by the process's state (`state()`),
+    so the pool processes inherit it when they fork."""
 
     def __init__(self) -> None:
         self.recorder: Off = Off()
