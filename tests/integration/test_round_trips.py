@@ -146,16 +146,6 @@ def test_a_group_s_events_reach_psycopg_without_sqlalchemy_executing_any_stateme
     )
     job_id, group_id = str(uuid.uuid4()), f"lean-{uuid.uuid4().hex[:8]}"
 
-    def envelope(event_type: str, payload: Mapping[str, object]) -> dict[str, object]:
-        return {
-            "event_id": str(uuid.uuid4()),
-            "event_type": event_type,
-            "schema_version": 1,
-            "occurred_at": NOW.isoformat(),
-            "job_id": job_id,
-            "payload": payload,
-        }
-
     catalog = {"image_group_id": group_id, "roles": ["compute", "login"], "catalog_name": "c"}
     built = {"stage": "build-image", "outcome": "succeeded", "image_group_id": group_id}
     executed: list[str] = []
@@ -165,9 +155,13 @@ def test_a_group_s_events_reach_psycopg_without_sqlalchemy_executing_any_stateme
 
     event.listen(engine, "before_execute", on_execute)
     try:
-        parsed = parse(CatalogParsedEvent, (), {"event": envelope("catalog.parsed", catalog)})
+        parsed = parse(
+            CatalogParsedEvent, (), {"event": _envelope("catalog.parsed", job_id, catalog)}
+        )
         reserved = handle_catalog_parsed(parsed.to_command(), deps=deps)
-        result = parse(StageFinishedEvent, (), {"event": envelope("stage.finished", built)})
+        result = parse(
+            StageFinishedEvent, (), {"event": _envelope("stage.finished", job_id, built)}
+        )
         done = handle_stage_finished(result.to_command(), deps=deps)
     finally:
         event.remove(engine, "before_execute", on_execute)
@@ -175,3 +169,51 @@ def test_a_group_s_events_reach_psycopg_without_sqlalchemy_executing_any_stateme
     assert done.outcome.as_dict()["outcome"] == "applied"
     assert [m.task_name for m in done.messages] == ["pipeline.deploy"]
     assert executed == []
+
+
+def test_a_listener_sees_the_direct_writes_as_sqlalchemy_would_hand_them(engine: Engine) -> None:
+    # bench/pg_capture.py replays what before_cursor_execute is handed: one row's parameters
+    # for a single statement, the list of rows for an executemany.
+    from sqlalchemy import event
+
+    deps = Deps(
+        new_uow=lambda: SqlUnitOfWork(engine, FollowOns()),
+        clock=lambda: NOW,
+        new_id=lambda: str(uuid.uuid4()),
+        stage_timeouts=dict.fromkeys(StageName, timedelta(minutes=30)),
+    )
+    job_id, group_id = str(uuid.uuid4()), f"seen-{uuid.uuid4().hex[:8]}"
+    catalog = {"image_group_id": group_id, "roles": ["compute", "login"], "catalog_name": "c"}
+    built = {"stage": "build-image", "outcome": "succeeded", "image_group_id": group_id}
+    parsed = parse(CatalogParsedEvent, (), {"event": _envelope("catalog.parsed", job_id, catalog)})
+    handle_catalog_parsed(parsed.to_command(), deps=deps)
+    seen: dict[str, tuple[object, bool]] = {}
+
+    def record(*args: object) -> None:
+        _conn, _cursor, statement, parameters, _context, many = args
+        seen[" ".join(str(statement).split()[:3])] = (parameters, bool(many))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        result = parse(
+            StageFinishedEvent, (), {"event": _envelope("stage.finished", job_id, built)}
+        )
+        handle_stage_finished(result.to_command(), deps=deps)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    images, many = seen["INSERT INTO images"]
+    assert many is True and isinstance(images, list)
+    assert sorted(row["role"] for row in images) == ["compute", "login"]
+    outbox, many = seen["INSERT INTO outbox"]
+    assert many is False and isinstance(outbox, dict) and outbox["queue"] == "pipeline.deploy"
+
+
+def _envelope(event_type: str, job_id: str, payload: Mapping[str, object]) -> dict[str, object]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": 1,
+        "occurred_at": NOW.isoformat(),
+        "job_id": job_id,
+        "payload": payload,
+    }
