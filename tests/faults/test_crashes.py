@@ -216,6 +216,8 @@ def test_a_worker_killed_after_redis_popped_a_message_for_it_loses_nothing(
         wait_for(
             lambda: s.query(lambda u: u.catalogs.find_by_job_id(warm)), timeout=30, what="warm-up"
         )
+        # Its ack leaves for Redis up to 10 ms later (batched): nothing unacknowledged first.
+        wait_for(lambda: s.redis.hlen("unacked") == 0, timeout=10, what="the warm-up's ack")
 
         def waiting_in_brpop() -> bool:
             return any(c.get("cmd") == "brpop" for c in s.redis.client_list())
