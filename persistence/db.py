@@ -64,6 +64,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -75,6 +76,8 @@ from sqlalchemy.exc import DBAPIError
 
 from persistence.models import (
     CatalogReservationRow,
+    DeadLetterRow,
+    DeliveryRow,
     ImageGroupRow,
     ImageRow,
     JobRow,
@@ -308,6 +311,27 @@ INSERT_HISTORY = insert(TransitionRow)
 
 INSERT_OUTBOX = insert(OutboxRow)
 
+SET_OUTCOME = (
+    update(ProcessedEventRow)
+    .where(ProcessedEventRow.event_id == bindparam("b_event_id"))
+    .values(outcome=bindparam("b_outcome"))
+)
+
+RESET_DELIVERIES = delete(DeliveryRow).where(DeliveryRow.key == bindparam("b_key"))
+
+#: A letter's new status; `replayed_at` is set only when given (a replay), else kept.
+SET_LETTER_STATUS = (
+    update(DeadLetterRow)
+    .where(DeadLetterRow.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        replayed_at=func.coalesce(
+            bindparam("b_replayed_at", type_=DeadLetterRow.replayed_at.type),
+            DeadLetterRow.replayed_at,
+        ),
+    )
+)
+
 # Bind names differ from column names: SET clauses reserve the column-named parameters.
 UPDATE_GROUP_STATUS = (
     update(ImageGroupRow)
@@ -413,7 +437,6 @@ class Later:
 class _Write:
     statement: Executable
     params: Any
-    reused: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,14 +457,14 @@ class BatchingConnection:
             # engine's isolation level), so nobody else ever sees autocommit.
             conn.execution_options(isolation_level="AUTOCOMMIT")
 
-    def defer(self, statement: Executable, params: Any = None, *, reused: bool = False) -> None:
+    def defer(self, statement: Executable, params: Any = None) -> None:
         """Run a statement whose result nobody reads, now or with the next round trip.
 
-        `reused`: the statement is built once (the hot path's, in this module) and goes to
-        psycopg compiled once, as a read does, without SQLAlchemy's execution around it; a
-        list of parameters is one executemany."""
+        As with `read_later`, `statement` must be built once and reused: it goes to psycopg
+        compiled once (cached by identity), without SQLAlchemy's execution around it; a list
+        of parameters is one executemany."""
         if self._batches:
-            self._waiting.append(_Write(statement, params, reused))
+            self._waiting.append(_Write(statement, params))
         else:
             self.raw.execute(statement, params)
 
@@ -504,10 +527,8 @@ class BatchingConnection:
             for item in waiting:
                 if isinstance(item, _Read):
                     self._send(item, cursors[id(item)])
-                elif item.reused:
-                    written.append(self._write(item, dbapi))
                 else:
-                    self.raw.execute(item.statement, item.params)
+                    written.append(self._write(item, dbapi))
             if end:
                 dbapi.execute("COMMIT", prepare=False)
         for cursor in written:
@@ -517,25 +538,27 @@ class BatchingConnection:
             cursor.close()
 
     def _send(self, read: _Read, cursor: Any) -> None:
-        sql, params = (compiled := self._compiled(read)).sql, compiled.params(read.params)
-        # What listens to SQLAlchemy's statements (bench/pg_capture.py) sees these too.
-        self.raw.dispatch.before_cursor_execute(self.raw, cursor, sql, params, None, False)
-        cursor.execute(sql, params)
+        compiled = self._compiled(read)
+        self._run(cursor, compiled.sql, compiled.params(read.params), many=False)
 
     def _write(self, write: _Write, dbapi: Any) -> Any:
         """Send a write; its cursor is closed once the pipeline has synced."""
         many = isinstance(write.params, list)
         rows: list[Mapping[str, Any]] = write.params if many else [write.params or {}]
         statement = compiled(write.statement, self.dialect, frozenset(rows[0]), write=True)
-        sql, params = statement.sql, [statement.params(row) for row in rows]
+        params = [statement.params(row) for row in rows]
         cursor = dbapi.cursor()
-        bound = params if many else params[0]  # as SQLAlchemy hands them to its listeners
-        self.raw.dispatch.before_cursor_execute(self.raw, cursor, sql, bound, None, many)
+        self._run(cursor, statement.sql, params if many else params[0], many=many)
+        return cursor
+
+    def _run(self, cursor: Any, sql: str, params: Any, *, many: bool) -> None:
+        # What listens to SQLAlchemy's statements (bench/pg_capture.py) sees these too, with
+        # the parameters as SQLAlchemy hands them: one row's, or the list for executemany.
+        self.raw.dispatch.before_cursor_execute(self.raw, cursor, sql, params, None, many)
         if many:
             cursor.executemany(sql, params)
         else:
-            cursor.execute(sql, bound)
-        return cursor
+            cursor.execute(sql, params)
 
     def _compiled(self, read: _Read) -> Read:
         return compiled(read.statement, self.dialect, frozenset(read.params or ()))

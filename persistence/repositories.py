@@ -21,7 +21,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Executable, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Executable, and_, bindparam, func, or_, select, update
 
 from domain import (
     CatalogReservation,
@@ -83,7 +83,6 @@ class SqlImageGroupRepository:
             self.conn.defer(
                 db.INSERT_IMAGES,
                 [models.image_values(group.id, i) for i in group.images],
-                reused=True,
             )
 
     def update_status(self, group: ImageGroup) -> None:
@@ -94,7 +93,7 @@ class SqlImageGroupRepository:
             "b_updated_at": group.updated_at,
             "b_deadline_at": group.deadline_at,
         }
-        self.conn.defer(db.UPDATE_GROUP_STATUS, values, reused=True)
+        self.conn.defer(db.UPDATE_GROUP_STATUS, values)
 
     def _load(self, by: str, value: str, *, lock: bool) -> ImageGroup | None:
         rows = self.conn.rows(_load_statement(by, lock), {"value": value})
@@ -210,7 +209,7 @@ class SqlHistoryRepository:
     def add(self, transitions: Sequence[Transition]) -> None:
         if transitions:
             history = [models.transition_values(t) for t in transitions]
-            self.conn.defer(db.INSERT_HISTORY, history, reused=True)
+            self.conn.defer(db.INSERT_HISTORY, history)
 
     def list_for_group(self, group_id: ImageGroupId) -> list[Transition]:
         rows = self.conn.execute(
@@ -267,7 +266,7 @@ class SqlJobRepository:
             "created_at": at,
             "updated_at": at,
         }
-        self.conn.defer(db.upsert_job(self.conn.dialect.name), values, reused=True)
+        self.conn.defer(db.upsert_job(self.conn.dialect.name), values)
 
 
 class SqlStageRepository:
@@ -282,7 +281,7 @@ class SqlStageRepository:
             values["state"] = record.state.value
             rows.append(values)
         if rows:
-            self.conn.defer(db.upsert_stage(self.conn.dialect.name), rows, reused=True)
+            self.conn.defer(db.upsert_stage(self.conn.dialect.name), rows)
 
     def find(self, job_id: str) -> list[StageRecord]:
         rows = self.conn.execute(
@@ -321,11 +320,7 @@ class SqlInboxRepository(InboxRepository):
         return lambda: int(claimed.rows()[0][0]) == 0
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
-        self.conn.defer(
-            update(ProcessedEventRow)
-            .where(ProcessedEventRow.event_id == event_id)
-            .values(outcome=outcome)
-        )
+        self.conn.defer(db.SET_OUTCOME, {"b_event_id": event_id, "b_outcome": outcome})
 
     def count_by_outcome(self) -> dict[str, int]:
         rows = self.conn.execute(
@@ -350,7 +345,6 @@ class SqlOutboxRepository:
                 "created_at": message.created_at,
                 "sent_at": message.sent_at,
             },
-            reused=True,
         )
 
     def claim_unsent(
@@ -380,7 +374,7 @@ class SqlOutboxRepository:
     def mark_sent(self, event_ids: Sequence[str], at: datetime) -> None:
         if event_ids:
             statement = db.mark_sent(self.conn.dialect.name)
-            self.conn.defer(statement, {"b_ids": list(event_ids), "b_sent_at": at}, reused=True)
+            self.conn.defer(statement, {"b_ids": list(event_ids), "b_sent_at": at})
 
     def pending(self) -> tuple[int, datetime | None]:
         count, oldest = self.conn.execute(
@@ -410,7 +404,7 @@ class SqlDeliveryRepository:
         return first
 
     def reset(self, key: str) -> None:
-        self.conn.defer(delete(DeliveryRow).where(DeliveryRow.key == key))
+        self.conn.defer(db.RESET_DELIVERIES, {"b_key": key})
 
 
 class SqlDeadLetterRepository:
@@ -443,10 +437,9 @@ class SqlDeadLetterRepository:
         return [models.dead_letter_to_entity(r) for r in self.conn.execute(stmt)]
 
     def set_status(self, letter_id: int, status: DeadLetterStatus, at: datetime) -> None:
-        values: dict[str, object] = {"status": status.value}
-        if status is DeadLetterStatus.REPLAYED:
-            values["replayed_at"] = at
-        self.conn.defer(update(DeadLetterRow).where(DeadLetterRow.id == letter_id).values(**values))
+        replayed_at = at if status is DeadLetterStatus.REPLAYED else None
+        values = {"b_id": letter_id, "b_status": status.value, "b_replayed_at": replayed_at}
+        self.conn.defer(db.SET_LETTER_STATUS, values)
 
     def count(self, status: DeadLetterStatus) -> int:
         total = self.conn.scalar(

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from bench.round_trips import EVENT_TYPES, measure
 from domain import GroupNotCreatedError, OutboxMessage, StageName
@@ -50,6 +50,16 @@ def engine(url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
+@pytest.fixture
+def deps(engine: Engine) -> Deps:
+    return Deps(
+        new_uow=lambda: SqlUnitOfWork(engine, FollowOns()),
+        clock=lambda: NOW,
+        new_id=lambda: str(uuid.uuid4()),
+        stage_timeouts=dict.fromkeys(StageName, timedelta(minutes=30)),
+    )
+
+
 def test_each_event_type_costs_no_more_round_trips_than_its_budget(url: str) -> None:
     counts = measure(url)
     assert set(counts) == set(EVENT_TYPES) == set(BUDGET)
@@ -58,14 +68,8 @@ def test_each_event_type_costs_no_more_round_trips_than_its_budget(url: str) -> 
 
 
 def test_a_claim_sent_with_its_row_lock_is_rolled_back_when_the_event_fails(
-    engine: Engine,
+    engine: Engine, deps: Deps
 ) -> None:
-    deps = Deps(
-        new_uow=lambda: SqlUnitOfWork(engine),
-        clock=lambda: NOW,
-        new_id=lambda: str(uuid.uuid4()),
-        stage_timeouts=dict.fromkeys(StageName, timedelta(minutes=30)),
-    )
     event_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
     envelope = {
         "event_id": event_id,
@@ -132,18 +136,10 @@ def _message(n: int) -> OutboxMessage:
 
 
 def test_a_group_s_events_reach_psycopg_without_sqlalchemy_executing_any_statement(
-    engine: Engine,
+    engine: Engine, deps: Deps
 ) -> None:
     # The hot path's statements are compiled once and sent by psycopg in its pipeline
     # (persistence/db.py); SQLAlchemy's per-statement execution is what they skip.
-    from sqlalchemy import event
-
-    deps = Deps(
-        new_uow=lambda: SqlUnitOfWork(engine, FollowOns()),
-        clock=lambda: NOW,
-        new_id=lambda: str(uuid.uuid4()),
-        stage_timeouts=dict.fromkeys(StageName, timedelta(minutes=30)),
-    )
     job_id, group_id = str(uuid.uuid4()), f"lean-{uuid.uuid4().hex[:8]}"
 
     catalog = {"image_group_id": group_id, "roles": ["compute", "login"], "catalog_name": "c"}
@@ -171,17 +167,11 @@ def test_a_group_s_events_reach_psycopg_without_sqlalchemy_executing_any_stateme
     assert executed == []
 
 
-def test_a_listener_sees_the_direct_writes_as_sqlalchemy_would_hand_them(engine: Engine) -> None:
+def test_a_listener_sees_the_direct_writes_as_sqlalchemy_would_hand_them(
+    engine: Engine, deps: Deps
+) -> None:
     # bench/pg_capture.py replays what before_cursor_execute is handed: one row's parameters
     # for a single statement, the list of rows for an executemany.
-    from sqlalchemy import event
-
-    deps = Deps(
-        new_uow=lambda: SqlUnitOfWork(engine, FollowOns()),
-        clock=lambda: NOW,
-        new_id=lambda: str(uuid.uuid4()),
-        stage_timeouts=dict.fromkeys(StageName, timedelta(minutes=30)),
-    )
     job_id, group_id = str(uuid.uuid4()), f"seen-{uuid.uuid4().hex[:8]}"
     catalog = {"image_group_id": group_id, "roles": ["compute", "login"], "catalog_name": "c"}
     built = {"stage": "build-image", "outcome": "succeeded", "image_group_id": group_id}

@@ -86,7 +86,9 @@ class QoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._acked: list[str] = []  # acknowledged, still in Redis
         self._acks_due: Any = None  # the timer entry of their removal
-        self.given_back: set[str] = set()  # by restore_by_tag, so not to be kept again
+        # What the closing pass (restore_unacked) gave back, so a close that fails part-way
+        # keeps only the rest; None outside it, so a requeue leaves nothing behind.
+        self.given_back: set[str] | None = None
 
     def ack(self, delivery_tag: Any) -> None:
         loop = getattr(self.channel.connection, "_ack_loop", None)
@@ -143,12 +145,14 @@ class QoS(kombu_redis.QoS):
             return message and _copy(message)
 
         self.channel.give_back(tag, copy, client=client, leftmost=leftmost)
-        self.given_back.add(tag)  # a close that fails later keeps only the rest
+        if self.given_back is not None:
+            self.given_back.add(tag)
 
     def restore_unacked(self, client: Any = None) -> None:
         self.flush_acks()  # an acknowledged message must not come back
         # Nor one whose removal failed: kombu's restore reads _delivered, acked ones included.
         self._flush()  # type: ignore[no-untyped-call]
+        self.given_back = set()
         super().restore_unacked(client)  # type: ignore[no-untyped-call]
 
 
@@ -331,7 +335,7 @@ class Channel(kombu_redis.Channel):
         except self.connection_errors:
             # The next channel that consumes gives them back (basic_consume); the tags are
             # the process's, in its runtime: a reconnect builds a new transport.
-            given_back = qos.given_back if qos is not None else set()
+            given_back = (qos.given_back if qos is not None else None) or set()
             state().stranded.keep([(tag, copy) for tag, copy in held if tag not in given_back])
             raise
 
