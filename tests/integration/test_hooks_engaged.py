@@ -1,4 +1,4 @@
-"""A worker whose screening or leases are not engaged refuses to start, with one line.
+"""A worker whose fetch or leases are not engaged refuses to start, with one line.
 
 Each case starts the real worker command in a process that first breaks one hook the way a
 kombu or Celery upgrade could (a wrapper given to `python -c`), and sees it exit with status
@@ -24,13 +24,12 @@ main()
 """
 
 BREAKS = {
-    "kombu reads BRPOP without parse_response": (
+    "kombu's poller starts reads without _brpop_start": (
         "from kombu.transport import redis as r\n"
-        "def _read(self, **options):\n"
-        "    self.connection._deliver({'headers': {}}, 'imagegroups.events')\n"
-        "    return True\n"
-        "r.Channel._brpop_read = _read\n",
-        "kombu's Redis channel no longer reads BRPOP replies through client.parse_response",
+        "def _register(self, channel):\n"
+        "    channel._in_poll = True\n"
+        "r.MultiChannelPoller._register_BRPOP = _register\n",
+        "kombu's Redis poller no longer starts a read with _brpop_start",
     ),
     "kombu's own transport for Redis": (
         "import workers.broker.transport as t\nt.transport_for = lambda url: None\n",

@@ -1,8 +1,9 @@
 """Canaries: kombu's private Redis code that screening and leases hang on (workers/broker/).
 
-Each runs kombu's own code over an in-process Redis (fakeredis) and fails when the installed
-kombu or redis-py stops calling the hook: the BRPOP reply read through
-`client.parse_response(conn, 'BRPOP')`, the channel's client class (`_get_client`), one client
+Each runs kombu's own code over an in-process Redis (fakeredis, with Lua) and fails when the
+installed kombu or redis-py stops calling the hook: the poller starting a read with
+`channel._brpop_start()` and handing the reply to `channel.handlers['BRPOP']` (the atomic
+fetch), kombu's consume callback telling the QoS of each message (`qos.append`), one client
 per pool (`_create_client`), the pool's parameters (`_connparams`), the unacknowledged
 messages in `_qos._delivered`, the poller's channels (`cycle._channels`) and the lease timer
 kombu's `register_with_event_loop` gets from Celery's consumer (`cycle._lease_tref`).
@@ -19,6 +20,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 from celery import Celery
 from celery.worker.consumer.consumer import Consumer
 from kombu.asynchronous import Hub
@@ -53,7 +55,7 @@ def envelope(tag: str) -> bytes:
     return json.dumps(
         {
             "body": "",
-            "headers": {},
+            "headers": {"id": tag},
             "content-type": "application/json",
             "content-encoding": "utf-8",
             "properties": {
@@ -84,74 +86,109 @@ def channel() -> Iterator[Any]:
     flush(0)
 
 
+def fetch(ch: Any) -> Any:
+    """One start and read of the channel, as kombu's poller runs them."""
+    client = ch.client
+    if getattr(client, "connection", None) is None:
+        client.connection = client.connection_pool.get_connection()
+    ch._brpop_start(timeout=1)
+    return ch._brpop_read()
+
+
 def deliver_all(ch: Any, entries: list[bytes]) -> list[Message]:
-    """Push entries, consume them with kombu's own BRPOP start and read, as its poller does."""
+    """Push entries, consume them with one fetch, as kombu's poller runs it."""
     got: list[Message] = []
     ch.basic_consume(QUEUE, False, got.append, "canary")
     for entry in entries:
         ch.client.lpush(ch._q_for_pri(QUEUE, 0), entry)
-    client = ch.client
-    client.connection = client.connection_pool.get_connection()
-    for _ in entries:
-        ch._brpop_start(timeout=1)
-        assert ch._brpop_read() is True
+    assert fetch(ch) is True
+    assert len(got) == len(entries)
     return got
 
 
-def test_kombu_reads_brpop_replies_through_our_client_so_a_malformed_entry_is_screened(
-    channel: Any,
-) -> None:
-    assert issubclass(channel.Client, transport.Screening)
-    assert isinstance(channel.client, transport.Screening)
+def queued_ids(ch: Any, queue: str = QUEUE) -> list[str]:
+    """The envelopes waiting in a queue, by the id header `envelope` gives them."""
+    return [json.loads(raw)["headers"]["id"] for raw in ch.client.lrange(queue, 0, -1)]
+
+
+def test_kombu_reads_through_our_fetch_so_a_malformed_entry_is_screened(channel: Any) -> None:
+    assert channel.handlers["BRPOP"].__func__ is transport.Channel._brpop_read
     bad, good = deliver_all(channel, [b"not json", envelope("t-good")])
     assert "the queue entry is not JSON" in bad.headers[MALFORMED_HEADER]
     assert bad.content_type == transport.MALFORMED_CONTENT_TYPE
     assert bad.body == b"not json"
     assert MALFORMED_HEADER not in good.headers
-    assert good.delivery_tag == "t-good"
+    assert good.headers["id"] == "t-good"
+    # Stored by the fetch itself, under tags of its own, before kombu saw them.
+    stored = channel.client.hgetall(channel.unacked_key)
+    assert set(stored) == {bad.delivery_tag.encode(), good.delivery_tag.encode()}
+    assert stored[bad.delivery_tag.encode()] == b"\0" + QUEUE.encode() + b"\0not json"
+    assert channel.client.zcard(channel.unacked_index_key) == 2
+    assert channel.qos.fetched == set(), "every fetched tag reached kombu's QoS"
 
 
-def test_with_a_global_key_prefix_kombu_still_reads_through_the_screening_client() -> None:
+def test_with_a_global_key_prefix_the_fetch_uses_the_prefixed_keys() -> None:
     connection = a_connection(1, global_keyprefix="canary:")
     ch = connection.channel()
     try:
-        assert isinstance(ch.client, transport.ScreeningPrefixedRedis)
         [bad] = deliver_all(ch, [b"[1, 2]"])
         assert "JSON list" in bad.headers[MALFORMED_HEADER]
+        raw = redis.Redis(connection_pool=ch.client.connection_pool)
+        assert set(raw.keys()) == {b"canary:unacked", b"canary:unacked_index"}
+        bad.reject(requeue=True)  # type: ignore[no-untyped-call]
+        assert raw.lrange(f"canary:{QUEUE}", 0, -1) == [b"[1, 2]"]
     finally:
         connection.release()
         flush(1, global_keyprefix="canary:")
 
 
-def test_the_worker_s_start_check_runs_kombu_s_own_brpop_reader() -> None:
-    assert engaged.screening_problem() is None
+@pytest.mark.parametrize(
+    ("version", "refused"), [("7.0.15", False), ("6.2.0", False), ("6.0.16", True), ("x", True)]
+)
+def test_a_redis_older_than_the_fetch_needs_is_refused_by_name(version: str, refused: bool) -> None:
+    problem = engaged.version_problem(version)
+    assert (problem is not None) is refused
+    assert problem is None or f"Redis {version} is older than 6.2" in problem
 
 
-def test_the_start_check_fails_when_kombu_stops_reading_brpop_through_parse_response(
+def test_the_worker_s_start_check_runs_kombu_s_own_poller() -> None:
+    assert engaged.fetching_problem() is None
+
+
+def test_the_start_check_fails_when_kombu_s_poller_stops_starting_reads_with_brpop_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def reads_elsewhere(self: Any, **options: Any) -> bool:
-        self.connection._deliver(json.loads(envelope("t")), QUEUE)
-        return True
+    def starts_elsewhere(self: Any, channel: Any) -> None:
+        channel._in_poll = True
 
-    monkeypatch.setattr(kombu_redis.Channel, "_brpop_read", reads_elsewhere)
-    assert "client.parse_response" in (engaged.screening_problem() or "")
+    monkeypatch.setattr(kombu_redis.MultiChannelPoller, "_register_BRPOP", starts_elsewhere)
+    assert "_brpop_start" in (engaged.fetching_problem() or "")
+
+
+def test_the_start_check_fails_when_kombu_s_poller_reads_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kombu_redis.MultiChannelPoller, "on_readable", lambda self, fd: None)
+    assert "handlers['BRPOP']" in (engaged.fetching_problem() or "")
 
 
 def test_kombu_keeps_held_messages_in_qos_delivered_and_leases_renew_only_those(
     channel: Any,
 ) -> None:
-    first, _second = deliver_all(channel, [envelope("t-1"), envelope("t-2")])
-    assert list(channel._qos._delivered) == ["t-1", "t-2"]
+    first, second = deliver_all(channel, [envelope("t-1"), envelope("t-2")])
+    tags = [first.delivery_tag, second.delivery_tag]
+    assert list(channel._qos._delivered) == tags
     index = channel.unacked_index_key
-    channel.client.zadd(index, {"t-1": 5, "t-2": 5})
+    channel.client.zadd(index, dict.fromkeys(tags, 5))
     connection = channel.connection
     assert channel in connection.cycle._channels
     assert connection.renew_leases() == 2
     assert all(score > 5 for _, score in channel.client.zrange(index, 0, -1, withscores=True))
     first.ack()  # type: ignore[no-untyped-call]
     connection.renew_leases()
-    assert [tag for tag, _ in channel.client.zrange(index, 0, -1, withscores=True)] == [b"t-2"]
+    assert [tag for tag, _ in channel.client.zrange(index, 0, -1, withscores=True)] == [
+        second.delivery_tag.encode()
+    ]
 
 
 def test_kombu_marks_what_a_closing_channel_gave_back_as_restored(channel: Any) -> None:
@@ -165,7 +202,7 @@ def test_kombu_marks_what_a_closing_channel_gave_back_as_restored(channel: Any) 
 
 def test_kombu_builds_one_client_per_pool_through_create_client(channel: Any) -> None:
     with channel.conn_or_acquire() as one, channel.conn_or_acquire() as two:
-        assert one is two and isinstance(one, transport.ScreeningRedis)
+        assert one is two and isinstance(one, redis.Redis)
     channel._pool = None  # a reconnect's new pool gets a new client
     with channel.conn_or_acquire() as three:
         assert three is not one
@@ -288,10 +325,6 @@ def test_a_closing_channel_removes_the_waiting_acks_and_gives_back_only_the_rest
         done.ack()  # type: ignore[no-untyped-call]
         channel.close()
         assert channel.client.hlen(channel.unacked_key) == 0
-        back = [
-            json.loads(raw)["properties"]["delivery_tag"]
-            for raw in channel.client.lrange(QUEUE, 0, -1)
-        ]
-        assert back == ["t-held"], "an acknowledged message came back"
+        assert queued_ids(channel) == ["t-held"], "an acknowledged message came back"
     finally:
         hub.close()

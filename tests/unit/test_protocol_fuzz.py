@@ -226,13 +226,14 @@ def entries(draw: st.DrawFn) -> bytes:
 @given(entries())
 def test_every_queue_entry_is_screened_into_one_kombu_can_build_a_message_from(raw: bytes) -> None:
     screened = transport.screen(raw, "imagegroups.events")
-    message = VirtualMessage(json.loads(screened), channel=_Channel())  # type: ignore[no-untyped-call]
-    if screened != raw and MALFORMED_HEADER in message.headers:
-        assert message.body == raw  # the entry itself is kept, for the dead letter
-    elif screened != raw:  # readable, but addressed elsewhere: only its address changed
+    readable = MALFORMED_HEADER not in screened["headers"]
+    if readable:  # at most its address changed
         original = json.loads(raw)
-        assert json.loads(screened)["headers"] == original["headers"]
-        assert message.body == original["body"]
+        original["properties"]["delivery_info"] = screened["properties"]["delivery_info"]
+        assert screened == original
+    message = VirtualMessage(screened, channel=_Channel())  # type: ignore[no-untyped-call]
+    if not readable:
+        assert message.body == raw  # the entry itself is kept, for the dead letter
     # Wherever a publisher addressed it, its retry and redelivery come back to this queue.
     assert message.delivery_info["routing_key"] == "imagegroups.events"
     assert message.delivery_info["exchange"] in ("", "imagegroups.events")

@@ -31,11 +31,11 @@ def _entry(exchange: str, routing_key: str, headers: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("exchange", "routing_key"), [("", QUEUE), (QUEUE, QUEUE)])
-def test_an_entry_addressed_to_its_own_queue_passes_byte_for_byte(
+def test_an_entry_addressed_to_its_own_queue_passes_unchanged(
     exchange: str, routing_key: str
 ) -> None:
-    raw = json.dumps(_entry(exchange, routing_key, {"task": "t", "id": "i"})).encode()
-    assert transport.screen(raw, QUEUE) is raw
+    entry = _entry(exchange, routing_key, {"task": "t", "id": "i"})
+    assert transport.screen(json.dumps(entry).encode(), QUEUE) == entry
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_an_entry_addressed_elsewhere_is_readdressed_to_the_queue_it_came_from(
     exchange: str, routing_key: str
 ) -> None:
     entry = _entry(exchange, routing_key, {"task": "t", "id": "i"})
-    screened = json.loads(transport.screen(json.dumps(entry).encode(), QUEUE))
+    screened = transport.screen(json.dumps(entry).encode(), QUEUE)
     assert screened["properties"]["delivery_info"] == {"exchange": "", "routing_key": QUEUE}
     assert screened["headers"] == entry["headers"] and screened["body"] == entry["body"]
 
@@ -53,6 +53,6 @@ def test_an_entry_addressed_elsewhere_is_readdressed_to_the_queue_it_came_from(
 @pytest.mark.parametrize("headers", [None, "text", ["task"]])
 def test_an_entry_whose_headers_are_not_an_object_becomes_a_stand_in(headers: Any) -> None:
     raw = json.dumps(_entry("", QUEUE, headers)).encode()
-    screened = json.loads(transport.screen(raw, QUEUE))
+    screened = transport.screen(raw, QUEUE)
     assert MALFORMED_HEADER in screened["headers"]
     assert "headers" in screened["headers"][MALFORMED_HEADER]

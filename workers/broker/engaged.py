@@ -1,12 +1,14 @@
-"""A worker on Redis starts only with screening and leases engaged: a silent hook is worse
+"""A worker on Redis starts only with its fetch and leases engaged: a silent hook is worse
 than none.
 
-Both hang on kombu's private code (docs/architecture.md, "Private hooks"): screening on its
-Redis channel reading every BRPOP reply through `client.parse_response(conn, 'BRPOP')`,
+Both hang on kombu's private code (docs/architecture.md, "Private hooks"): the fetch on
+kombu's Redis poller starting a channel's read with `channel._brpop_start()` and handing the
+reply to `channel.handlers['BRPOP']` (the transport's atomic fetch and screening live there),
 leases on the transport's `register_with_event_loop` being called with the worker's hub. If
-either stopped, a malformed entry would stop the worker again and a slow handler's message
-would be delivered twice, with nothing to say so. This consumer step checks both once the
-broker connection is up (and again after every reconnect) and stops the worker with one line,
+either stopped, kombu would pop messages with a window that loses them, a malformed entry
+would stop the worker again, or a slow handler's message would be delivered twice, with
+nothing to say so. This consumer step checks both once the broker connection is up (and again
+after every reconnect) and stops the worker with one line,
 `imagegroups worker: cannot start: <reason>`, and exit status 1.
 """
 
@@ -21,7 +23,6 @@ from celery.exceptions import WorkerShutdown
 from kombu.transport import redis as kombu_redis
 
 from workers.broker import transport
-from workers.messages import MALFORMED_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -29,51 +30,63 @@ REFUSAL = "imagegroups worker: cannot start: "
 _PROBE_QUEUE = "imagegroups.probe"
 
 
-class _BrpopReply:
-    """A redis-py client whose one BRPOP reply is an entry no kombu envelope."""
-
-    connection = None
-
-    def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
-        return (f"{_PROBE_QUEUE}{kombu_redis.Channel.sep}0".encode(), b"not an envelope")
+class _ProbeClient:
+    def __init__(self) -> None:
+        self.connection = SimpleNamespace(_sock=object())
 
 
-class _ScreenedReply(transport.Screening, _BrpopReply):
-    pass
+class _Probe:
+    """A channel that records what kombu's poller asks of it."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.active_queues = [_PROBE_QUEUE]
+        self.active_fanout_queues: list[str] = []
+        self._in_poll = False
+        self.qos = SimpleNamespace(can_consume=lambda: True)
+        self.client = _ProbeClient()
+        self.handlers = {"BRPOP": lambda **options: self.asked.append("read")}
+
+    def _brpop_start(self, timeout: Any = None) -> None:
+        self.asked.append("start")
+        self._in_poll = True
 
 
-def screening_problem() -> str | None:
-    """Run kombu's own BRPOP reader over a screening client; None when the stand-in came out."""
-    delivered: list[Any] = []
-    channel = SimpleNamespace(
-        client=_ScreenedReply(),
-        connection=SimpleNamespace(_deliver=lambda message, queue: delivered.append(message)),
-        sep=kombu_redis.Channel.sep,
-        connection_errors=(),
-        _queue_cycle=SimpleNamespace(rotate=lambda queue: None),
-        _in_poll=None,
-        _flush_brpop_reauth=lambda: None,
-    )
-    read: Any = kombu_redis.Channel._brpop_read
+def fetching_problem() -> str | None:
+    """Run kombu's own poller over a probe channel; None when it starts a read with
+    `_brpop_start` and hands the readable socket to `handlers['BRPOP']`."""
+    poller: Any = kombu_redis.MultiChannelPoller()  # type: ignore[no-untyped-call]
+    probe = _Probe()
     try:
-        read(channel)
+        sock = probe.client.connection._sock
+        poller._channels.add(probe)
+        poller._chan_to_sock[(probe, probe.client, "BRPOP")] = sock
+        poller._fd_to_chan[-1] = (probe, "BRPOP")
+        poller.on_poll_start()
+        poller.on_readable(-1)
     except Exception as exc:
         return (
-            "kombu's Redis channel no longer reads a BRPOP reply as the screening expects "
-            f"({type(exc).__name__}: {exc}); malformed queue entries would stop the worker"
+            "kombu's Redis poller no longer runs a channel's read as the fetch expects "
+            f"({type(exc).__name__}: {exc}); messages could be lost or malformed ones stop "
+            "the worker"
         )
-    headers = delivered[0].get("headers") if delivered else None
-    if not isinstance(headers, dict) or MALFORMED_HEADER not in headers:
+    finally:
+        poller._channels.clear()
+        poller._fd_to_chan.clear()
+        poller._chan_to_sock.clear()
+        poller.poller.close()
+    if probe.asked != ["start", "read"]:
         return (
-            "kombu's Redis channel no longer reads BRPOP replies through "
-            "client.parse_response: malformed queue entries would not be screened"
+            "kombu's Redis poller no longer starts a read with _brpop_start and hands the "
+            f"reply to handlers['BRPOP'] (it asked {probe.asked}): the atomic fetch and "
+            "screening would not run"
         )
     return None
 
 
 def problem(consumer: Any) -> str | None:
     """Why this consumer must not take events (None: it may). Only a Redis broker is checked:
-    screening and leases are Redis's; kombu's other transports need neither."""
+    the fetch and leases are Redis's; kombu's other transports need neither."""
     connection = consumer.connection
     kind = connection.transport
     if not isinstance(kind, kombu_redis.Transport):
@@ -81,12 +94,33 @@ def problem(consumer: Any) -> str | None:
     if not isinstance(kind, transport.Transport):
         return (
             f"the Redis broker runs on {type(kind).__module__}.{type(kind).__name__}, not "
-            f"{transport.TRANSPORT} (broker_transport): no screening, no leases"
+            f"{transport.TRANSPORT} (broker_transport): no atomic fetch, no screening, no "
+            "leases"
         )
-    client = connection.default_channel.Client
-    if not issubclass(getattr(client, "func", client), transport.Screening):
-        return "the Redis channel's client does not screen BRPOP replies"
-    return screening_problem() or lease_problem(consumer)
+    channel = connection.default_channel
+    read = getattr(channel.handlers.get("BRPOP"), "__func__", None)
+    if read is not transport.Channel._brpop_read:
+        return "the Redis channel's reader is not the transport's fetch (handlers['BRPOP'])"
+    with channel.conn_or_acquire() as client:
+        version = str(client.info("server").get("redis_version", "0"))
+    return version_problem(version) or fetching_problem() or lease_problem(consumer)
+
+
+#: The fetch's RPOP with a count and its BLMOVE wait arrived in Redis 6.2.
+OLDEST_REDIS = (6, 2)
+
+
+def version_problem(version: str) -> str | None:
+    """Why a Redis server of this version cannot serve the fetch; None when it can."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        found = ()
+    if found >= OLDEST_REDIS:
+        return None
+    return (
+        f"Redis {version} is older than 6.2: the worker's fetch needs RPOP with a count and BLMOVE"
+    )
 
 
 def lease_problem(consumer: Any) -> str | None:
@@ -112,7 +146,7 @@ def refuse(reason: str) -> None:
 
 
 class Engaged(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Once the broker connection is up: screening and leases engaged, or the worker stops."""
+    """Once the broker connection is up: the fetch and leases engaged, or the worker stops."""
 
     requires = ("celery.worker.consumer.connection:Connection",)
 

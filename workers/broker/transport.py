@@ -6,37 +6,46 @@ it holds (prefetched, waiting for a retry countdown, or running) every quarter o
 so only a dead worker's messages expire: the timeout can be short (fast recovery after a host
 crash) without long countdowns or slow handlers being delivered twice.
 
+Fetching: one round trip pops messages and stores them as unacknowledged, atomically.
+
+kombu pops a message with BRPOP and only then, in a second round trip, stores it in its
+unacknowledged hash: a worker killed between the two (or Redis, restarted from an AOF that
+kept the pop only) loses the message. Here a Lua script pops up to the prefetch credit left
+and stores each message in the hash and its index in the same step, so a message is always in
+a queue or in the hash; an idle channel waits with BLMOVE from a queue to itself, which
+blocks like BRPOP and takes nothing. Each fetched message is stored under a delivery tag of
+the fetch's own (a publisher's tag could repeat another message's and share its hash entry),
+as `NUL queue NUL entry`: the entry as it came, given back from there (give_back).
+
 Screening: a malformed queue entry becomes a message we dead-letter.
 
-kombu pops an entry off the queue's list and builds its message from it before any consumer
-code runs. An entry that is not a kombu envelope (not JSON, headers that are not an object,
-no delivery tag...) raises there, which stops the whole worker, and the popped entry is lost.
-Here every popped entry is screened first: a malformed one is replaced by a well-formed
+An entry that is not a kombu envelope (not JSON, headers that are not an object, no delivery
+tag...) would raise in kombu as it builds its message, which stops the whole worker. Every
+fetched entry is parsed once and screened: a malformed one is replaced by a well-formed
 stand-in carrying the raw entry as its body and the reason in a header, so the consumer
 dead-letters it (workers/edge/accept.py) like any other bad message.
 
 Acks that leave for Redis together: one round trip for every message acknowledged within
 ACK_BATCH_SECONDS, instead of one per message (the QoS below).
 
-Copies: kombu pops a message (BRPOP), then stores it in the unacknowledged hash (QoS.append).
-Redis killed between the two, or restarted from an AOF that kept the pop only, leaves it in
-this process alone: it is kept with a copy, given back from the copy when the hash has none.
+Copies: a held message is kept with a copy, given back from the copy when the hash has none
+(Redis lost it, or was down when the channel closed).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from queue import Empty
 from typing import Any
 
-import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -89,6 +98,8 @@ class QoS(kombu_redis.QoS):
         # What the closing pass (restore_unacked) gave back, so a close that fails part-way
         # keeps only the rest; None outside it, so a requeue leaves nothing behind.
         self.given_back: set[str] | None = None
+        # Being delivered by a fetch, which stored them in the hash already.
+        self.fetched: set[str] = set()
 
     def ack(self, delivery_tag: Any) -> None:
         loop = getattr(self.channel.connection, "_ack_loop", None)
@@ -130,6 +141,10 @@ class QoS(kombu_redis.QoS):
         return tags
 
     def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag in self.fetched:
+            self.fetched.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
         try:
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
         except self.channel.connection_errors:
@@ -217,25 +232,28 @@ def _routed_here(payload: dict[str, Any], queue: str) -> bool:
     return info["routing_key"] == queue and info["exchange"] in ("", queue)
 
 
-def _route_here(payload: dict[str, Any], queue: str) -> bytes:
+def _route_here(payload: dict[str, Any], queue: str) -> dict[str, Any]:
     """The entry, addressed to the queue it came from. Its delivery_info is where a retry is
     published and where kombu gives it back after a crash: a publisher must not pick that
     (a queue nobody consumes would take the event without an outcome)."""
     info = payload["properties"]["delivery_info"]
     payload["properties"]["delivery_info"] = {**info, "exchange": "", "routing_key": queue}
-    return json.dumps(payload).encode()
+    return payload
 
 
-def screen(raw: bytes, queue: str) -> bytes:
-    """The entry itself when kombu can read it, else a stand-in that says why it cannot."""
+def screen(raw: bytes, queue: str) -> dict[str, Any]:
+    """The entry as kombu reads it (parsed once, with kombu's own JSON) when it can be, else
+    a stand-in that says why it cannot."""
     payload: Any = None
     try:
-        payload = json.loads(raw)
+        payload = loads(raw)  # type: ignore[no-untyped-call]
         problem = envelope_problem(payload)
-    except ValueError as exc:  # not JSON, or not UTF-8
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         problem = f"the queue entry is not JSON: {exc}"
+    except Exception as exc:  # kombu's decoder of tagged values ({"__type__": ...})
+        problem = f"kombu cannot decode the queue entry: {type(exc).__name__}: {exc}"
     if problem is None:
-        return raw if _routed_here(payload, queue) else _route_here(payload, queue)
+        return payload if _routed_here(payload, queue) else _route_here(payload, queue)
     stand_in = {
         "body": base64.b64encode(raw).decode("ascii"),
         "content-type": MALFORMED_CONTENT_TYPE,
@@ -248,40 +266,53 @@ def screen(raw: bytes, queue: str) -> bytes:
             "priority": 0,
         },
     }
-    return json.dumps(stand_in).encode()
+    return stand_in
 
 
-class Screening:
-    """A Redis client whose BRPOP replies are screened before kombu reads them."""
+#: Pops up to ARGV[1] entries off the lists KEYS[1..n-2], in order, and stores each in the
+#: unacknowledged hash KEYS[n-1] (as NUL queue NUL entry, under the tag ARGV[3] .. count)
+#: and its index KEYS[n] (scored ARGV[2]), in one step. ARGV[3 + i] is list i's queue.
+#: Returns tag, queue, entry for each.
+FETCH_SCRIPT = """
+local lists = #KEYS - 2
+local hash, index = KEYS[lists + 1], KEYS[lists + 2]
+local want, now, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local out, n = {}, 0
+for i = 1, lists do
+  if n >= want then break end
+  local entries = redis.call('RPOP', KEYS[i], want - n)
+  if entries then
+    local queue = ARGV[3 + i]
+    for _, entry in ipairs(entries) do
+      n = n + 1
+      local tag = prefix .. n
+      redis.call('HSET', hash, tag, '\0' .. queue .. '\0' .. entry)
+      redis.call('ZADD', index, now, tag)
+      out[#out + 1] = tag
+      out[#out + 1] = queue
+      out[#out + 1] = entry
+    end
+  end
+end
+return out
+"""
 
-    sep = kombu_redis.Channel.sep
+#: What one fetch takes at most when the channel has no prefetch limit.
+FETCH_MOST = 64
 
-    def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
-        reply = super().parse_response(connection, command_name, **options)  # type: ignore[misc]
-        if command_name == "BRPOP" and reply:
-            key, item = reply
-            queue = (key.decode() if isinstance(key, bytes) else str(key)).rsplit(self.sep, 1)[0]
-            return key, screen(item, queue)
-        return reply
-
-
-class ScreeningRedis(Screening, redis.Redis):
-    pass
-
-
-class ScreeningPrefixedRedis(Screening, kombu_redis.PrefixedStrictRedis):
-    pass
+#: How a fetched message's entry starts in the unacknowledged hash (kombu's own start "[").
+FETCHED = b"\0"
 
 
 class Channel(kombu_redis.Channel):
     _last_params: dict[bool, dict[str, Any]]
+    _in_poll: Any
+    _brpop_sent_at: Any
     QoS = QoS
-
-    def _get_client(self) -> Any:
-        client = super()._get_client()  # type: ignore[no-untyped-call]
-        if isinstance(client, functools.partial):  # global_keyprefix set
-            return functools.partial(ScreeningPrefixedRedis, **client.keywords)
-        return ScreeningRedis
+    #: The next command on the consuming connection: a fetch (True) or a wait.
+    _fetch_next = True
+    #: The command in flight is a fetch.
+    _fetching = False
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         # kombu builds a new redis client for every publish, event, ack and restore, and a
@@ -339,6 +370,95 @@ class Channel(kombu_redis.Channel):
             state().stranded.keep([(tag, copy) for tag, copy in held if tag not in given_back])
             raise
 
+    def _brpop_start(self, timeout: Any = None) -> None:
+        # kombu's poller sends this whenever the channel may take messages and has no command
+        # in flight (MultiChannelPoller._register_BRPOP), and reads its reply with
+        # _brpop_read below: a fetch while the last one found messages, else a wait.
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        prefix = self.global_keyprefix or ""
+        if self._fetch_next:
+            pri_of: Any = self._q_for_pri
+            lists = [(pri_of(q, pri), q) for pri in self.priority_steps for q in queues]
+            keys = [key for key, _ in lists] + [self.unacked_key, self.unacked_index_key]
+            want = self.qos.can_consume_max_estimate() or FETCH_MOST
+            command = [
+                "EVAL",
+                FETCH_SCRIPT,
+                len(keys),
+                *(prefix + key for key in keys),
+                want,
+                time.time(),
+                f"{uuid.uuid4().hex}.",
+                *(queue for _, queue in lists),
+            ]
+        else:
+            # Waits on the first queue's own list; a fetch looks at every list (priorities,
+            # other queues) when the wait ends, at the latest after brpop_timeout.
+            key = prefix + self._q_for_pri(queues[0], 0)  # type: ignore[no-untyped-call]
+            wait = self.brpop_timeout if timeout is None else timeout
+            command = ["BLMOVE", key, key, "LEFT", "LEFT", wait or 0]
+        self._fetching = self._fetch_next
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self.client.connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        fetching = self._fetching
+        try:
+            try:
+                reply = self.client.parse_response(
+                    self.client.connection, "EVAL" if fetching else "BLMOVE", **options
+                )
+            except self.connection_errors:
+                # Reconnect on the next start. A fetch's messages are in the hash already,
+                # not held: they come back after the visibility timeout.
+                self.client.connection.disconnect()
+                raise
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
+        self._fetch_next = bool(reply) or not fetching
+        if not fetching or not reply:
+            raise Empty()
+        self._deliver_fetched(reply)
+        return True
+
+    def _poll_error(self, type: Any, **options: Any) -> None:
+        if type == "BRPOP":  # a reply in flight is read as one
+            with contextlib.suppress(Empty):
+                self._brpop_read(**options)
+        else:
+            super()._poll_error(type, **options)  # type: ignore[no-untyped-call]
+
+    def _deliver_fetched(self, reply: list[Any]) -> None:
+        entries = [
+            (bytes_to_str(reply[i]), bytes_to_str(reply[i + 1]), reply[i + 2])  # type: ignore[no-untyped-call]
+            for i in range(0, len(reply), 3)
+        ]
+        fetched = self.qos.fetched
+        for position, (tag, queue, raw) in enumerate(entries):
+            try:
+                payload = screen(raw, queue)
+                payload["properties"]["delivery_tag"] = tag
+                fetched.add(tag)
+                self.connection._deliver(payload, queue)
+            except BaseException:
+                fetched.discard(tag)
+                self._give_back_undelivered([later for later, _, _ in entries[position + 1 :]])
+                raise
+        self._queue_cycle.rotate(entries[-1][1])
+
+    def _give_back_undelivered(self, tags: list[str]) -> None:
+        """Fetched messages a failed delivery left behind, back to their queues now (else
+        after the visibility timeout: they are in the hash, held by nobody)."""
+        try:
+            for tag in tags:
+                self.give_back(tag, lambda: None)
+        except self.connection_errors:
+            log.debug("giving back a failed fetch's rest failed", exc_info=True)
+
     def renew_leases(self) -> int:
         qos = self._qos
         held = [] if qos is None else list(qos._delivered)
@@ -359,6 +479,10 @@ class Channel(kombu_redis.Channel):
             stored = pipe.hget(self.unacked_key, tag)
             pipe.multi()
             self.qos._remove_from_indices(tag, pipe)
+            if stored and stored.startswith(FETCHED):
+                queue, raw = stored[len(FETCHED) :].split(FETCHED, 1)
+                self._restore_entry(bytes_to_str(queue), raw, pipe, leftmost)  # type: ignore[no-untyped-call]
+                return
             found = loads(bytes_to_str(stored)) if stored else copy()  # type: ignore[no-untyped-call]
             if found:
                 payload, exchange, routing_key = found
@@ -366,6 +490,19 @@ class Channel(kombu_redis.Channel):
 
         with self.conn_or_acquire(client) as conn:
             conn.transaction(transaction, self.unacked_key)
+
+    def _restore_entry(self, queue: str, raw: bytes, pipe: Any, leftmost: bool) -> None:
+        """A fetched entry back in its queue: marked redelivered, as kombu gives back its own,
+        when it is an envelope; as it came when not (screened again, dead-lettered)."""
+        try:
+            payload = loads(raw)  # type: ignore[no-untyped-call]
+            readable = envelope_problem(payload) is None
+        except Exception:
+            readable = False
+        if readable:
+            self._do_restore_message(payload, "", queue, pipe, leftmost)  # type: ignore[no-untyped-call]
+        else:
+            (pipe.lpush if leftmost else pipe.rpush)(queue, raw)
 
     def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
         consumer = super().basic_consume(*args, **kwargs)  # type: ignore[no-untyped-call]
