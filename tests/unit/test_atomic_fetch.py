@@ -9,6 +9,7 @@ from queue import Empty
 from typing import Any
 
 import pytest
+import redis
 
 from tests.unit.test_broker_hooks import (
     QUEUE,
@@ -137,3 +138,43 @@ def test_an_entry_kombu_s_json_cannot_decode_is_screened_not_raised(channel: Any
     channel.client.lpush(QUEUE, json.dumps(entry))
     assert fetch(channel) is True
     assert "kombu cannot decode" in got[0].headers[MALFORMED_HEADER]
+
+
+def test_a_no_ack_consumer_s_entries_are_popped_and_not_kept(channel: Any) -> None:
+    # Celery's event receivers (Flower) and gossip consume so: nothing would ever ack them.
+    got: list[Any] = []
+    channel.basic_consume(QUEUE, True, got.append, "events")
+    push(channel, "e-1", "e-2")
+    assert fetch(channel) is True
+    assert [m.headers["id"] for m in got] == ["e-1", "e-2"]
+    assert channel.client.hlen(channel.unacked_key) == 0
+    assert channel.client.zcard(channel.unacked_index_key) == 0
+    assert channel.qos.fetched == set()
+
+
+def test_a_priority_kombu_could_not_give_back_makes_the_entry_a_stand_in(channel: Any) -> None:
+    got = consuming(channel)
+    entry = json.loads(envelope("endless"))
+    entry["properties"]["priority"] = float("inf")
+    channel.client.lpush(QUEUE, json.dumps(entry))  # Python's JSON writes Infinity
+    fetch(channel)
+    assert "priority is not a finite number" in got[0].headers[MALFORMED_HEADER]
+    got[0].reject(requeue=True)
+    assert channel.client.llen(QUEUE) == 1  # given back as it came, not dropped
+
+
+def test_a_fetch_whose_reply_waits_is_leased_like_the_messages_held(channel: Any) -> None:
+    consuming(channel)
+    push(channel, "m-1", "m-2")
+    client = channel.client
+    client.connection = client.connection_pool.get_connection()
+    channel._brpop_start()  # stored by Redis; the reply not read yet (credit fell meanwhile)
+    other: Any = redis.Redis(connection_pool=client.connection_pool)  # not the pending one
+    index = channel.unacked_index_key
+    tags = [tag for tag, _ in other.zrange(index, 0, -1, withscores=True)]
+    other.zadd(index, dict.fromkeys(tags, 5))
+    channel.connection.renew_leases()
+    assert all(score > 5 for _, score in other.zrange(index, 0, -1, withscores=True))
+    assert other.zcard(index) == 2, "leases add no tag the fetch did not store"
+    assert channel._brpop_read() is True
+    assert channel._in_flight is None

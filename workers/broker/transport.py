@@ -15,7 +15,10 @@ and stores each message in the hash and its index in the same step, so a message
 a queue or in the hash; an idle channel waits with BLMOVE from a queue to itself, which
 blocks like BRPOP and takes nothing. Each fetched message is stored under a delivery tag of
 the fetch's own (a publisher's tag could repeat another message's and share its hash entry),
-as `NUL queue NUL entry`: the entry as it came, given back from there (give_back).
+as `NUL queue NUL entry`: the entry as it came, given back from there (give_back). A
+no_ack consumer's entries (Celery's events for Flower, gossip) are popped only, as kombu pops
+them: nobody would acknowledge them. A fetch whose reply waits unread (kombu pauses reading
+it when the prefetch credit falls meanwhile) is leased like the messages the worker holds.
 
 Screening: a malformed queue entry becomes a message we dead-letter.
 
@@ -39,6 +42,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -208,6 +212,10 @@ def envelope_problem(payload: Any) -> str | None:
         # kombu writes `redelivered` into them when it gives the entry back (a crash, a
         # requeue): without an object there it drops the entry instead.
         return f"the envelope's headers are {type(headers).__name__}, not an object"
+    priority = props.get("priority")
+    if isinstance(priority, float) and not math.isfinite(priority):
+        # kombu's restore raises on it and drops the message.
+        return "the envelope's priority is not a finite number"
     for key in ("content-type", "content-encoding"):
         if payload.get(key) is not None and not isinstance(payload.get(key), str):
             return f"the envelope's {key!r} is not a string"
@@ -271,7 +279,9 @@ def screen(raw: bytes, queue: str) -> dict[str, Any]:
 
 #: Pops up to ARGV[1] entries off the lists KEYS[1..n-2], in order, and stores each in the
 #: unacknowledged hash KEYS[n-1] (as NUL queue NUL entry, under the tag ARGV[3] .. count)
-#: and its index KEYS[n] (scored ARGV[2]), in one step. ARGV[3 + i] is list i's queue.
+#: and its index KEYS[n] (scored ARGV[2]), in one step. ARGV[2 + 2i] is list i's queue and
+#: ARGV[3 + 2i] "1" when its consumer acknowledges (a no_ack consumer's entries, such as
+#: Celery's events for Flower and gossip, are only popped, as kombu pops them).
 #: Returns tag, queue, entry for each.
 FETCH_SCRIPT = """
 local lists = #KEYS - 2
@@ -282,12 +292,14 @@ for i = 1, lists do
   if n >= want then break end
   local entries = redis.call('RPOP', KEYS[i], want - n)
   if entries then
-    local queue = ARGV[3 + i]
+    local queue, acks = ARGV[2 + 2 * i], ARGV[3 + 2 * i] == '1'
     for _, entry in ipairs(entries) do
       n = n + 1
       local tag = prefix .. n
-      redis.call('HSET', hash, tag, '\0' .. queue .. '\0' .. entry)
-      redis.call('ZADD', index, now, tag)
+      if acks then
+        redis.call('HSET', hash, tag, '\0' .. queue .. '\0' .. entry)
+        redis.call('ZADD', index, now, tag)
+      end
       out[#out + 1] = tag
       out[#out + 1] = queue
       out[#out + 1] = entry
@@ -313,6 +325,17 @@ class Channel(kombu_redis.Channel):
     _fetch_next = True
     #: The command in flight is a fetch.
     _fetching = False
+    #: The tags' prefix of a fetch in flight and how many it may take: leased like held
+    #: messages while its reply waits (kombu pauses reading it when the prefetch credit
+    #: falls meanwhile).
+    _in_flight: tuple[str, int] | None = None
+
+    @property
+    def _no_ack(self) -> dict[str, bool]:
+        """Whether each consumed queue's consumer acknowledges nothing (basic_consume)."""
+        if "_no_ack_queues" not in self.__dict__:
+            self.__dict__["_no_ack_queues"] = {}
+        return self.__dict__["_no_ack_queues"]  # type: ignore[no-any-return]
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         # kombu builds a new redis client for every publish, event, ack and restore, and a
@@ -383,6 +406,7 @@ class Channel(kombu_redis.Channel):
             lists = [(pri_of(q, pri), q) for pri in self.priority_steps for q in queues]
             keys = [key for key, _ in lists] + [self.unacked_key, self.unacked_index_key]
             want = self.qos.can_consume_max_estimate() or FETCH_MOST
+            prefix_tag = f"{uuid.uuid4().hex}."
             command = [
                 "EVAL",
                 FETCH_SCRIPT,
@@ -390,9 +414,10 @@ class Channel(kombu_redis.Channel):
                 *(prefix + key for key in keys),
                 want,
                 time.time(),
-                f"{uuid.uuid4().hex}.",
-                *(queue for _, queue in lists),
+                prefix_tag,
+                *(part for _, q in lists for part in (q, "0" if self._no_ack.get(q) else "1")),
             ]
+            self._in_flight = (prefix_tag, want)
         else:
             # Waits on the first queue's own list; a fetch looks at every list (priorities,
             # other queues) when the wait ends, at the latest after brpop_timeout.
@@ -418,6 +443,7 @@ class Channel(kombu_redis.Channel):
                 raise
         finally:
             self._in_poll = None
+            self._in_flight = None
             self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
         self._fetch_next = bool(reply) or not fetching
         if not fetching or not reply:
@@ -444,6 +470,9 @@ class Channel(kombu_redis.Channel):
                 payload["properties"]["delivery_tag"] = tag
                 fetched.add(tag)
                 self.connection._deliver(payload, queue)
+                # Still here: kombu's QoS never took it (a no_ack consumer; or no consumer,
+                # and another channel's QoS rejected it back to the queue).
+                fetched.discard(tag)
             except BaseException:
                 fetched.discard(tag)
                 self._give_back_undelivered([later for later, _, _ in entries[position + 1 :]])
@@ -462,6 +491,9 @@ class Channel(kombu_redis.Channel):
     def renew_leases(self) -> int:
         qos = self._qos
         held = [] if qos is None else list(qos._delivered)
+        if self._in_flight is not None:
+            prefix, want = self._in_flight
+            held += [f"{prefix}{n}" for n in range(1, want + 1)]
         if held:
             now = time.time()
             with self.conn_or_acquire() as client:
@@ -504,8 +536,9 @@ class Channel(kombu_redis.Channel):
         else:
             (pipe.lpush if leftmost else pipe.rpush)(queue, raw)
 
-    def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
-        consumer = super().basic_consume(*args, **kwargs)  # type: ignore[no-untyped-call]
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        self._no_ack[queue] = bool(no_ack)
+        consumer = super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[no-untyped-call]
         acked = state().stranded_acks.take()
         if acked:
             try:
