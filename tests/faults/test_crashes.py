@@ -200,7 +200,7 @@ def test_a_worker_killed_while_redis_answers_its_wait_loses_nothing(tmp_path: Pa
     """kombu's BRPOP took the message off the queue for a worker frozen in it, and stored it
     as unacknowledged only in a second round trip: killed then, the worker lost it (the soak
     once did). The fetch's wait takes nothing, and its pop stores in the same step."""
-    with stack(tmp_path, "midfetch", **QUICK) as s:
+    with stack(tmp_path, "midfetch") as s:  # the defaults: nothing here waits for recovery
         doomed = s.start_worker("--concurrency", "1", "-n", "midfetch@%h", name="midfetch")
         warm = new_job()
         outbox.send(s.client, outbox.catalog_parsed(warm, f"warm-{warm[:8]}", ["compute"]))

@@ -33,15 +33,6 @@ def channel() -> Iterator[Any]:
     state().stranded.take()
 
 
-def pop(ch: Any, got: list[Any]) -> None:
-    """One fetch, as kombu's poller runs it."""
-    fetch(ch)
-
-
-def queued_tags(ch: Any) -> list[str]:
-    return queued_ids(ch)
-
-
 def reconnect(ch: Any) -> Any:
     """A new channel that consumes, as Celery's consumer opens after a lost connection."""
     fresh = ch.kombu_connection.channel()
@@ -71,7 +62,7 @@ def test_a_fetch_whose_reply_is_lost_leaves_its_messages_in_the_hash_for_the_sca
     # Held by nobody, so no lease renews it: the visibility scan of any worker gives it back.
     channel.client.zadd("unacked_index", dict.fromkeys(channel.client.hkeys("unacked"), 0))
     channel.qos.restore_visible(num=10)
-    assert queued_tags(channel) == ["t-popped"]
+    assert queued_ids(channel) == ["t-popped"]
     assert channel.client.hlen("unacked") == 0
 
 
@@ -82,7 +73,7 @@ def test_a_held_message_whose_unacked_entry_redis_lost_is_given_back_on_reconnec
     channel.basic_consume(QUEUE, False, got.append, "c")
     for tag in ("t-lost", "t-kept", "t-acked"):
         channel.client.lpush(QUEUE, envelope(tag))
-        pop(channel, got)
+        fetch(channel)
     got[2].ack()
     # Restarted from an AOF that had the pop of t-lost but not its HSET and ZADD:
     lost = got[0].delivery_tag
@@ -98,7 +89,7 @@ def test_a_held_message_whose_unacked_entry_redis_lost_is_given_back_on_reconnec
             channel.close()
     assert channel.client.llen(QUEUE) == 0
     reconnect(channel)
-    assert sorted(queued_tags(channel)) == ["t-kept", "t-lost"]  # the acked one stays acked
+    assert sorted(queued_ids(channel)) == ["t-kept", "t-lost"]  # the acked one stays acked
     assert channel.client.hlen("unacked") == 0
 
 
@@ -108,10 +99,10 @@ def test_a_closing_channel_gives_back_a_held_message_the_hash_lost_when_redis_is
     got: list[Any] = []
     channel.basic_consume(QUEUE, False, got.append, "c")
     channel.client.lpush(QUEUE, envelope("t-lost"))
-    pop(channel, got)
+    fetch(channel)
     assert channel.client.hdel("unacked", got[0].delivery_tag) == 1
     channel.close()
-    assert queued_tags(channel) == ["t-lost"]
+    assert queued_ids(channel) == ["t-lost"]
 
 
 def test_a_close_that_fails_half_way_gives_back_each_held_message_once(
@@ -121,7 +112,7 @@ def test_a_close_that_fails_half_way_gives_back_each_held_message_once(
     channel.basic_consume(QUEUE, False, got.append, "c")
     for tag in ("t-first", "t-second"):
         channel.client.lpush(QUEUE, envelope(tag))
-        pop(channel, got)
+        fetch(channel)
     transaction = redis.Redis.transaction
     calls: list[int] = []
 
@@ -135,7 +126,7 @@ def test_a_close_that_fails_half_way_gives_back_each_held_message_once(
         m.setattr(redis.Redis, "transaction", down_after_the_first)
         with pytest.raises(redis.ConnectionError):
             channel.close()
-    assert len(queued_tags(channel)) == 1  # the first is back already
+    assert len(queued_ids(channel)) == 1  # the first is back already
     reconnect(channel)
-    assert sorted(queued_tags(channel)) == ["t-first", "t-second"]  # once each
+    assert sorted(queued_ids(channel)) == ["t-first", "t-second"]  # once each
     assert channel.client.hlen("unacked") == 0

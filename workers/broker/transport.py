@@ -145,8 +145,7 @@ class QoS(kombu_redis.QoS):
         return tags
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        if delivery_tag in self.fetched:
-            self.fetched.discard(delivery_tag)
+        if delivery_tag in self.fetched:  # stored by the fetch already
             virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
             return
         try:
@@ -249,17 +248,22 @@ def _route_here(payload: dict[str, Any], queue: str) -> dict[str, Any]:
     return payload
 
 
-def screen(raw: bytes, queue: str) -> dict[str, Any]:
-    """The entry as kombu reads it (parsed once, with kombu's own JSON) when it can be, else
-    a stand-in that says why it cannot."""
-    payload: Any = None
+def read_entry(raw: bytes) -> tuple[Any, str | None]:
+    """A queue entry as kombu reads it (kombu's own JSON), and what keeps kombu from building
+    a message out of it (None when nothing does)."""
     try:
         payload = loads(raw)  # type: ignore[no-untyped-call]
-        problem = envelope_problem(payload)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        problem = f"the queue entry is not JSON: {exc}"
+        return None, f"the queue entry is not JSON: {exc}"
     except Exception as exc:  # kombu's decoder of tagged values ({"__type__": ...})
-        problem = f"kombu cannot decode the queue entry: {type(exc).__name__}: {exc}"
+        return None, f"kombu cannot decode the queue entry: {type(exc).__name__}: {exc}"
+    return payload, envelope_problem(payload)
+
+
+def screen(raw: bytes, queue: str) -> dict[str, Any]:
+    """The entry as kombu reads it (parsed once) when it can be, else a stand-in that says
+    why it cannot."""
+    payload, problem = read_entry(raw)
     if problem is None:
         return payload if _routed_here(payload, queue) else _route_here(payload, queue)
     stand_in = {
@@ -317,25 +321,22 @@ FETCHED = b"\0"
 
 
 class Channel(kombu_redis.Channel):
-    _last_params: dict[bool, dict[str, Any]]
     _in_poll: Any
     _brpop_sent_at: Any
     QoS = QoS
     #: The next command on the consuming connection: a fetch (True) or a wait.
     _fetch_next = True
-    #: The command in flight is a fetch.
-    _fetching = False
-    #: The tags' prefix of a fetch in flight and how many it may take: leased like held
-    #: messages while its reply waits (kombu pauses reading it when the prefetch credit
-    #: falls meanwhile).
+    #: The fetch in flight (None when none is, or a wait is): its tags' prefix and how many
+    #: it may take. Leased like held messages while its reply waits (kombu pauses reading it
+    #: when the prefetch credit falls meanwhile).
     _in_flight: tuple[str, int] | None = None
 
-    @property
-    def _no_ack(self) -> dict[str, bool]:
-        """Whether each consumed queue's consumer acknowledges nothing (basic_consume)."""
-        if "_no_ack_queues" not in self.__dict__:
-            self.__dict__["_no_ack_queues"] = {}
-        return self.__dict__["_no_ack_queues"]  # type: ignore[no-any-return]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # kombu's __init__ already reaches Redis (a PING), through _connparams.
+        self._last_params: dict[bool, dict[str, Any]] = {}
+        # Whether each consumed queue's consumer acknowledges nothing (basic_consume).
+        self._no_ack: dict[str, bool] = {}
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         # kombu builds a new redis client for every publish, event, ack and restore, and a
@@ -356,16 +357,11 @@ class Channel(kombu_redis.Channel):
         # transport's client) before the channel, whose close then needs a Redis client to
         # give back its unacknowledged messages: kombu raises AttributeError there, which
         # stops the worker. The channel's own earlier parameters are as good.
-        if self.connection.client is None and asynchronous in self._remembered():
-            return dict(self._remembered()[asynchronous])
+        if self.connection.client is None and asynchronous in self._last_params:
+            return dict(self._last_params[asynchronous])
         params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
-        self._remembered()[asynchronous] = dict(params)
+        self._last_params[asynchronous] = dict(params)
         return params
-
-    def _remembered(self) -> dict[bool, dict[str, Any]]:
-        if not hasattr(self, "_last_params"):
-            self._last_params = {}
-        return self._last_params
 
     def close(self) -> None:
         # kombu gives a closing channel's unacknowledged messages back to the queue. When
@@ -419,18 +415,18 @@ class Channel(kombu_redis.Channel):
             ]
             self._in_flight = (prefix_tag, want)
         else:
+            self._in_flight = None
             # Waits on the first queue's own list; a fetch looks at every list (priorities,
             # other queues) when the wait ends, at the latest after brpop_timeout.
             key = prefix + self._q_for_pri(queues[0], 0)  # type: ignore[no-untyped-call]
             wait = self.brpop_timeout if timeout is None else timeout
             command = ["BLMOVE", key, key, "LEFT", "LEFT", wait or 0]
-        self._fetching = self._fetch_next
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
-        fetching = self._fetching
+        fetching = self._in_flight is not None
         try:
             try:
                 reply = self.client.parse_response(
@@ -469,12 +465,11 @@ class Channel(kombu_redis.Channel):
                 payload = screen(raw, queue)
                 payload["properties"]["delivery_tag"] = tag
                 fetched.add(tag)
-                self.connection._deliver(payload, queue)
-                # Still here: kombu's QoS never took it (a no_ack consumer; or no consumer,
-                # and another channel's QoS rejected it back to the queue).
-                fetched.discard(tag)
+                try:  # kombu's QoS takes it here, unless its consumer acknowledges nothing
+                    self.connection._deliver(payload, queue)
+                finally:
+                    fetched.discard(tag)
             except BaseException:
-                fetched.discard(tag)
                 self._give_back_undelivered([later for later, _, _ in entries[position + 1 :]])
                 raise
         self._queue_cycle.rotate(entries[-1][1])
@@ -484,14 +479,14 @@ class Channel(kombu_redis.Channel):
         after the visibility timeout: they are in the hash, held by nobody)."""
         try:
             for tag in tags:
-                self.give_back(tag, lambda: None)
+                self.give_back(tag, _kept(None))
         except self.connection_errors:
             log.debug("giving back a failed fetch's rest failed", exc_info=True)
 
     def renew_leases(self) -> int:
         qos = self._qos
         held = [] if qos is None else list(qos._delivered)
-        if self._in_flight is not None:
+        if self._in_flight is not None and self._in_poll:  # its reply still to come
             prefix, want = self._in_flight
             held += [f"{prefix}{n}" for n in range(1, want + 1)]
         if held:
@@ -526,12 +521,8 @@ class Channel(kombu_redis.Channel):
     def _restore_entry(self, queue: str, raw: bytes, pipe: Any, leftmost: bool) -> None:
         """A fetched entry back in its queue: marked redelivered, as kombu gives back its own,
         when it is an envelope; as it came when not (screened again, dead-lettered)."""
-        try:
-            payload = loads(raw)  # type: ignore[no-untyped-call]
-            readable = envelope_problem(payload) is None
-        except Exception:
-            readable = False
-        if readable:
+        payload, problem = read_entry(raw)
+        if problem is None:
             self._do_restore_message(payload, "", queue, pipe, leftmost)  # type: ignore[no-untyped-call]
         else:
             (pipe.lpush if leftmost else pipe.rpush)(queue, raw)
