@@ -135,10 +135,16 @@ class MemoryDeliveryRepository:
     def __init__(self, state: MemoryState) -> None:
         self.state = state
 
-    def record_delivery(self, key: str, at: datetime) -> int:
-        count, first = self.state.deliveries.get(key, (0, at))
-        self.state.deliveries[key] = (count + 1, first)
+    def record_delivery(self, key: str, at: datetime, copy: str | None = None) -> int | None:
+        count, first, holder = self.state.deliveries.get(key, (0, at, None))
+        if copy is not None and holder not in (None, copy):
+            return None
+        self.state.deliveries[key] = (count + 1, first, copy if holder is None else holder)
         return count + 1
+
+    def chain_holder(self, key: str) -> str | None:
+        counted = self.state.deliveries.get(key)
+        return None if counted is None else counted[2]
 
     def first_counted_at(self, key: str) -> datetime | None:
         counted = self.state.deliveries.get(key)

@@ -47,6 +47,7 @@ class MemoryState:
     inbox_records: dict[str, InboxRecord] = field(default_factory=dict)  # the whole rows
     outbox: dict[str, OutboxMessage] = field(default_factory=dict)
     leases: dict[str, datetime] = field(default_factory=dict)
-    deliveries: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    #: key -> (deliveries counted, the first's time, the copy holding the retry chain)
+    deliveries: dict[str, tuple[int, datetime, str | None]] = field(default_factory=dict)
     dead_letters: dict[int, DeadLetter] = field(default_factory=dict)
     lock: StateLock = field(default_factory=StateLock, compare=False, repr=False)

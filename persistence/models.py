@@ -242,6 +242,9 @@ class DeliveryRow(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     first_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The copy (Celery task id) whose counted deliveries are the event's one retry chain
+    # (migration 0007); NULL until a copy is counted with its id.
+    holder: Mapped[str | None] = mapped_column(Text)
 
 
 class OutboxRow(Base):

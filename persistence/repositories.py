@@ -387,15 +387,35 @@ class SqlDeliveryRepository:
     def __init__(self, conn: BatchingConnection) -> None:
         self.conn = conn
 
-    def record_delivery(self, key: str, at: datetime) -> int:
+    def record_delivery(self, key: str, at: datetime, copy: str | None = None) -> int | None:
         stmt = dialect_insert(self.conn, DeliveryRow).values(
-            key=key, attempts=1, first_at=at, last_at=at
+            key=key, attempts=1, first_at=at, last_at=at, holder=copy
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[DeliveryRow.key],
-            set_={"attempts": DeliveryRow.attempts + 1, "last_at": at},
+        if copy is None:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[DeliveryRow.key],
+                set_={"attempts": DeliveryRow.attempts + 1, "last_at": at},
+            )
+        else:
+            # Counted only for the copy that holds the chain, or the first one to claim it;
+            # PostgreSQL's row lock makes two copies counted at once take turns.
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[DeliveryRow.key],
+                set_={
+                    "attempts": DeliveryRow.attempts + 1,
+                    "last_at": at,
+                    "holder": func.coalesce(DeliveryRow.holder, stmt.excluded.holder),
+                },
+                where=DeliveryRow.holder.is_(None) | (DeliveryRow.holder == stmt.excluded.holder),
+            )
+        counted = self.conn.execute(stmt.returning(DeliveryRow.attempts)).scalar_one_or_none()
+        return None if counted is None else int(counted)
+
+    def chain_holder(self, key: str) -> str | None:
+        holder: str | None = self.conn.scalar(
+            select(DeliveryRow.holder).where(DeliveryRow.key == key)
         )
-        return int(self.conn.execute(stmt.returning(DeliveryRow.attempts)).scalar_one())
+        return holder
 
     def first_counted_at(self, key: str) -> datetime | None:
         first: datetime | None = self.conn.scalar(

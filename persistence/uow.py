@@ -85,8 +85,14 @@ class OutboxRepository(Protocol):
 
 
 class DeliveryRepository(Protocol):
-    def record_delivery(self, key: str, at: datetime) -> int:
-        """Count one more delivery of an event and return the count so far."""
+    def record_delivery(self, key: str, at: datetime, copy: str | None = None) -> int | None:
+        """Count one more delivery of an event and return the count so far.
+
+        `copy` names the message (its Celery task id): the first copy counted holds the
+        event's retry chain, and a delivery of another copy is not counted (None)."""
+
+    def chain_holder(self, key: str) -> str | None:
+        """The copy whose deliveries are counted for the event, if one is."""
 
     def first_counted_at(self, key: str) -> datetime | None:
         """When the first counted (second) delivery came: just after the first failure."""

@@ -397,6 +397,45 @@ def test_a_reset_counts_from_one_again_within_the_same_unit_of_work(new_uow: New
         assert uow.deliveries.record_delivery("ev-1", at(3)) == 2
 
 
+def test_the_first_copy_counted_holds_the_retry_chain_and_no_other_copy_is_counted(
+    new_uow: NewUow,
+) -> None:
+    with new_uow() as uow:
+        assert uow.deliveries.chain_holder("ev-1") is None
+        assert uow.deliveries.record_delivery("ev-1", at(0), copy="task-a") == 1
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.deliveries.record_delivery("ev-1", at(1), copy="task-b") is None
+        assert uow.deliveries.record_delivery("ev-1", at(2), copy="task-a") == 2
+        assert uow.deliveries.record_delivery("ev-1", at(3), copy="task-c") is None
+        assert uow.deliveries.record_delivery("ev-2", at(3), copy="task-b") == 1
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.deliveries.chain_holder("ev-1") == "task-a"
+        assert uow.deliveries.chain_holder("ev-2") == "task-b"
+        assert uow.deliveries.first_counted_at("ev-1") == at(0)
+        # Counted without naming a copy (a count from before copies were told apart): always.
+        assert uow.deliveries.record_delivery("ev-1", at(4)) == 3
+
+
+def test_a_count_without_a_holder_is_claimed_by_the_next_copy_and_a_reset_frees_the_chain(
+    new_uow: NewUow,
+) -> None:
+    with new_uow() as uow:
+        assert uow.deliveries.record_delivery("ev-1", at(0)) == 1
+        assert uow.deliveries.record_delivery("ev-1", at(1), copy="task-b") == 2
+        assert uow.deliveries.record_delivery("ev-1", at(2), copy="task-a") is None
+        uow.commit()
+    with new_uow() as uow:
+        uow.deliveries.reset("ev-1")  # a replay: the event starts a chain of its own
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.deliveries.chain_holder("ev-1") is None
+        assert uow.deliveries.record_delivery("ev-1", at(3), copy="task-a") == 1
+        assert uow.deliveries.record_delivery("ev-1", at(4), copy="task-b") is None
+        assert uow.deliveries.chain_holder("ev-1") == "task-a"
+
+
 def test_a_dead_letter_comes_back_whole_and_lists_by_status(new_uow: NewUow) -> None:
     with new_uow() as uow:
         first = uow.dead_letters.add(letter("ev-1"))
@@ -581,3 +620,28 @@ def test_two_relays_at_once_never_claim_the_same_row(new_locking_uow: NewUow) ->
     join()
     assert first == ids(messages[:2])
     assert second == ids(messages[2:])
+
+
+def test_two_copies_counted_at_once_leave_exactly_one_holding_the_chain(
+    new_locking_uow: NewUow,
+) -> None:
+    counted, released = threading.Event(), threading.Event()
+    first: list[int | None] = []
+
+    def copy_a() -> None:
+        with new_locking_uow() as uow:
+            first.append(uow.deliveries.record_delivery("ev-1", at(0), copy="task-a"))
+            counted.set()
+            released.wait(10)
+            uow.commit()
+
+    join = in_thread(copy_a)
+    assert counted.wait(10)
+    threading.Timer(HOLD_SECONDS, released.set).start()
+    with new_locking_uow() as uow:
+        second = uow.deliveries.record_delivery("ev-1", at(1), copy="task-b")
+        uow.commit()
+    join()
+    with new_locking_uow() as uow:
+        holder = uow.deliveries.chain_holder("ev-1")
+    assert (first, second, holder) == ([1], None, "task-a")

@@ -14,7 +14,8 @@ from tests.integration.stack import Stack
 
 #: Recovery in seconds: a short visibility timeout and a quick outbox sweep. Retries are
 #: shorter too, but as with the defaults they outlast recovery: 8 deliveries span at least
-#: 9.75 s, a dead worker's messages are back within 7 s (checked below).
+#: 9.75 s, a dead worker's messages are back within 7 s (checked below). Copies of one event
+#: run one chain of 8 between them (the first copy counted holds it), not one each.
 QUICK = {
     "IMAGEGROUPS_VISIBILITY_TIMEOUT": "6",
     "IMAGEGROUPS_TASK_TIME_LIMIT": "3",

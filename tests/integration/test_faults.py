@@ -183,3 +183,39 @@ def test_a_stage_result_before_its_catalog_is_replayed_to_completion(tmp_path: P
         )
         assert len(_letters(s)) == 1
         assert moves(s, "late-catalog") == HAPPY[:2]
+
+
+def test_copies_of_an_early_stage_result_run_one_retry_chain_which_outlasts_their_catalog(
+    tmp_path: Path,
+) -> None:
+    # With these, one chain of 8 deliveries spans at least 9.75 s; three copies counted
+    # against the event's one budget used it up within 3.5 s of their first failures.
+    slow = {"IMAGEGROUPS_RETRY_BACKOFF_BASE": "0.5", "IMAGEGROUPS_RETRY_BACKOFF_MAX": "4"}
+    with stack(tmp_path, "copies", **slow) as s:
+        worker = s.start_worker("--concurrency", "2")
+        job = new_job()
+        early = outbox.stage_finished(job, "build-image", "succeeded")
+        copies = [str(uuid.uuid4()) for _ in range(3)]
+        for task_id in copies:
+            outbox.send(s.client, early, task_id=task_id)
+
+        def lines(outcome: str) -> list[str]:
+            event = f"event_id={early['event_id']}"
+            return [
+                line
+                for line in worker.output().splitlines()
+                if event in line and f"outcome={outcome}" in line
+            ]
+
+        wait_for(lambda: len(lines("duplicate")) >= 2, timeout=20, what="two copies to end")
+        holder = s.query(lambda uow: uow.deliveries.chain_holder(early["event_id"]))
+        assert holder in copies
+        ended = {t for t in copies for line in lines("duplicate") if f"task_id={t} " in line}
+        assert ended == set(copies) - {holder}
+
+        outbox.send(s.client, outbox.catalog_parsed(job, "late-catalog", ["compute"]))
+        wait_status(s, "late-catalog", "DEPLOYING")
+        applied = lines("applied")
+        assert len(applied) == 1 and f"task_id={holder}" in applied[0]
+        assert _letters(s) == []
+        assert len(lines("duplicate")) == 2

@@ -90,7 +90,13 @@ from workers.errors import (
     UnknownTaskError,
     failure_of,
 )
-from workers.handlers import Result, handle_catalog_parsed, handle_stage_finished
+from workers.handlers import (
+    EventOutcome,
+    Outcome,
+    Result,
+    handle_catalog_parsed,
+    handle_stage_finished,
+)
 from workers.messages import CATALOG_PARSED, STAGE_FINISHED
 from workers.runtime.root import PROBE_INTERVAL, PROBE_TIMEOUT, Runtime, execute, runtime, state
 
@@ -322,7 +328,10 @@ def _process(
     started, facts = time.perf_counter(), call.delivery
     attempt = facts.attempt_at_least()  # until the database's count says more
     try:
-        attempt = _count_delivery(rt, facts, verdict.event_id, attempt)
+        counted = _count_delivery(rt, facts, verdict.event_id, attempt)
+        if isinstance(counted, Copy):
+            return _copy_ended(task, rt, counted, verdict, facts, started)
+        attempt = counted
         if isinstance(verdict, Refusal):
             raise verdict.error
         command = verdict.on_attempt(attempt)
@@ -345,17 +354,56 @@ def _process(
     return out.as_dict()
 
 
-def _count_delivery(rt: Runtime, facts: Delivery, event_id: str | None, attempt: int) -> int:
+@dataclass(frozen=True)
+class Copy:
+    """A counted delivery of a copy of an event whose retry chain another copy holds."""
+
+    holder: str | None
+
+
+def _count_delivery(rt: Runtime, facts: Delivery, event_id: str | None, attempt: int) -> int | Copy:
     """Deliveries after the first are counted, in their own transaction (so a crash mid-
-    handler still counts); past IMAGEGROUPS_MAX_ATTEMPTS the event is given up on."""
+    handler still counts); past IMAGEGROUPS_MAX_ATTEMPTS the event is given up on.
+
+    The first copy of an event counted holds the event's one retry chain. A copy published
+    twice or three times that fails (a stage result before its catalog) retries once, and
+    its next delivery ends here, uncounted: the holder's chain gives the event its outcome,
+    so the copies no longer spend one budget of deliveries together."""
     if facts.is_redelivery():
+        key = event_id or facts.task_id
         with rt.new_uow() as uow:
-            attempt = 1 + uow.deliveries.record_delivery(event_id or facts.task_id, rt.now())
+            counted = uow.deliveries.record_delivery(key, rt.now(), copy=facts.task_id)
+            holder = uow.deliveries.chain_holder(key) if counted is None else None
             uow.commit()
+        if counted is None:
+            return Copy(holder)
+        attempt = 1 + counted
     reason = past_the_limit(attempt, rt.retry_policy)
     if reason is not None:
         raise AttemptsExhaustedError(reason)
     return attempt
+
+
+def _copy_ended(
+    task: Any,
+    rt: Runtime,
+    copy: Copy,
+    verdict: Accepted | Refusal,
+    facts: Delivery,
+    started: float,
+) -> dict[str, Any]:
+    """A copy whose event another copy's retries carry ends as a duplicate of it, acked."""
+    event_id = verdict.event_id or facts.task_id
+    detail = f"a copy of an event the retries of task {copy.holder} carry"
+    rt.metrics.handled(task.name, EventOutcome.DUPLICATE.value, time.perf_counter() - started)
+    log.info(
+        "%s event_id=%s task_id=%s outcome=duplicate: %s",
+        task.name,
+        event_id,
+        facts.task_id,
+        detail,
+    )
+    return Outcome(EventOutcome.DUPLICATE, event_id, detail=detail).as_dict()
 
 
 def _fail(
