@@ -12,7 +12,9 @@ from sqlalchemy import create_engine, text
 
 from bench import events
 from bench.drain import Drain, drain
+from bench.noop_app import COMMITS_TABLE
 from bench.stack import NOOP, OURS, Stack, Worker
+from tests.pg import fresh_database
 
 FOLLOW_ON_QUEUE = "pipeline.deploy"
 
@@ -24,22 +26,52 @@ def bare(
     *,
     observed: bool = False,
     task_events: bool = False,
+    commit: bool = False,
     count: int = 1,
 ) -> Drain:
     """No-op tasks: Celery defaults + acks_late; `observed` adds events and stored results,
-    `task_events` the events alone (results as the worker stores them: bench/noop_app.py)."""
-    r = stack.redis
-    r.delete(events.NOOP_QUEUE)
-    events.preload_noop(stack.client, n)
-    events.park(r, events.NOOP_QUEUE, "noop")
+    `task_events` the events alone (results as the worker stores them: bench/noop_app.py);
+    `commit` makes each task one single-row INSERT, committed, in a fresh database."""
     mode = "1" if observed else "events" if task_events else "0"
-    env = stack.env(BENCH_NOOP_OBSERVED=mode)
     label = {
         "1": "bare Celery + events + results",
         "events": "bare Celery + task events",
         "0": "bare Celery no-op",
     }[mode]
-    with stack.workers(NOOP, concurrency, env, count) as workers:
+    if not commit:
+        return _drain_noop(stack, n, concurrency, count, label, BENCH_NOOP_OBSERVED=mode)
+    with fresh_database("bench") as url:
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(COMMITS_TABLE))
+            found = _drain_noop(
+                stack,
+                n,
+                concurrency,
+                count,
+                f"{label} + one commit",
+                BENCH_NOOP_OBSERVED=mode,
+                BENCH_NOOP_COMMIT=url,
+            )
+            with engine.connect() as conn:
+                done = int(conn.execute(text("SELECT count(*) FROM bench_commits")).scalar_one())
+        finally:
+            engine.dispose()
+    found.check = f"committed {done}/{n}"
+    if done != n:
+        raise RuntimeError(f"the no-op worker did not commit every task: {found.check}")
+    return found
+
+
+def _drain_noop(
+    stack: Stack, n: int, concurrency: int, count: int, label: str, **env: str
+) -> Drain:
+    r = stack.redis
+    r.delete(events.NOOP_QUEUE)
+    events.preload_noop(stack.client, n)
+    events.park(r, events.NOOP_QUEUE, "noop")
+    with stack.workers(NOOP, concurrency, stack.env(**env), count) as workers:
         stack.calm()
         events.release(r, events.NOOP_QUEUE, "noop")
         return drain(stack, events.NOOP_QUEUE, n, workers, label)

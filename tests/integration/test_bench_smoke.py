@@ -39,7 +39,8 @@ def test_quick_anchors_print_every_ratio_with_every_event_verified(tmp_path: Pat
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=290)
     assert done.returncode == 0, done.stderr[-3000:]
     report = done.stdout
-    for ratio in ("ours/peer", "ours/pg-limit", "ours/celery-ceiling"):
+    ratios = {"ours/peer", "ours/pg-limit", "ours/celery-ceiling", "ours/commit-ceiling"}
+    for ratio in ratios:
         assert f"\n{ratio} " in report
     assert "machine: " in report and "PostgreSQL " in report
     assert f"naive peer catalog.parsed: catalogs {n}/{n}" in report
@@ -47,8 +48,11 @@ def test_quick_anchors_print_every_ratio_with_every_event_verified(tmp_path: Pat
     assert f"catalog.parsed: applied {n}/{n}, dead letters 0" in report
     assert f"statements/event, replayed {n}/{n}" in report  # the pg-limit's catalog phase
     assert report.count(f"DEPLOYING {n}/{n}") == 3  # the peer, ours and the pg-limit replay
+    assert f"one commit: committed {n}/{n}" in report
+    assert "\ncommit-ceiling/peer " in report
     figures = json.loads(out.read_text())["anchors"]
-    assert set(figures["ratios"]) == {"ours/peer", "ours/pg-limit", "ours/celery-ceiling"}
+    assert set(figures["ratios"]) == ratios
+    assert set(figures["commit-ceiling/peer"]) == {"catalog", "build"}
     for kinds in figures["ratios"].values():
         assert set(kinds) == {"catalog", "build"}
         assert all(pick > 0 for ratio in kinds.values() for pick in ratio.values())
