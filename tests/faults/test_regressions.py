@@ -248,16 +248,28 @@ def test_a_handler_killed_by_the_workers_time_limit_comes_back_and_applies_once(
         def kill_observed() -> bool:
             return "Hard time limit" in worker.output()
 
+        def came_back() -> bool:
+            return deliveries(s, deployed["event_id"]) >= 2
+
         with s.engine.connect() as blocker:
             blocker.execute(
                 select(ImageGroupRow).where(ImageGroupRow.id == "killed").with_for_update()
             )
             outbox.send(s.client, deployed)
             wait_for(kill_observed, timeout=30, what="the hard time limit to kill the handler")
+            # Celery logs the limit just before it kills the process: the lock is let go only
+            # once the event is back and counted, so the killed handler cannot be the one
+            # that gets it (it would commit, and the redelivery be a duplicate).
+            wait_for(came_back, timeout=30, what="the killed handler's event to come back")
             blocker.rollback()
         wait_status(s, "killed", "RESTARTING")
         assert moves(s, "killed").count(("DEPLOYING", "DEPLOYED")) == 1
         assert deliveries(s, deployed["event_id"]) >= 2  # killed once, then applied
+        wait_for(
+            lambda: "outcome=applied status=RESTARTING" in worker.output(),
+            timeout=10,
+            what="the redelivery's log line",
+        )
         assert letters(s) == []
 
 

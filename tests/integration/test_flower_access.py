@@ -82,7 +82,13 @@ def flower(cwd: Path, **settings: str) -> Iterator[Flower]:
             yield running
         finally:
             popen.terminate()
-            popen.wait(20)
+            try:
+                popen.wait(20)
+            except subprocess.TimeoutExpired:
+                # Seen once on a loaded machine: Flower still closing its broker connections.
+                # What the tests check was checked while it listened; it is killed here.
+                popen.kill()
+                popen.wait(10)
 
 
 def listening_addresses(port: int) -> set[str]:
