@@ -182,9 +182,20 @@ class Page(Generic[T]):
     offset: int
 
 
+class GroupNotInserted(Exception):
+    """The INSERT of a group `create` sent with the COMMIT conflicted with a group already
+    stored (its id or its job's), so the commit failed and the unit of work wrote nothing."""
+
+
 class ImageGroupRepository(Protocol):
     def save(self, group: ImageGroup) -> None:
         """Insert a new group; DuplicateImageGroupError if its id or job already has one."""
+
+    def create(self, group: ImageGroup) -> None:
+        """Insert a new group, perhaps only with the commit: then a group already stored
+        under its id or job fails the commit with GroupNotInserted (nothing is written),
+        and `save`, in a new unit of work, says which. Where writes are not held back for
+        the commit, as `save`."""
 
     def update_status(self, group: ImageGroup) -> None:
         """Write the group's status, attempt and updated_at."""

@@ -72,7 +72,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from persistence.models import (
     CatalogReservationRow,
@@ -307,6 +307,9 @@ def _compiled(statement: Executable, dialect: Dialect, keys: frozenset[str], wri
 
 INSERT_IMAGES = insert(ImageRow)
 
+#: A new group sent with the COMMIT: a conflict fails the transaction (no ON CONFLICT).
+INSERT_NEW_GROUP = insert(ImageGroupRow)
+
 INSERT_HISTORY = insert(TransitionRow)
 
 INSERT_OUTBOX = insert(OutboxRow)
@@ -437,6 +440,9 @@ class Later:
 class _Write:
     statement: Executable
     params: Any
+    #: For an INSERT: raised instead of the IntegrityError when a unique key it writes is
+    #: taken, which the transaction cannot go on from.
+    taken: Callable[[], Exception] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,33 +452,63 @@ class _Read:
     later: Later
 
 
+def _raise_taken(error: IntegrityError, writes: list[_Write]) -> None:
+    """Raise what a write deferred with `taken` asks for when `error` is a unique key of its
+    table already taken (PostgreSQL names the table; SQLite does not, and one write at a time
+    is sent there, so the one given is the one that failed)."""
+    orig: Any = error.orig
+    diag = getattr(orig, "diag", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    unique = sqlstate == "23505" or (sqlstate is None and "UNIQUE constraint" in str(orig))
+    if not unique:
+        return
+    table = getattr(diag, "table_name", None)
+    for write in writes:
+        into = getattr(write.statement, "table", None)
+        if write.taken is not None and (table is None or getattr(into, "name", None) == table):
+            raise write.taken() from error
+
+
 class BatchingConnection:
     def __init__(self, conn: Connection) -> None:
         self.raw = conn
         self.dialect = conn.dialect
-        self._batches = conn.dialect.name == "postgresql"
+        #: Whether writes wait for the next round trip (PostgreSQL's pipeline) or go at once.
+        self.batches = conn.dialect.name == "postgresql"
         self._waiting: list[_Write | _Read] = []
-        if self._batches:
+        if self.batches:
             # Reset by the pool when the connection goes back (SQLAlchemy restores the
             # engine's isolation level), so nobody else ever sees autocommit.
             conn.execution_options(isolation_level="AUTOCOMMIT")
 
-    def defer(self, statement: Executable, params: Any = None) -> None:
+    def defer(
+        self,
+        statement: Executable,
+        params: Any = None,
+        *,
+        taken: Callable[[], Exception] | None = None,
+    ) -> None:
         """Run a statement whose result nobody reads, now or with the next round trip.
 
         As with `read_later`, `statement` must be built once and reused: it goes to psycopg
         compiled once (cached by identity), without SQLAlchemy's execution around it; a list
-        of parameters is one executemany."""
-        if self._batches:
-            self._waiting.append(_Write(statement, params))
-        else:
+        of parameters is one executemany. `taken` makes the error an INSERT raises for a
+        unique key already there, whichever round trip it travels with."""
+        write = _Write(statement, params, taken)
+        if self.batches:
+            self._waiting.append(write)
+            return
+        try:
             self.raw.execute(statement, params)
+        except IntegrityError as error:
+            _raise_taken(error, [write])
+            raise
 
     def read_later(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Later:
         """A read whose rows are wanted, but not before the next statement goes: both
         travel in one round trip, in this order. `statement` must be built once and reused
         (its compiled form is cached by identity)."""
-        if not self._batches:
+        if not self.batches:
             return Later(self, list(self.raw.execute(statement, params).all()))
         later = Later(self)
         self._waiting.append(_Read(statement, params, later))
@@ -492,11 +528,11 @@ class BatchingConnection:
 
     def flush(self) -> None:
         """Send what waits, behind a BEGIN when no transaction is open yet."""
-        if self._batches:
+        if self.batches:
             self._round_trip(commit=False)
 
     def commit(self) -> None:
-        if self._batches:
+        if self.batches:
             self._round_trip(commit=True)  # the waiting writes and COMMIT: one round trip
         self.raw.commit()  # SQLAlchemy's side; psycopg has nothing left to send
 
@@ -521,16 +557,20 @@ class BatchingConnection:
         reads = [(item, cursor_for(dbapi)) for item in waiting if isinstance(item, _Read)]
         cursors = {id(item): cursor for item, cursor in reads}
         written: list[Any] = []
-        with self._translated(), dbapi.pipeline():
-            if begin:
-                dbapi.execute("BEGIN", prepare=False)
-            for item in waiting:
-                if isinstance(item, _Read):
-                    self._send(item, cursors[id(item)])
-                else:
-                    written.append(self._write(item, dbapi))
-            if end:
-                dbapi.execute("COMMIT", prepare=False)
+        try:
+            with self._translated(), dbapi.pipeline():
+                if begin:
+                    dbapi.execute("BEGIN", prepare=False)
+                for item in waiting:
+                    if isinstance(item, _Read):
+                        self._send(item, cursors[id(item)])
+                    else:
+                        written.append(self._write(item, dbapi))
+                if end:
+                    dbapi.execute("COMMIT", prepare=False)
+        except IntegrityError as error:
+            _raise_taken(error, [item for item in waiting if isinstance(item, _Write)])
+            raise
         for cursor in written:
             cursor.close()
         for item, cursor in reads:

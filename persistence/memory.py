@@ -72,6 +72,9 @@ class MemoryImageGroupRepository:
             raise ImageGroupMismatchError(group.job_id, mine.id.value, group.id.value)
         self.state.groups[group.id.value] = _stored(group)
 
+    def create(self, group: ImageGroup) -> None:
+        self.save(group)  # nothing waits for a commit here
+
     def update_status(self, group: ImageGroup) -> None:
         stored = self.state.groups[group.id.value]
         self.state.groups[group.id.value] = replace(

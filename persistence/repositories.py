@@ -28,6 +28,7 @@ from domain import (
     DeadLetter,
     DeadLetterStatus,
     DuplicateImageGroupError,
+    GroupNotInserted,
     Image,
     ImageGroup,
     ImageGroupId,
@@ -79,6 +80,19 @@ class SqlImageGroupRepository:
                 select(ImageGroupRow.id).where(ImageGroupRow.job_id == group.job_id)
             )
             raise ImageGroupMismatchError(group.job_id, mine, group.id.value)
+        self._insert_images(group)
+
+    def create(self, group: ImageGroup) -> None:
+        if not self.conn.batches:
+            self.save(group)
+            return
+        # With the next round trip, the COMMIT's in the handler: the reservation lock the
+        # caller holds makes a conflict rare, and a conflict fails the transaction
+        # (GroupNotInserted), before anything is written.
+        self.conn.defer(db.INSERT_NEW_GROUP, models.group_values(group), taken=GroupNotInserted)
+        self._insert_images(group)
+
+    def _insert_images(self, group: ImageGroup) -> None:
         if group.images:
             self.conn.defer(
                 db.INSERT_IMAGES,

@@ -251,6 +251,10 @@ class SeenGroups:
         self._groups.save(group)
         self._see(group)
 
+    def create(self, group: ImageGroup) -> None:
+        self._groups.create(group)
+        self._see(group)
+
     def update_status(self, group: ImageGroup) -> None:
         self._groups.update_status(self._see(group))
 

@@ -43,6 +43,7 @@ from domain import (
     DuplicateImageGroupError,
     EventIds,
     GroupNotCreatedError,
+    GroupNotInserted,
     ImageGroup,
     ImageGroupId,
     ImageGroupMismatchError,
@@ -182,11 +183,22 @@ def handle_catalog_parsed(command: ReserveCatalog, *, deps: Deps) -> Result:
 
 
 def handle_stage_finished(command: RecordStageResult, *, deps: Deps) -> Result:
+    try:
+        return _stage_finished(command, deps, late_insert=True)
+    except GroupNotInserted:
+        # A build result whose group's INSERT, sent with the COMMIT, found a group already
+        # there (the job's, or another job's under the id): nothing was written, and the
+        # result is handled again with the INSERT on its own, which tells which it was.
+        return _stage_finished(command, deps, late_insert=False)
+
+
+def _stage_finished(command: RecordStageResult, deps: Deps, *, late_insert: bool) -> Result:
     event_id, now = command.ids.event_id, deps.clock()
     given = None if command.image_group_id is None else command.image_group_id.value
     with deps.new_uow() as uow:
         claimed = _claim_later(uow, command.ids, STAGE_FINISHED.task, now)
-        apply = _lock_for(uow, command)  # the lock travels with the claim: one round trip
+        # the lock travels with the claim: one round trip
+        apply = _lock_for(uow, command, late_insert=late_insert)
         if not _settled(uow, claimed):
             return Result(Outcome(DUPLICATE, event_id, given))
         why = _cause_of(command)
@@ -234,14 +246,14 @@ Apply = Callable[
 ]
 
 
-def _lock_for(uow: UnitOfWork, command: RecordStageResult) -> Apply:
+def _lock_for(uow: UnitOfWork, command: RecordStageResult, *, late_insert: bool) -> Apply:
     """Take the row lock the result is applied under, after the claim (the lock order); a
     duplicate holds it only until its commit. The reservation lock serialises the creation
     of the job's group (no group row to lock yet)."""
     job_id = command.ids.job_id
     if command.stage.is_build():
         reservation = uow.catalogs.find_by_job_id_for_update(job_id)
-        return partial(_apply_build_result, reservation=reservation)
+        return partial(_apply_build_result, reservation=reservation, late_insert=late_insert)
     return partial(_apply_stage_result, group=uow.groups.find_by_job_id_for_update(job_id))
 
 
@@ -266,6 +278,7 @@ def _apply_build_result(
     now: datetime,
     *,
     reservation: CatalogReservation | None,
+    late_insert: bool,
 ) -> ImageGroup | None:
     event_id, job_id = command.ids.event_id, command.ids.job_id
     failed = command.outcome is StageOutcome.FAILED
@@ -289,8 +302,9 @@ def _apply_build_result(
     )
     if deps.auto_advance:
         _start(group, StageName.DEPLOY, command, cause, deps, now)
+    insert = uow.groups.create if late_insert else uow.groups.save  # create: with the COMMIT
     try:
-        uow.groups.save(group)  # insert first: the usual case costs no look-up
+        insert(group)
     except DuplicateImageGroupError:
         _refuse_if_built(uow, command)
         raise

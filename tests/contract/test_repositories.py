@@ -16,6 +16,7 @@ from domain import (
     DeadLetter,
     DeadLetterStatus,
     DuplicateImageGroupError,
+    GroupNotInserted,
     Image,
     ImageGroup,
     ImageGroupId,
@@ -59,6 +60,12 @@ def group(n: int, *, job: str | None = None, created: datetime = T0) -> ImageGro
 def view(g: ImageGroup) -> GroupView:
     images = tuple((i.id, i.role.value, i.image_name) for i in g.images)
     return (g.id.value, g.job_id, g.status, g.attempt, g.created_at, g.updated_at, images)
+
+
+def stored_view(g: ImageGroup) -> GroupView:
+    """The view of `g` as every backend hands it back: images ordered by role."""
+    found = view(g)
+    return (*found[:6], tuple(sorted(found[6], key=lambda i: i[1])))
 
 
 def saved(new_uow: NewUow, *groups: ImageGroup) -> None:
@@ -122,7 +129,7 @@ def test_a_saved_group_comes_back_whole_by_id_and_by_job(new_uow: NewUow) -> Non
     assert [i[1] for i in expected[6]] == ["login", "compute"]
     for loaded in found:
         assert loaded is not None
-        assert view(loaded) == (*expected[:6], tuple(sorted(expected[6], key=lambda i: i[1])))
+        assert view(loaded) == stored_view(original)
         assert loaded.events == []
 
 
@@ -199,6 +206,42 @@ def test_a_second_group_for_the_same_job_is_refused_as_a_mismatch(new_uow: NewUo
     assert refused.value.given == "group-2"
     with new_uow() as uow:
         assert uow.groups.exists(gid(2)) is False
+
+
+def test_a_created_group_is_stored_with_its_images_as_a_saved_one(new_uow: NewUow) -> None:
+    made = group(1)
+    with new_uow() as uow:
+        uow.groups.create(made)
+        uow.commit()
+    with new_uow() as uow:
+        loaded = uow.groups.find_by_job_id("job-1")
+    assert loaded is not None and view(loaded) == stored_view(made)
+
+
+@pytest.mark.parametrize("taken", ["id", "job"])
+def test_creating_a_group_where_one_is_stored_writes_nothing_and_save_says_why(
+    new_uow: NewUow, taken: str
+) -> None:
+    first = group(1, job="job-a")
+    saved(new_uow, first)
+    clash = group(1, job="job-b") if taken == "id" else group(2, job="job-a")
+    wanted = DuplicateImageGroupError if taken == "id" else ImageGroupMismatchError
+    failed: Exception | None = None
+    with new_uow() as uow:
+        try:
+            # Where writes wait for the commit, the commit fails; elsewhere create refuses.
+            uow.groups.create(clash)
+            uow.catalogs.reserve(reservation(3, "job-c"))  # written with it, or not at all
+            uow.commit()
+        except (GroupNotInserted, wanted) as error:
+            failed = error
+    assert failed is not None
+    with new_uow() as uow:
+        assert uow.catalogs.find_by_job_id("job-c") is None
+        stored = uow.groups.list_by_status(None, limit=9, offset=0).items
+        assert [view(g) for g in stored] == [stored_view(first)]
+        with pytest.raises(wanted):
+            uow.groups.save(clash)
 
 
 def test_update_status_persists_status_attempt_and_updated_at(new_uow: NewUow) -> None:

@@ -1,0 +1,182 @@
+"""A build result's new group goes to PostgreSQL with the COMMIT; when it conflicts.
+
+The group's INSERT has no ON CONFLICT there: one that meets a group already stored (the job's,
+or another job's under the same id) fails the transaction, nothing is written, and the result
+is handled again with the INSERT sent on its own, which tells which it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
+
+from domain import (
+    DuplicateImageGroupError,
+    GroupNotInserted,
+    Image,
+    ImageGroup,
+    ImageGroupId,
+    RecordStageResult,
+    RoleName,
+    StageName,
+)
+from persistence import db, models
+from persistence.db import make_engine
+from persistence.migrate import upgrade
+from persistence.uow import SqlUnitOfWork
+from tests.pg import fresh_database
+from workers import handlers
+from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent, parse
+from workers.handlers import (
+    Deps,
+    EventOutcome,
+    Result,
+    handle_catalog_parsed,
+    handle_stage_finished,
+)
+from workers.outbox import FollowOns
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    with fresh_database("late_insert") as url:
+        upgrade(url)
+        engine = make_engine(url, pool_size=1)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def deps(engine: Engine) -> Deps:
+    return Deps(
+        new_uow=lambda: SqlUnitOfWork(engine, FollowOns()),
+        clock=lambda: NOW,
+        new_id=lambda: str(uuid.uuid4()),
+        stage_timeouts=dict.fromkeys(StageName, timedelta(minutes=30)),
+    )
+
+
+def _image() -> Image:
+    return Image(str(uuid.uuid4()), RoleName("compute"), "compute.img")
+
+
+def _envelope(event_type: str, job_id: str, payload: Mapping[str, object]) -> dict[str, object]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": 1,
+        "occurred_at": NOW.isoformat(),
+        "job_id": job_id,
+        "payload": payload,
+    }
+
+
+class Tries:
+    """The handler's tries at a stage result: whether each sent the group's INSERT late."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.late: list[bool] = []
+        handle = handlers._stage_finished
+
+        def counted(command: RecordStageResult, deps: Deps, *, late_insert: bool) -> Result:
+            self.late.append(late_insert)
+            return handle(command, deps, late_insert=late_insert)
+
+        monkeypatch.setattr(handlers, "_stage_finished", counted)
+
+
+def _built(job_id: str, group_id: str) -> RecordStageResult:
+    built = {"stage": "build-image", "outcome": "succeeded", "image_group_id": group_id}
+    envelope = _envelope("stage.finished", job_id, built)
+    return parse(StageFinishedEvent, (), {"event": envelope}).to_command()
+
+
+def _catalog(job_id: str, group_id: str, deps: Deps) -> None:
+    catalog = {"image_group_id": group_id, "roles": ["compute"], "catalog_name": "c"}
+    envelope = _envelope("catalog.parsed", job_id, catalog)
+    handle_catalog_parsed(
+        parse(CatalogParsedEvent, (), {"event": envelope}).to_command(), deps=deps
+    )
+
+
+def _inbox(engine: Engine, event_id: str) -> str | None:
+    with engine.connect() as conn:
+        outcome = conn.scalar(
+            text("SELECT outcome FROM processed_events WHERE event_id = :e"), {"e": event_id}
+        )
+    return None if outcome is None else str(outcome)
+
+
+def test_a_second_build_result_for_a_built_group_is_stale_after_its_late_insert_conflicts(
+    engine: Engine, deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, group_id = str(uuid.uuid4()), f"twice-{uuid.uuid4().hex[:8]}"
+    _catalog(job_id, group_id, deps)
+    first = handle_stage_finished(_built(job_id, group_id), deps=deps)
+    tries = Tries(monkeypatch)
+    second = _built(job_id, group_id)  # another event id: the inbox lets it through
+    again = handle_stage_finished(second, deps=deps)
+    assert first.outcome.outcome is EventOutcome.APPLIED
+    assert tries.late == [True, False]  # the INSERT with the COMMIT conflicted, then save
+    assert again.outcome.outcome is EventOutcome.STALE
+    assert again.outcome.detail is not None and "already built" in again.outcome.detail
+    assert again.messages == []  # no second deploy request
+    assert _inbox(engine, second.ids.event_id) == "stale"
+    with engine.connect() as conn:
+        groups = conn.execute(
+            text("SELECT id, status FROM image_groups WHERE job_id = :j"), {"j": job_id}
+        ).all()
+        images = conn.scalar(
+            text("SELECT count(*) FROM images WHERE image_group_id = :g"), {"g": group_id}
+        )
+    assert [tuple(g) for g in groups] == [(group_id, "DEPLOYING")] and images == 1
+
+
+def test_a_build_result_whose_group_id_another_job_holds_is_refused_and_writes_nothing(
+    engine: Engine, deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder, job_id, group_id = str(uuid.uuid4()), str(uuid.uuid4()), f"held-{uuid.uuid4().hex[:8]}"
+    with SqlUnitOfWork(engine) as uow:  # a group whose reservation is gone, under the id
+        held = ImageGroup.create(ImageGroupId(group_id), holder, [_image()], event_id="e", at=NOW)
+        uow.groups.save(held)
+        uow.commit()
+    _catalog(job_id, group_id, deps)
+    tries = Tries(monkeypatch)
+    built = _built(job_id, group_id)
+    with pytest.raises(DuplicateImageGroupError) as refused:
+        handle_stage_finished(built, deps=deps)
+    assert tries.late == [True, False]
+    assert (refused.value.job_id, refused.value.held_by_job_id) == (job_id, holder)
+    assert _inbox(engine, built.ids.event_id) is None  # claimed and rolled back, twice
+    with engine.connect() as conn:
+        mine = conn.scalar(
+            text("SELECT count(*) FROM image_groups WHERE job_id = :j"), {"j": job_id}
+        )
+        sent = conn.scalar(
+            text("SELECT count(*) FROM outbox WHERE image_group_id = :g"), {"g": group_id}
+        )
+    assert (mine, sent) == (0, 0)
+
+
+def test_a_late_group_insert_failing_for_another_reason_is_not_taken_for_a_conflict(
+    engine: Engine,
+) -> None:
+    group = ImageGroup.create(ImageGroupId("no-status"), "j", [_image()], event_id="e", at=NOW)
+    values = {**models.group_values(group), "status": None}  # NOT NULL, not a unique key
+    with SqlUnitOfWork(engine) as uow:
+        uow.connection.defer(db.INSERT_NEW_GROUP, values, taken=GroupNotInserted)
+        with pytest.raises(IntegrityError) as failed:
+            uow.commit()
+    assert not isinstance(failed.value, GroupNotInserted)
+    assert getattr(failed.value.orig, "sqlstate", None) == "23502"
