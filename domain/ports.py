@@ -182,9 +182,11 @@ class Page(Generic[T]):
     offset: int
 
 
-class GroupNotInserted(Exception):
-    """The INSERT of a group `create` sent with the COMMIT conflicted with a group already
-    stored (its id or its job's), so the commit failed and the unit of work wrote nothing."""
+class RowTaken(Exception):
+    """A row inserted late (`claim_late`, `reserve_late`, `create`: sent with the COMMIT)
+    met a unique key already taken: an event already claimed, a catalog already reserved,
+    a group already stored. The transaction failed and the unit of work wrote nothing; the
+    caller handles the event again the long way, which says what it is."""
 
 
 class ImageGroupRepository(Protocol):
@@ -193,7 +195,7 @@ class ImageGroupRepository(Protocol):
 
     def create(self, group: ImageGroup) -> None:
         """Insert a new group, perhaps only with the commit: then a group already stored
-        under its id or job fails the commit with GroupNotInserted (nothing is written),
+        under its id or job fails the commit with RowTaken (nothing is written),
         and `save`, in a new unit of work, says which. Where writes are not held back for
         the commit, as `save`."""
 
@@ -237,6 +239,11 @@ class CatalogRepository(Protocol):
         DuplicateImageGroupError when another job holds the id; ImageGroupMismatchError when
         the job already holds a different id (one job has at most one image group).
         """
+
+    def reserve_late(self, reservation: CatalogReservation) -> None:
+        """`reserve` of an id new to the job and to every other job, perhaps only with the
+        commit: a reservation already there under the id or the job raises RowTaken, there
+        or at the commit, and the unit of work writes nothing; `reserve` says what it was."""
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None: ...
 
@@ -282,6 +289,11 @@ class InboxRepository(Protocol):
         """`claim` of this record (its `deliveries`: this delivery's number), its answer
         asked for later: the claim may wait to reach the database with the next statement
         (in this order), and calling the result gives the answer."""
+
+    def claim_late(self, record: InboxRecord) -> None:
+        """`claim` of an event new to the inbox, perhaps only with the commit: an event
+        already there raises RowTaken, there or at the commit, and the unit of work writes
+        nothing (not even the duplicate's count: `claim` counts it)."""
 
     def set_outcome(self, event_id: str, outcome: str) -> None: ...
 

@@ -26,9 +26,13 @@ A connection that waits to send what it can, so an event costs few round trips.
 On PostgreSQL, what needs no answer yet waits here and travels in one psycopg pipeline with
 the next statement whose answer is needed, and so does BEGIN: the transaction's BEGIN, the
 inbox claim and the row lock go in one round trip, and a handler's last writes (history,
-stages, the outbox row, the status update) go with the COMMIT. The order on the server is
-always the order of the calls, and a failed statement ends the transaction as it would have
-on its own (the rest of that pipeline is skipped, and the unit of work rolls back).
+stages, the outbox row, the status update) go with the COMMIT. Rows that are new in the
+usual case go with the COMMIT as plain INSERTs (`defer(..., taken=...)`): a new catalog's
+inbox claim and reservation (the whole event in one round trip), a build result's group. One
+that meets a row already there fails the transaction, and its `taken` error tells the caller
+to handle the event again the long way. The order on the server is always the order of the
+calls, and a failed statement ends the transaction as it would have on its own (the rest of
+that pipeline is skipped, and the unit of work rolls back).
 
 BEGIN and COMMIT are ours to send: psycopg sends a BEGIN of its own alone, and then waits
 for it. So the psycopg connection is in autocommit mode while it is ours, and BEGIN always
@@ -307,8 +311,11 @@ def _compiled(statement: Executable, dialect: Dialect, keys: frozenset[str], wri
 
 INSERT_IMAGES = insert(ImageRow)
 
-#: A new group sent with the COMMIT: a conflict fails the transaction (no ON CONFLICT).
+#: Rows sent late, with the COMMIT, where the usual case is new: a conflict fails the
+#: transaction (no ON CONFLICT), and the caller goes the long way (`taken`).
 INSERT_NEW_GROUP = insert(ImageGroupRow)
+INSERT_EVENT = insert(ProcessedEventRow)
+INSERT_RESERVATION = insert(CatalogReservationRow)
 
 INSERT_HISTORY = insert(TransitionRow)
 

@@ -15,6 +15,7 @@ from domain import (
     ImageGroupMismatchError,
     ImageGroupStatus,
     Page,
+    RowTaken,
 )
 from domain.ports import (
     CatalogRepository,
@@ -149,6 +150,12 @@ class MemoryCatalogRepository:
             reservation
         )
         return None
+
+    def reserve_late(self, reservation: CatalogReservation) -> None:
+        taken = reservation.image_group_id.value in self.state.reservations
+        if taken or self.find_by_job_id(reservation.job_id) is not None:
+            raise RowTaken(f"a reservation holds {reservation.image_group_id.value!r} or its job")
+        self.reserve(reservation)
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
         for reservation in self.state.reservations.values():

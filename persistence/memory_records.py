@@ -16,6 +16,7 @@ from domain import (
     InboxRepository,
     JobRecord,
     OutboxMessage,
+    RowTaken,
     StageRecord,
     StageState,
     Transition,
@@ -81,6 +82,11 @@ class MemoryInboxRepository(InboxRepository):
         self.state.inbox[record.event_id] = record.outcome
         self.state.inbox_records[record.event_id] = record
         return lambda: True
+
+    def claim_late(self, record: InboxRecord) -> None:
+        if record.event_id in self.state.inbox:
+            raise RowTaken(f"event {record.event_id} is in the inbox")
+        self.claim_later(record)
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
         self.state.inbox[event_id] = outcome

@@ -28,7 +28,6 @@ from domain import (
     DeadLetter,
     DeadLetterStatus,
     DuplicateImageGroupError,
-    GroupNotInserted,
     Image,
     ImageGroup,
     ImageGroupId,
@@ -40,6 +39,7 @@ from domain import (
     OutboxMessage,
     Page,
     RoleName,
+    RowTaken,
     StageRecord,
     StageState,
     Transition,
@@ -88,8 +88,8 @@ class SqlImageGroupRepository:
             return
         # With the next round trip, the COMMIT's in the handler: the reservation lock the
         # caller holds makes a conflict rare, and a conflict fails the transaction
-        # (GroupNotInserted), before anything is written.
-        self.conn.defer(db.INSERT_NEW_GROUP, models.group_values(group), taken=GroupNotInserted)
+        # (RowTaken), before anything is written.
+        self.conn.defer(db.INSERT_NEW_GROUP, models.group_values(group), taken=RowTaken)
         self._insert_images(group)
 
     def _insert_images(self, group: ImageGroup) -> None:
@@ -208,6 +208,10 @@ class SqlCatalogRepository:
     def _find(self, job_id: str, *, lock: bool) -> CatalogReservation | None:
         rows = self.conn.rows(_reservation_statement(lock), {"job_id": job_id})
         return models.reservation_to_entity(rows[0]) if rows else None
+
+    def reserve_late(self, reservation: CatalogReservation) -> None:
+        values = models.reservation_values(reservation)
+        self.conn.defer(db.INSERT_RESERVATION, values, taken=RowTaken)
 
     def find_by_job_id(self, job_id: str) -> CatalogReservation | None:
         return self._find(job_id, lock=False)
@@ -332,6 +336,18 @@ class SqlInboxRepository(InboxRepository):
         }
         claimed = self.conn.read_later(db.claim_event(self.conn.dialect.name), values)
         return lambda: int(claimed.rows()[0][0]) == 0
+
+    def claim_late(self, record: InboxRecord) -> None:
+        values = {
+            "event_id": record.event_id,
+            "task_name": record.task_name,
+            "outcome": record.outcome,
+            "processed_at": record.processed_at,
+            "job_id": record.job_id,
+            "causation_id": record.causation_id,
+            "deliveries": record.deliveries,
+        }
+        self.conn.defer(db.INSERT_EVENT, values, taken=RowTaken)
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
         self.conn.defer(db.SET_OUTCOME, {"b_event_id": event_id, "b_outcome": outcome})

@@ -43,7 +43,6 @@ from domain import (
     DuplicateImageGroupError,
     EventIds,
     GroupNotCreatedError,
-    GroupNotInserted,
     ImageGroup,
     ImageGroupId,
     ImageGroupMismatchError,
@@ -56,6 +55,7 @@ from domain import (
     PipelinePhase,
     RecordStageResult,
     ReserveCatalog,
+    RowTaken,
     StageEnded,
     StageName,
     StageOutcome,
@@ -162,6 +162,29 @@ APPLIED, DUPLICATE, STALE = EventOutcome.APPLIED, EventOutcome.DUPLICATE, EventO
 
 
 def handle_catalog_parsed(command: ReserveCatalog, *, deps: Deps) -> Result:
+    try:
+        return _reserve_new(command, deps)
+    except RowTaken:
+        # The event, or a reservation under its id or its job, was there already, and
+        # nothing was written: the long way claims and reserves one at a time, and says
+        # which it was (a duplicate, the same catalog again, or a conflict).
+        return _catalog_parsed(command, deps)
+
+
+def _reserve_new(command: ReserveCatalog, deps: Deps) -> Result:
+    """The usual catalog, new to the inbox and to the reservations: its claim, reservation
+    and job row go with the COMMIT, in one round trip."""
+    ids, now = command.ids, deps.clock()
+    reservation = replace(command.catalog, created_at=now)
+    with deps.new_uow() as uow:
+        uow.inbox.claim_late(_record(ids, CATALOG_PARSED.task, now))
+        uow.catalogs.reserve_late(reservation)
+        uow.jobs.upsert(JobRecord(ids.job_id, PipelinePhase.BUILD), now)
+        uow.commit()
+    return Result(Outcome(APPLIED, ids.event_id, reservation.image_group_id.value))
+
+
+def _catalog_parsed(command: ReserveCatalog, deps: Deps) -> Result:
     ids, now = command.ids, deps.clock()
     reservation = replace(command.catalog, created_at=now)
     group_id = reservation.image_group_id.value
@@ -185,7 +208,7 @@ def handle_catalog_parsed(command: ReserveCatalog, *, deps: Deps) -> Result:
 def handle_stage_finished(command: RecordStageResult, *, deps: Deps) -> Result:
     try:
         return _stage_finished(command, deps, late_insert=True)
-    except GroupNotInserted:
+    except RowTaken:
         # A build result whose group's INSERT, sent with the COMMIT, found a group already
         # there (the job's, or another job's under the id): nothing was written, and the
         # result is handled again with the INSERT on its own, which tells which it was.
@@ -225,10 +248,13 @@ def _claim(uow: UnitOfWork, ids: EventIds, task_name: str, now: datetime) -> boo
 def _claim_later(
     uow: UnitOfWork, ids: EventIds, task_name: str, now: datetime
 ) -> Callable[[], bool]:
-    return uow.inbox.claim_later(
-        InboxRecord(
-            ids.event_id, task_name, APPLIED, now, ids.job_id, ids.causation_id, ids.delivery
-        )
+    return uow.inbox.claim_later(_record(ids, task_name, now))
+
+
+def _record(ids: EventIds, task_name: str, now: datetime) -> InboxRecord:
+    """The inbox row of an event applied by this delivery."""
+    return InboxRecord(
+        ids.event_id, task_name, APPLIED, now, ids.job_id, ids.causation_id, ids.delivery
     )
 
 

@@ -16,14 +16,17 @@ from domain import (
     DeadLetter,
     DeadLetterStatus,
     DuplicateImageGroupError,
-    GroupNotInserted,
     Image,
     ImageGroup,
     ImageGroupId,
     ImageGroupMismatchError,
     ImageGroupStatus,
+    InboxRecord,
+    JobRecord,
     OutboxMessage,
+    PipelinePhase,
     RoleName,
+    RowTaken,
     StageName,
     StageOutcome,
     StageRecord,
@@ -233,7 +236,7 @@ def test_creating_a_group_where_one_is_stored_writes_nothing_and_save_says_why(
             uow.groups.create(clash)
             uow.catalogs.reserve(reservation(3, "job-c"))  # written with it, or not at all
             uow.commit()
-        except (GroupNotInserted, wanted) as error:
+        except (RowTaken, wanted) as error:
             failed = error
     assert failed is not None
     with new_uow() as uow:
@@ -399,6 +402,51 @@ def test_the_inbox_claims_an_event_only_once(new_uow: NewUow) -> None:
         uow.commit()
     with new_uow() as uow:
         assert uow.inbox.count_by_outcome() == {"applied": 1, "stale": 1}
+
+
+def inbox_record(event_id: str) -> InboxRecord:
+    return InboxRecord(event_id, "imagegroups.catalog_parsed", "applied", T0, "job-1", None, 1)
+
+
+def test_a_late_claim_and_reservation_are_stored_as_the_long_way_stores_them(
+    new_uow: NewUow,
+) -> None:
+    with new_uow() as uow:
+        uow.inbox.claim_late(inbox_record("ev-1"))
+        uow.catalogs.reserve_late(reservation(1, "job-1"))
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.inbox.count_by_outcome() == {"applied": 1}
+        assert uow.inbox.claim("ev-1", "imagegroups.catalog_parsed", "applied", at(1)) is False
+        assert uow.catalogs.find_by_job_id("job-1") == reservation(1, "job-1")
+        assert uow.catalogs.reserve(reservation(1, "job-1")) == reservation(1, "job-1")
+
+
+@pytest.mark.parametrize("taken", ["event", "id", "job"])
+def test_a_late_claim_or_reservation_meeting_a_row_writes_nothing_and_raises_row_taken(
+    new_uow: NewUow, taken: str
+) -> None:
+    with new_uow() as uow:
+        uow.inbox.claim_late(inbox_record("ev-1"))
+        uow.catalogs.reserve_late(reservation(1, "job-1"))
+        uow.commit()
+    event = "ev-1" if taken == "event" else "ev-2"
+    clash = {"event": reservation(2, "job-2"), "id": reservation(1, "job-2")}.get(
+        taken, reservation(2, "job-1")
+    )
+    with new_uow() as uow, pytest.raises(RowTaken):
+        # Raised where the row goes, or by the commit: nothing of the three is written.
+        uow.inbox.claim_late(inbox_record(event))
+        uow.catalogs.reserve_late(clash)
+        uow.jobs.upsert(JobRecord(clash.job_id, PipelinePhase.BUILD), T0)
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.inbox.count_by_outcome() == {"applied": 1}
+        assert uow.catalogs.find_by_job_id("job-2") is None
+        held = uow.catalogs.find_by_job_id("job-1")
+        assert held is not None and held.image_group_id == gid(1)
+        if taken == "event":  # the claim the long way: one duplicate, counted only now
+            assert uow.inbox.claim("ev-1", "imagegroups.catalog_parsed", "applied", T0) is False
 
 
 def test_deliveries_are_counted_per_event_until_reset(new_uow: NewUow) -> None:

@@ -1,15 +1,18 @@
-"""A build result's new group goes to PostgreSQL with the COMMIT; when it conflicts.
+"""Rows sent to PostgreSQL with the COMMIT, and what happens when one of them conflicts.
 
-The group's INSERT has no ON CONFLICT there: one that meets a group already stored (the job's,
-or another job's under the same id) fails the transaction, nothing is written, and the result
-is handled again with the INSERT sent on its own, which tells which it was.
+A catalog's inbox claim and reservation, and a build result's new group, are plain INSERTs
+there (no ON CONFLICT): one that meets a row already stored (the event claimed, the id or job
+reserved, the group built) fails the transaction, nothing is written, and the event is handled
+again the long way, one statement at a time, which tells which it was.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -17,12 +20,13 @@ from sqlalchemy.exc import IntegrityError
 
 from domain import (
     DuplicateImageGroupError,
-    GroupNotInserted,
     Image,
     ImageGroup,
     ImageGroupId,
+    ImageGroupMismatchError,
     RecordStageResult,
     RoleName,
+    RowTaken,
     StageName,
 )
 from persistence import db, models
@@ -102,12 +106,34 @@ def _built(job_id: str, group_id: str) -> RecordStageResult:
     return parse(StageFinishedEvent, (), {"event": envelope}).to_command()
 
 
-def _catalog(job_id: str, group_id: str, deps: Deps) -> None:
-    catalog = {"image_group_id": group_id, "roles": ["compute"], "catalog_name": "c"}
+def _parsed(job_id: str, group_id: str, *, roles: tuple[str, ...] = ("compute",)) -> Any:
+    catalog = {"image_group_id": group_id, "roles": list(roles), "catalog_name": "c"}
     envelope = _envelope("catalog.parsed", job_id, catalog)
-    handle_catalog_parsed(
-        parse(CatalogParsedEvent, (), {"event": envelope}).to_command(), deps=deps
-    )
+    return parse(CatalogParsedEvent, (), {"event": envelope}).to_command()
+
+
+def _catalog(job_id: str, group_id: str, deps: Deps) -> None:
+    handle_catalog_parsed(_parsed(job_id, group_id), deps=deps)
+
+
+class LongWays:
+    """How often a catalog went the long way, after its late INSERTs found a row there."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        handle = handlers._catalog_parsed
+
+        def counted(command: Any, deps: Deps) -> Result:
+            self.count += 1
+            return handle(command, deps)
+
+        monkeypatch.setattr(handlers, "_catalog_parsed", counted)
+
+
+def _row(engine: Engine, sql: str, **params: object) -> tuple[Any, ...] | None:
+    with engine.connect() as conn:
+        found = conn.execute(text(sql), params).first()
+    return None if found is None else tuple(found)
 
 
 def _inbox(engine: Engine, event_id: str) -> str | None:
@@ -175,8 +201,91 @@ def test_a_late_group_insert_failing_for_another_reason_is_not_taken_for_a_confl
     group = ImageGroup.create(ImageGroupId("no-status"), "j", [_image()], event_id="e", at=NOW)
     values = {**models.group_values(group), "status": None}  # NOT NULL, not a unique key
     with SqlUnitOfWork(engine) as uow:
-        uow.connection.defer(db.INSERT_NEW_GROUP, values, taken=GroupNotInserted)
+        uow.connection.defer(db.INSERT_NEW_GROUP, values, taken=RowTaken)
         with pytest.raises(IntegrityError) as failed:
             uow.commit()
-    assert not isinstance(failed.value, GroupNotInserted)
+    assert not isinstance(failed.value, RowTaken)
     assert getattr(failed.value.orig, "sqlstate", None) == "23502"
+
+
+def test_a_new_catalog_takes_one_round_trip_and_is_stored_as_the_long_way_stores_it(
+    engine: Engine, deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, group_id = str(uuid.uuid4()), f"new-{uuid.uuid4().hex[:8]}"
+    longer = LongWays(monkeypatch)
+    command = _parsed(job_id, group_id)
+    done = handle_catalog_parsed(command, deps=deps)
+    assert longer.count == 0
+    assert (done.outcome.outcome, done.outcome.image_group_id) == (EventOutcome.APPLIED, group_id)
+    inbox = "SELECT outcome, task_name, job_id, deliveries, duplicates FROM processed_events"
+    assert _row(engine, f"{inbox} WHERE event_id = :e", e=command.ids.event_id) == (
+        "applied",
+        "imagegroups.catalog_parsed",
+        job_id,
+        1,
+        0,
+    )
+    reserved = "SELECT job_id, roles FROM catalog_reservations WHERE image_group_id = :g"
+    assert _row(engine, reserved, g=group_id) == (job_id, ["compute"])
+    assert _row(engine, "SELECT pipeline_phase FROM jobs WHERE job_id = :j", j=job_id) == ("BUILD",)
+
+
+def test_a_catalog_delivered_again_goes_the_long_way_and_is_counted_once_as_a_duplicate(
+    engine: Engine, deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, group_id = str(uuid.uuid4()), f"again-{uuid.uuid4().hex[:8]}"
+    command = _parsed(job_id, group_id)
+    handle_catalog_parsed(command, deps=deps)
+    longer = LongWays(monkeypatch)
+    again = handle_catalog_parsed(command, deps=deps)  # the same event id
+    assert longer.count == 1
+    assert again.outcome.outcome is EventOutcome.DUPLICATE
+    counted = "SELECT outcome, duplicates FROM processed_events WHERE event_id = :e"
+    assert _row(engine, counted, e=command.ids.event_id) == ("applied", 1)
+
+
+def test_a_late_insert_that_fails_warns_of_nothing_it_skipped(
+    deps: Deps, caplog: pytest.LogCaptureFixture
+) -> None:
+    command = _parsed(str(uuid.uuid4()), f"quiet-{uuid.uuid4().hex[:8]}")
+    handle_catalog_parsed(command, deps=deps)
+    with caplog.at_level(logging.WARNING):
+        again = handle_catalog_parsed(command, deps=deps)
+    assert again.outcome.outcome is EventOutcome.DUPLICATE
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_the_same_catalog_under_a_new_event_id_is_a_duplicate_recorded_as_such(
+    engine: Engine, deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, group_id = str(uuid.uuid4()), f"same-{uuid.uuid4().hex[:8]}"
+    handle_catalog_parsed(_parsed(job_id, group_id), deps=deps)
+    longer = LongWays(monkeypatch)
+    second = _parsed(job_id, group_id)
+    again = handle_catalog_parsed(second, deps=deps)
+    assert longer.count == 1
+    assert (again.outcome.outcome, again.outcome.detail) == (
+        EventOutcome.DUPLICATE,
+        "already reserved",
+    )
+    assert _inbox(engine, second.ids.event_id) == "duplicate"
+
+
+@pytest.mark.parametrize("clash", ["another job, the id", "the job, another id"])
+def test_a_catalog_clashing_with_a_reservation_is_refused_as_before_and_writes_nothing(
+    engine: Engine, deps: Deps, monkeypatch: pytest.MonkeyPatch, clash: str
+) -> None:
+    job_id, group_id = str(uuid.uuid4()), f"clash-{uuid.uuid4().hex[:8]}"
+    handle_catalog_parsed(_parsed(job_id, group_id), deps=deps)
+    longer = LongWays(monkeypatch)
+    wanted: type[Exception]
+    if clash == "another job, the id":
+        other, wanted = _parsed(str(uuid.uuid4()), group_id), DuplicateImageGroupError
+    else:
+        other, wanted = _parsed(job_id, f"{group_id}-2"), ImageGroupMismatchError
+    with pytest.raises(wanted):
+        handle_catalog_parsed(other, deps=deps)
+    assert longer.count == 1
+    assert _inbox(engine, other.ids.event_id) is None
+    reserved = "SELECT count(*) FROM catalog_reservations WHERE job_id = :j OR image_group_id = :g"
+    assert _row(engine, reserved, j=other.ids.job_id, g=other.catalog.image_group_id.value) == (1,)
