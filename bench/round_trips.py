@@ -52,16 +52,17 @@ class WireTrace:
     messages: dict[str, int] = field(default_factory=dict)
 
     def add(self, text: str) -> None:
-        sent = False
+        # A round trip ends with the server's ReadyForQuery: one for each Sync (a pipeline,
+        # or a statement outside one) and each simple Query the client sent. Counting
+        # switches of direction instead would count a pipeline twice when the client reads
+        # a result (an error, say) while it is still sending the rest.
         for line in text.splitlines():
             direction, _, rest = line.partition("\t")
             name = rest.split("\t")[1].split(" ")[0] if rest.count("\t") >= 1 else ""
             if direction == "F":
-                sent = True
                 self.messages[name] = self.messages.get(name, 0) + 1
-            elif direction == "B" and sent:
+            elif direction == "B" and name == "ReadyForQuery":
                 self.trips += 1
-                sent = False
 
 
 @contextmanager

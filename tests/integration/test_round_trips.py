@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 #: with the COMMIT. A new catalog's claim and reservation and a build result's new group go
 #: with the COMMIT too, as plain INSERTs; one that conflicts fails the transaction, and the
 #: event is handled again the long way (tests/integration/test_late_inserts.py): so a
-#: duplicate catalog pays the failed try and its ROLLBACK on top of the long way.
+#: duplicate catalog pays the failed try and the ROLLBACKs after it on top of the long way.
 BUDGET = {
     "catalog.parsed": 1,
     "build-image succeeded": 2,
