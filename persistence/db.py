@@ -45,6 +45,7 @@ Elsewhere (SQLite) every statement runs at once, in SQLAlchemy's own transaction
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -474,6 +475,21 @@ def _raise_taken(error: IntegrityError, writes: list[_Write]) -> None:
         into = getattr(write.statement, "table", None)
         if write.taken is not None and (table is None or getattr(into, "name", None) == table):
             raise write.taken() from error
+
+
+class SkippedRestFilter(logging.Filter):
+    """psycopg warns that it "ignored" PipelineAborted when it ends a pipeline whose
+    statement failed while the rest was still being sent: that is the rest skipped, as
+    designed, while the failure itself is raised (a duplicate's late INSERT fails so on a
+    busy machine). Every other psycopg warning passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        skipped = len(args) == 2 and isinstance(args[1], psycopg.errors.PipelineAborted)
+        return not (skipped and record.msg == "error ignored terminating %r: %s")
+
+
+logging.getLogger("psycopg").addFilter(SkippedRestFilter())
 
 
 class BatchingConnection:
