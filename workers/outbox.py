@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from domain import ImageGroup, OutboxMessage, StageName, StageRequested
 from persistence.uow import StoreUnitOfWork
@@ -175,6 +175,12 @@ class Publisher(Protocol):
         """Send one follow-on event; its task id must equal its event_id."""
 
 
+@runtime_checkable
+class BatchPublisher(Publisher, Protocol):
+    def publish_batch(self, messages: Sequence[OutboxMessage]) -> None:
+        """Send them all at once; raises if any may not have been sent (none counts as sent)."""
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -194,6 +200,29 @@ class OutboxRelay:
 
     def deliver(self, messages: Sequence[OutboxMessage]) -> int:
         """Publish after commit; what fails stays unsent in the outbox for the sweep."""
+        sent = self._in_one_batch(messages)
+        if sent is None:
+            sent = self._one_by_one(messages)
+        if sent and self._marks is not None:
+            self._marks.add(sent)
+        elif sent:
+            self._mark(sent)
+        return len(sent)
+
+    def _in_one_batch(self, messages: Sequence[OutboxMessage]) -> list[str] | None:
+        """The event ids, all sent in one batch; None: no batch, or it failed."""
+        if len(messages) == 0 or not isinstance(self.publisher, BatchPublisher):
+            return None
+        try:
+            self.publisher.publish_batch(messages)
+        except Exception:
+            # Some may have gone: sending them again one by one (with retries) may repeat
+            # them, which consumers absorb by event_id, as they do the sweep's.
+            log.info("a batch of %d follow-ons failed; sending them one by one", len(messages))
+            return None
+        return [message.event_id for message in messages]
+
+    def _one_by_one(self, messages: Sequence[OutboxMessage]) -> list[str]:
         sent: list[str] = []
         for message in messages:
             try:
@@ -208,11 +237,7 @@ class OutboxRelay:
                 )
                 break
             sent.append(message.event_id)
-        if sent and self._marks is not None:
-            self._marks.add(sent)
-        elif sent:
-            self._mark(sent)
-        return len(sent)
+        return sent
 
     def flush(self) -> None:
         """Write the "sent" marks still waiting (batched marks only)."""
@@ -281,6 +306,9 @@ class BackgroundDelivery:
     are handed over; a process that dies before its thread sent them leaves them unsent, and
     the worker's sweep sends them (the outbox's promise does not depend on this thread)."""
 
+    #: At most this many handed-over lists (one per event) are published together.
+    GATHER = 50
+
     def __init__(self, relay: OutboxRelay) -> None:
         self.relay = relay
         self._queue: queue.Queue[list[OutboxMessage]] = queue.Queue()
@@ -314,10 +342,18 @@ class BackgroundDelivery:
             except queue.Empty:
                 self.relay.flush()
                 continue
+            taken = 1
+            while taken < self.GATHER:  # what waits meanwhile goes with it, in one publish
+                try:
+                    batch += self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                taken += 1
             try:
                 self.relay.deliver(batch)
             finally:
-                self._queue.task_done()
+                for _ in range(taken):
+                    self._queue.task_done()
 
 
 class SentMarks:
@@ -364,6 +400,16 @@ class SentMarks:
 __all__: list[str] = []
 
 
+def shown(value: dict[str, Any], limit: int) -> str:
+    """repr of a follow-on's kwargs cut to `limit` characters, as Celery cuts saferepr's."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+#: How often and soon a follow-on's publish is tried again when the broker fails it.
+RETRY_POLICY: dict[str, Any] = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2}
+
+
 class CeleryPublisher:
     """Publishes a follow-on as a Celery task on its queue; the task id is its event_id.
 
@@ -382,11 +428,33 @@ class CeleryPublisher:
         return self._app
 
     def publish(self, message: OutboxMessage) -> None:
+        self._send(message, retry=True)
+
+    def publish_batch(self, messages: Sequence[OutboxMessage]) -> None:
+        """Every message and its sent event in one Redis round trip (kombu's publish batch,
+        a pipeline; on a transport without batches, kombu sends each at once). Not retried:
+        a failed batch raises (kombu cannot say which went), and the relay sends them again
+        one by one."""
+        with self.app.producer_or_acquire() as producer:
+            # Connected first, with a publish's retries: a broker that is down fails the batch
+            # as soon as it would fail one publish (kombu's own wait for a channel is longer).
+            producer.connection.ensure_connection(**RETRY_POLICY)
+            with producer.batch():
+                for message in messages:
+                    self._send(message, retry=False, producer=producer)
+
+    def _send(self, message: OutboxMessage, *, retry: bool, producer: Any = None) -> None:
+        kwargs = {"event": message.body}
         self.app.send_task(
             message.task_name,
-            kwargs={"event": message.body},
+            kwargs=kwargs,
             task_id=message.event_id,
             queue=message.queue,
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+            producer=producer,
+            # What Flower shows of the task, bounded as Celery bounds it; repr costs a
+            # fifteenth of Celery's saferepr for a follow-on's body (plain JSON values).
+            argsrepr="()",
+            kwargsrepr=shown(kwargs, self.app.amqp.kwargsrepr_maxsize),
+            retry=retry,
+            retry_policy=RETRY_POLICY,
         )

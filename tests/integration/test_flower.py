@@ -69,6 +69,14 @@ def test_flower_shows_each_event_task_with_its_outcome_behind_basic_auth(tmp_pat
         assert "'outcome': 'applied'" in task["result"]
         assert "'status': 'DEPLOYING'" in task["result"]
         assert "build-image" in task["kwargs"]
+
+        def requested() -> list[tuple[str, dict[str, Any]]]:
+            return [(k, t) for k, t in _tasks(base).items() if t.get("name") == "pipeline.deploy"]
+
+        # The follow-on the worker published, known to Flower by its sent event alone.
+        [(task_id, deploy)] = wait_for(requested, timeout=30, what="flower to show the follow-on")
+        assert f"'event_id': '{task_id}'" in deploy["kwargs"]
+        assert "'image_name': " in deploy["kwargs"]  # the whole body, images included
         with pytest.raises(urllib.error.HTTPError) as refused:
             _get(f"{base}/api/tasks", auth=None)
         assert refused.value.code == 401

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
 from sqlalchemy import select
 
 from domain import OutboxMessage
@@ -20,9 +27,16 @@ from persistence.uow import SqlUnitOfWork, StoreUnitOfWork
 from tests.integration.flow import follow_ons
 from tests.integration.stack import redis_messages, stack, wait_for
 from tests.pg import fresh_database
+from tests.redis_db import lease_redis_db
 from workers.edge.accept import CatalogParsedEvent, StageFinishedEvent
 from workers.handlers import Deps, handle_catalog_parsed, handle_stage_finished
-from workers.outbox import FollowOns, OutboxRelay, catalog_parsed, stage_finished
+from workers.outbox import (
+    CeleryPublisher,
+    FollowOns,
+    OutboxRelay,
+    catalog_parsed,
+    stage_finished,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +204,77 @@ def test_a_running_worker_sweeps_committed_rows_that_were_never_published(
             timeout=10,
             what="the row to be marked sent",
         )
+
+
+def _follow_on(queue: str, n: int) -> OutboxMessage:
+    event_id = str(uuid.uuid4())
+    images = [{"role": "compute", "image_name": f"compute-{n}.img"}]
+    return OutboxMessage(
+        event_id=event_id,
+        task_name=queue,
+        queue=queue,
+        body={"event_id": event_id, "payload": {"attempt": 1, "images": images}},
+        image_group_id=f"batch-{n}",
+        created_at=datetime.now(UTC),
+    )
+
+
+def _sent_events(pubsub: Any, count: int) -> list[dict[str, Any]]:
+    """The task-sent events Celery published for Flower (kombu's fanout on Redis)."""
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(found) < count and time.monotonic() < deadline:
+        got = pubsub.get_message(timeout=1)
+        if got is None or got["type"] != "pmessage":
+            continue
+        envelope = json.loads(got["data"])
+        event = json.loads(base64.b64decode(envelope["body"]))
+        if event["type"] == "task-sent":
+            found.append(event)
+    return found
+
+
+def test_a_batch_of_follow_ons_reaches_each_queue_in_order_each_with_its_sent_event() -> None:
+    with lease_redis_db() as url:
+        app = Celery("batch-test")
+        app.config_from_object("celeryconfig")
+        app.conf.broker_url = url
+        client = redis.Redis.from_url(url)
+        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub.psubscribe("*celeryev*")
+        assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+        messages = [_follow_on("pipeline.deploy", 1), _follow_on("pipeline.pxe_boot", 2)]
+        messages.append(_follow_on("pipeline.deploy", 3))
+        with app.connection_for_write() as connection:
+            # kombu pipelines a batch only where this holds; elsewhere it sends each at once.
+            assert connection.default_channel.supports_batch_publish
+
+        CeleryPublisher(app).publish_batch(messages)
+
+        deploy = redis_messages(client, "pipeline.deploy")
+        assert [m["headers"]["id"] for m in deploy] == [messages[0].event_id, messages[2].event_id]
+        [pxe] = redis_messages(client, "pipeline.pxe_boot")
+        assert pxe["headers"]["id"] == messages[1].event_id
+        body = json.loads(base64.b64decode(deploy[0]["body"]))
+        assert body == [[], {"event": messages[0].body}, body[2]]
+        # Flower shows the whole body (Celery's saferepr would have cut the images to [...]).
+        assert "'image_name': 'compute-1.img'" in deploy[0]["headers"]["kwargsrepr"]
+        events = _sent_events(pubsub, 3)
+        assert [e["uuid"] for e in events] == [m.event_id for m in messages]
+        assert [e["queue"] for e in events] == [m.queue for m in messages]
+        assert "compute-3.img" in events[2]["kwargs"]
+        pubsub.close()
+
+
+def test_a_batch_for_a_broker_that_is_down_fails_within_a_publish_s_retries() -> None:
+    app = Celery("batch-down")
+    app.config_from_object("celeryconfig")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket is closed
+    app.conf.broker_url = f"redis://127.0.0.1:{port}/0"
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="Connection refused"):
+        CeleryPublisher(app).publish_batch([_follow_on("pipeline.deploy", 1)])
+    # RETRY_POLICY: two retries, 0.1 s then 0.3 s apart (kombu's own wait is 6 s and more).
+    assert time.monotonic() - started < 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -311,4 +312,70 @@ def test_a_sweep_run_marks_what_it_sent_before_it_ends(
     sweeper.sweep_all()
 
     assert publisher.sent == [row.event_id]
+    assert _unsent(state) == []
+
+
+class BatchingPublisher(FakePublisher):
+    """Sends a batch at once, or fails it whole (as kombu's publish batch does)."""
+
+    def __init__(self, fail_on: Iterable[str] = (), *, batch_fails: bool = False) -> None:
+        super().__init__(fail_on)
+        self.batch_fails = batch_fails
+        self.batches: list[list[str]] = []
+
+    def publish_batch(self, messages: Sequence[OutboxMessage]) -> None:
+        self.batches.append([m.event_id for m in messages])
+        if self.batch_fails:
+            raise ConnectionError("broker unreachable mid-batch")
+        self.sent.extend(m.event_id for m in messages)
+
+
+def test_a_publisher_that_batches_gets_every_message_in_one_batch_and_all_are_marked(
+    state: MemoryState, clock: FakeClock
+) -> None:
+    messages = _store(state, *(_message(n, NOW) for n in (1, 2, 3)))
+    publisher = BatchingPublisher()
+
+    assert _relay(state, publisher, clock).deliver(messages) == 3
+
+    assert publisher.batches == [[m.event_id for m in messages]]
+    assert publisher.attempted == []  # nothing went one by one
+    assert _unsent(state) == []
+
+
+def test_a_failed_batch_is_sent_again_one_by_one_and_what_fails_then_stays_unsent(
+    state: MemoryState, clock: FakeClock
+) -> None:
+    first, second, third = _store(state, *(_message(n, NOW) for n in (1, 2, 3)))
+    publisher = BatchingPublisher(fail_on=[second.event_id], batch_fails=True)
+
+    assert _relay(state, publisher, clock).deliver([first, second, third]) == 1
+
+    assert publisher.batches == [[first.event_id, second.event_id, third.event_id]]
+    assert publisher.attempted == [first.event_id, second.event_id]
+    assert _unsent(state) == [second.event_id, third.event_id]
+
+
+def test_the_delivery_thread_publishes_what_waits_for_it_in_one_batch(
+    state: MemoryState, clock: FakeClock
+) -> None:
+    rows = _store(state, *(_message(n, NOW) for n in (1, 2, 3, 4)))
+    entered, release = threading.Event(), threading.Event()
+
+    class Held(BatchingPublisher):
+        def publish_batch(self, messages: Sequence[OutboxMessage]) -> None:
+            entered.set()
+            release.wait(10)  # the first batch holds the thread while the rest are handed over
+            super().publish_batch(messages)
+
+    publisher = Held()
+    delivery = BackgroundDelivery(_relay(state, publisher, clock))
+    delivery.deliver(rows[:1])
+    assert entered.wait(10)
+    for row in rows[1:]:
+        delivery.deliver([row])
+    release.set()
+    delivery.flush()
+
+    assert publisher.batches == [[rows[0].event_id], [r.event_id for r in rows[1:]]]
     assert _unsent(state) == []
