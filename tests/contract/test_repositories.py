@@ -232,9 +232,10 @@ def test_creating_a_group_where_one_is_stored_writes_nothing_and_save_says_why(
     failed: Exception | None = None
     with new_uow() as uow:
         try:
-            # Where writes wait for the commit, the commit fails; elsewhere create refuses.
+            # Where writes wait (PostgreSQL), the INSERT fails when they are next sent: here
+            # with reserve's read, which sends what waits before it. Elsewhere create refuses.
             uow.groups.create(clash)
-            uow.catalogs.reserve(reservation(3, "job-c"))  # written with it, or not at all
+            uow.catalogs.reserve(reservation(3, "job-c"))  # in the same transaction: not written
             uow.commit()
         except (RowTaken, wanted) as error:
             failed = error

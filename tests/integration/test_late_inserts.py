@@ -208,6 +208,27 @@ def test_a_late_group_insert_failing_for_another_reason_is_not_taken_for_a_confl
     assert getattr(failed.value.orig, "sqlstate", None) == "23502"
 
 
+def test_a_unique_key_taken_in_another_table_of_the_same_commit_is_not_taken_for_a_conflict(
+    engine: Engine,
+) -> None:
+    event_id = str(uuid.uuid4())
+    outbox: dict[str, Any] = {"event_id": event_id, "task_name": "t", "queue": "q", "body": {}}
+    outbox |= {"image_group_id": "before-1", "created_at": NOW, "sent_at": None}
+    with SqlUnitOfWork(engine) as uow:
+        uow.connection.defer(db.INSERT_OUTBOX, outbox)
+        uow.commit()
+    # The group's INSERT alone would go through; the outbox row beside it repeats an event id.
+    fresh = ImageGroup.create(ImageGroupId("fresh-1"), "jf", [_image()], event_id="f", at=NOW)
+    with SqlUnitOfWork(engine) as uow:
+        uow.groups.create(fresh)  # deferred with taken=RowTaken, for image_groups only
+        uow.connection.defer(db.INSERT_OUTBOX, {**outbox, "image_group_id": "fresh-1"})
+        with pytest.raises(IntegrityError) as failed:
+            uow.commit()
+    assert not isinstance(failed.value, RowTaken)
+    assert getattr(failed.value.orig, "sqlstate", None) == "23505"
+    assert _row(engine, "SELECT id FROM image_groups WHERE id = 'fresh-1'") is None
+
+
 def test_a_new_catalog_takes_one_round_trip_and_is_stored_as_the_long_way_stores_it(
     engine: Engine, deps: Deps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
