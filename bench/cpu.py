@@ -5,7 +5,9 @@
 
 Each step runs for every group in turn on a fresh, migrated PostgreSQL database and a leased
 Redis database: the catalog handler, the build-result handler (one transaction each), then the
-follow-on publish (`send_task`, with its sent event). CPU is this thread's (`time.thread_time`),
+follow-on publish (`send_task`, with its sent event): half of them one by one, as the relay sends
+after a failed batch, half a batch (one Redis round trip) per event, as a worker's delivery thread
+sends them. CPU is this thread's (`time.thread_time`),
 so waiting on PostgreSQL or Redis does not count; a profile uses the same clock.
 """
 
@@ -73,10 +75,17 @@ def measure(n: int, profile: bool) -> None:
     def build() -> None:
         results.extend(handle_stage_finished(command, deps=rt.deps) for command in builds)
 
-    def publish() -> None:
-        for result in results:
+    publisher: CeleryPublisher = rt.relay.publisher  # type: ignore[assignment]
+    half = n // 2
+
+    def publish() -> None:  # as the relay sends them again after a failed batch
+        for result in results[:half]:
             for message in result.messages:
-                rt.relay.publisher.publish(message)
+                publisher.publish(message)
+
+    def publish_batch() -> None:  # as the worker's delivery thread sends one event's follow-ons
+        for result in results[half:]:
+            publisher.publish_batch(result.messages)
 
     try:
         _per_event("catalog.parsed handler", n, catalog)
@@ -87,7 +96,8 @@ def measure(n: int, profile: bool) -> None:
             stats.sort_stats("cumulative").print_stats(r"(persistence|domain|workers)/", 25)
         else:
             _per_event("build result handler", n, build)
-        _per_event("follow-on publish (send_task)", n, publish)
+        _per_event("follow-on publish, one by one", half, publish)
+        _per_event("follow-on publish, a batch each", n - half, publish_batch)
     finally:
         rt.engine.dispose()  # the database is dropped next
 
