@@ -200,9 +200,14 @@ class OutboxRelay:
 
     def deliver(self, messages: Sequence[OutboxMessage]) -> int:
         """Publish after commit; what fails stays unsent in the outbox for the sweep."""
-        sent = self._in_one_batch(messages)
+        return self.deliver_each([messages])
+
+    def deliver_each(self, events: Sequence[Sequence[OutboxMessage]]) -> int:
+        """Several events' follow-ons, in one batch; if it fails, each event's one by one, so
+        a follow-on that fails holds back only the rest of its own event's."""
+        sent = self._in_one_batch([message for messages in events for message in messages])
         if sent is None:
-            sent = self._one_by_one(messages)
+            sent = [event_id for messages in events for event_id in self._one_by_one(messages)]
         if sent and self._marks is not None:
             self._marks.add(sent)
         elif sent:
@@ -218,7 +223,11 @@ class OutboxRelay:
         except Exception:
             # Some may have gone: sending them again one by one (with retries) may repeat
             # them, which consumers absorb by event_id, as they do the sweep's.
-            log.info("a batch of %d follow-ons failed; sending them one by one", len(messages))
+            log.warning(
+                "a batch of %d follow-ons failed; sending them one by one",
+                len(messages),
+                exc_info=True,
+            )
             return None
         return [message.event_id for message in messages]
 
@@ -342,17 +351,16 @@ class BackgroundDelivery:
             except queue.Empty:
                 self.relay.flush()
                 continue
-            taken = 1
-            while taken < self.GATHER:  # what waits meanwhile goes with it, in one publish
+            events = [batch]
+            while len(events) < self.GATHER:  # what waits meanwhile goes with it, in one publish
                 try:
-                    batch += self._queue.get_nowait()
+                    events.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                taken += 1
             try:
-                self.relay.deliver(batch)
+                self.relay.deliver_each(events)
             finally:
-                for _ in range(taken):
+                for _ in events:
                     self._queue.task_done()
 
 
@@ -410,6 +418,15 @@ def shown(value: dict[str, Any], limit: int) -> str:
 RETRY_POLICY: dict[str, Any] = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2}
 
 
+def _reprs_stay_headers(properties: dict[str, Any] | None = None, **_: Any) -> None:
+    """Celery copies every send_task option it does not know into the message's properties,
+    argsrepr and kwargsrepr too, which it has put in the headers already: a follow-on would
+    carry its kwargs' repr twice. The copies go before the publish (before_task_publish)."""
+    if properties is not None:
+        properties.pop("argsrepr", None)
+        properties.pop("kwargsrepr", None)
+
+
 class CeleryPublisher:
     """Publishes a follow-on as a Celery task on its queue; the task id is its event_id.
 
@@ -420,11 +437,17 @@ class CeleryPublisher:
     def __init__(self, app: Any = None, *, load_app: Callable[[], Any] | None = None) -> None:
         self._app = app
         self._load_app = load_app
+        self._hooked = False
 
     @property
     def app(self) -> Any:
         if self._app is None and self._load_app is not None:
             self._app = self._load_app()
+        if not self._hooked and self._app is not None:
+            from celery.signals import before_task_publish  # Celery is loaded by now
+
+            before_task_publish.connect(_reprs_stay_headers, weak=False, dispatch_uid=__name__)
+            self._hooked = True
         return self._app
 
     def publish(self, message: OutboxMessage) -> None:
@@ -451,8 +474,9 @@ class CeleryPublisher:
             task_id=message.event_id,
             queue=message.queue,
             producer=producer,
-            # What Flower shows of the task, bounded as Celery bounds it; repr costs a
-            # fifteenth of Celery's saferepr for a follow-on's body (plain JSON values).
+            # What Flower shows of the task, cut to Celery's length; repr costs a fifteenth
+            # of Celery's saferepr for a follow-on's body (plain JSON values, bounded by the
+            # schema) and shows all of it (task_repr_maxlevels does not apply).
             argsrepr="()",
             kwargsrepr=shown(kwargs, self.app.amqp.kwargsrepr_maxsize),
             retry=retry,

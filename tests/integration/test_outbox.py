@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -234,12 +235,18 @@ def _sent_events(pubsub: Any, count: int) -> list[dict[str, Any]]:
     return found
 
 
-def test_a_batch_of_follow_ons_reaches_each_queue_in_order_each_with_its_sent_event() -> None:
+@contextmanager
+def _publishing(name: str) -> Iterator[tuple[Celery, redis.Redis]]:
+    """An app as the worker configures it, on a Redis database of its own, and a client."""
     with lease_redis_db() as url:
-        app = Celery("batch-test")
+        app = Celery(name)
         app.config_from_object("celeryconfig")
         app.conf.broker_url = url
-        client = redis.Redis.from_url(url)
+        yield app, redis.Redis.from_url(url)
+
+
+def test_a_batch_of_follow_ons_reaches_each_queue_in_order_each_with_its_sent_event() -> None:
+    with _publishing("batch-test") as (app, client):
         pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         pubsub.psubscribe("*celeryev*")
         assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
@@ -278,3 +285,39 @@ def test_a_batch_for_a_broker_that_is_down_fails_within_a_publish_s_retries() ->
         CeleryPublisher(app).publish_batch([_follow_on("pipeline.deploy", 1)])
     # RETRY_POLICY: two retries, 0.1 s then 0.3 s apart (kombu's own wait is 6 s and more).
     assert time.monotonic() - started < 3
+
+
+def test_a_follow_on_is_the_same_on_the_wire_sent_alone_or_in_a_batch() -> None:
+    with _publishing("wire-test") as (app, client):
+        alone, batched = _follow_on("pipeline.deploy", 1), _follow_on("pipeline.deploy", 2)
+        publisher = CeleryPublisher(app)
+
+        publisher.publish(alone)
+        publisher.publish_batch([batched])
+
+        first, second = redis_messages(client, "pipeline.deploy")
+        for message in (first, second):
+            # kombu's and Celery's own properties only: the reprs are headers, not copied here.
+            assert sorted(message["properties"]) == [
+                "body_encoding",
+                "correlation_id",
+                "delivery_info",
+                "delivery_mode",
+                "delivery_tag",
+                "priority",
+                "reply_to",
+            ]
+        ids = {alone.event_id: "ID", batched.event_id: "ID", "compute-1": "N", "compute-2": "N"}
+
+        def shape(message: dict[str, Any]) -> str:
+            text = json.dumps(
+                {k: v for k, v in message.items() if k != "body"}
+                | {"body": json.loads(base64.b64decode(message["body"]))},
+                sort_keys=True,
+            )
+            text = text.replace(message["properties"]["delivery_tag"], "TAG")
+            for value, stand_in in ids.items():
+                text = text.replace(value, stand_in)
+            return text
+
+        assert shape(first) == shape(second)

@@ -379,3 +379,16 @@ def test_the_delivery_thread_publishes_what_waits_for_it_in_one_batch(
 
     assert publisher.batches == [[rows[0].event_id], [r.event_id for r in rows[1:]]]
     assert _unsent(state) == []
+
+
+def test_after_a_failed_batch_one_event_s_failure_holds_back_no_other_event_s_follow_ons(
+    state: MemoryState, clock: FakeClock
+) -> None:
+    a1, a2, b1 = _store(state, *(_message(n, NOW) for n in (1, 2, 3)))
+    publisher = BatchingPublisher(fail_on=[a1.event_id], batch_fails=True)
+
+    assert _relay(state, publisher, clock).deliver_each([[a1, a2], [b1]]) == 1
+
+    assert publisher.batches == [[a1.event_id, a2.event_id, b1.event_id]]
+    assert publisher.attempted == [a1.event_id, b1.event_id]  # a2 waits behind a1, b1 does not
+    assert _unsent(state) == [a1.event_id, a2.event_id]
