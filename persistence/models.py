@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 
 from domain import (
     CatalogReservation,
@@ -540,3 +540,11 @@ def stage_to_entity(row: Any) -> StageRecord:
         error_code=row.error_code,
         error_summary=row.error_summary,
     )
+
+
+# Every mapper is configured now, at import, before a worker starts its threads or forks its
+# pool. SQLAlchemy would otherwise configure them on the first ORM statement, under a global
+# lock; a pool process forked while a thread of the main process held that lock (the outbox
+# sweep's first query, say) inherits it held, by a thread it does not have, and hangs on its
+# own first statement (tests/unit/test_mappers_configured.py).
+configure_mappers()
