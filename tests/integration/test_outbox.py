@@ -229,9 +229,11 @@ def _sent_events(pubsub: Any, count: int) -> list[dict[str, Any]]:
         if got is None or got["type"] != "pmessage":
             continue
         envelope = json.loads(got["data"])
-        event = json.loads(base64.b64decode(envelope["body"]))
-        if event["type"] == "task-sent":
-            found.append(event)
+        body = json.loads(base64.b64decode(envelope["body"]))
+        # One event, or several in one message (task-multi, as a worker's consumer sends).
+        for event in body if isinstance(body, list) else [body]:
+            if event.get("type") == "task-sent":
+                found.append(event)
     return found
 
 
@@ -248,7 +250,8 @@ def _publishing(name: str) -> Iterator[tuple[Celery, redis.Redis]]:
 def test_a_batch_of_follow_ons_reaches_each_queue_in_order_each_with_its_sent_event() -> None:
     with _publishing("batch-test") as (app, client):
         pubsub = client.pubsub()  # type: ignore[no-untyped-call]
-        pubsub.psubscribe("*celeryev*")
+        # Pub/sub spans Redis's databases; kombu names each channel after its database.
+        pubsub.psubscribe(f"/{client.connection_pool.connection_kwargs['db']}.celeryev/*")
         assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
         messages = [_follow_on("pipeline.deploy", 1), _follow_on("pipeline.pxe_boot", 2)]
         messages.append(_follow_on("pipeline.deploy", 3))
