@@ -141,12 +141,12 @@ def test_a_running_worker_prunes_by_itself(tmp_path: Path) -> None:
     with stack(tmp_path, "prune", IMAGEGROUPS_RETENTION_INTERVAL="0.5") as s:
         _seed(s.engine, datetime.now(UTC))
         s.start_worker("--concurrency", "1")
+        # Each table is pruned in a transaction of its own: wait for the pass to reach both.
         wait_for(
-            lambda: _count(s.engine, ProcessedEventRow) == 1,
+            lambda: (_count(s.engine, ProcessedEventRow), _count(s.engine, DeliveryRow)) == (1, 1),
             timeout=30,
-            what="the old inbox row to be pruned",
+            what="the old inbox and delivery rows to be pruned",
         )
-        assert _count(s.engine, DeliveryRow) == 1
         done = s.run_cli("prune", "--json")
         assert json.loads(done.stdout) == {
             "dead_letters": 0,
