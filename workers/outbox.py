@@ -197,6 +197,8 @@ class OutboxRelay:
         # `mark_every` seconds instead of one per event. A mark lost in a crash only means the
         # sweep sends that follow-on again, which consumers absorb by event_id.
         self._marks = None if mark_every is None else SentMarks(self._mark, mark_every)
+        # Asked once: a runtime Protocol check is too slow to make per delivery.
+        self._batches = publisher if isinstance(publisher, BatchPublisher) else None
 
     def deliver(self, messages: Sequence[OutboxMessage]) -> int:
         """Publish after commit; what fails stays unsent in the outbox for the sweep."""
@@ -216,10 +218,10 @@ class OutboxRelay:
 
     def _in_one_batch(self, messages: Sequence[OutboxMessage]) -> list[str] | None:
         """The event ids, all sent in one batch; None: no batch, or it failed."""
-        if len(messages) == 0 or not isinstance(self.publisher, BatchPublisher):
+        if not messages or self._batches is None:
             return None
         try:
-            self.publisher.publish_batch(messages)
+            self._batches.publish_batch(messages)
         except Exception:
             # Some may have gone: sending them again one by one (with retries) may repeat
             # them, which consumers absorb by event_id, as they do the sweep's.
